@@ -1,0 +1,87 @@
+"""GRPO: group-relative policy gradient on a prompt dataset with rewards.
+
+For each prompt: sample G completions, score them, advantage = reward minus the group mean (optionally scaled
+by the std, or a leave-one-out baseline), then minimise the clipped policy-gradient loss plus beta * KL to the
+reference model. One update per batch, so old log-probs equal the current ones (ratio 1, gradient A grad log pi).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from langplay.algorithms import Experience, gather_sum
+from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_mean
+from langplay.policy import build_batch
+from langplay.rewards import build_scorer
+
+
+class GRPO:
+    name = "grpo"
+
+    def __init__(self, config, policy, sampler, accelerator, rewards=None):
+        self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
+        self.args = config.grpo
+        self.scorer = build_scorer(self.args.rewards, rewards)
+        self.needs_reference = self.args.beta > 0
+
+    def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> torch.Tensor:
+        """Rewards of completions laid out prompt-major, with each row's columns repeated G times."""
+        g = self.args.group_size
+        columns = {key: [row[key] for row in rows for _ in range(g)] for key in rows[0]}
+        columns["raw_prompt"] = [row[self.config.data.prompt_column] for row in rows for _ in range(g)]
+        repeated = [p for p in prompts for _ in range(g)]
+        return torch.tensor(self.scorer(repeated, completions, **columns), dtype=torch.float32)
+
+    def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
+        cfg, g, acc = self.config, self.args.group_size, self.accelerator
+        prompts = [self.policy.format_prompt(row[cfg.data.prompt_column], cfg.data.system_prompt) for row in rows]
+        samples = self.sampler.generate(prompts, g, seeds)
+        rewards = self.score(rows, prompts, samples.texts).to(acc.device)
+
+        # Advantages over the global batch: every process holds whole groups, in process order.
+        all_rewards = acc.gather(rewards) if acc.num_processes > 1 else rewards
+        advantages = group_advantages(all_rewards, g, self.args.scale_rewards, self.args.leave_one_out)
+        mine = slice(acc.process_index * len(rewards), (acc.process_index + 1) * len(rewards))
+
+        batch = build_batch(samples.prompt_ids, samples.completion_ids, self.policy.tokenizer.pad_token_id, acc.device)
+        batch["advantages"] = advantages[mine]
+        if self.needs_reference:
+            batch["ref_logp"] = self.policy.reference_logprobs(
+                batch, cfg.sampling.temperature, cfg.train.micro_batch_size
+            )
+        lengths = batch["completion_mask"].sum(1)
+        counts = {
+            "num_sequences": float(len(all_rewards)),
+            "num_tokens": gather_sum(acc, lengths.sum()),
+            "max_completion_length": float(cfg.sampling.max_new_tokens),
+        }
+        metrics = {
+            "reward": all_rewards.mean().item(),
+            "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
+            "completion_length": counts["num_tokens"] / counts["num_sequences"],
+            "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / counts["num_sequences"],
+            **self.scorer.last_parts,
+        }
+        shown = [
+            {"prompt": prompts[i // g], "completion": samples.texts[i], "reward": rewards[i].item(),
+             "advantage": batch["advantages"][i].item()}
+            for i in range(min(cfg.run.samples_per_step, len(samples)))
+        ]
+        return Experience(batch, counts, metrics, shown)
+
+    def loss(self, batch, counts):
+        args = self.args
+        out = self.policy.logprobs(batch, self.config.sampling.temperature, with_entropy=True)
+        mask = batch["completion_mask"]
+        per_token = clipped_policy_loss(out.logp, out.logp.detach(), batch["advantages"], args.epsilon, args.epsilon_high)
+        metrics = {"entropy": masked_mean(out.entropy, mask).item()}
+        if self.needs_reference:
+            kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
+            per_token = per_token + args.beta * kl
+            metrics["kl"] = masked_mean(kl, mask).item()
+        loss = aggregate(
+            per_token, mask, args.loss_aggregation,
+            num_sequences=counts["num_sequences"], num_tokens=counts["num_tokens"],
+            max_completion_length=int(counts["max_completion_length"]),
+        )
+        return loss, metrics

@@ -1,0 +1,35 @@
+"""SFT: maximum likelihood of the reference completion, loss on completion tokens only."""
+
+from __future__ import annotations
+
+from langplay.algorithms import Experience, gather_sum
+from langplay.data import encode_sft, sft_pair
+from langplay.policy import build_batch
+
+
+class SFT:
+    name = "sft"
+    needs_reference = False
+
+    def __init__(self, config, policy, accelerator):
+        self.config, self.policy, self.accelerator = config, policy, accelerator
+
+    def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
+        data, sft = self.config.data, self.config.sft
+        prompts, completions = [], []
+        for row in rows:
+            prompt, target = sft_pair(row, data)
+            prompt_ids, completion_ids = encode_sft(self.policy, prompt, target, data.system_prompt, sft.max_length)
+            if not sft.completion_only:  # the loss covers the prompt too (all but its first token)
+                prompt_ids, completion_ids = prompt_ids[:1], prompt_ids[1:] + completion_ids
+            prompts.append(prompt_ids)
+            completions.append(completion_ids)
+        batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
+        tokens = gather_sum(self.accelerator, batch["completion_mask"].sum())
+        return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})
+
+    def loss(self, batch, counts):
+        logp = self.policy.logprobs(batch).logp
+        mask = batch["completion_mask"]
+        nll = -(logp * mask).sum() / counts["num_tokens"]  # mean NLL per completion token over the whole step
+        return nll, {"nll": nll.item()}

@@ -1,0 +1,217 @@
+"""Typed configs: every default of langplay lives in this file.
+
+A run's config is a YAML file plus `key=value` overrides (`train.lr=1e-5`, `grpo.rewards=[...]`), validated
+into `Config`. Unknown keys and bad values fail with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langplay.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class ModelConfig(Section):
+    name_or_path: str = ""  # a Hub name or a local folder; required by every command that trains
+    tokenizer: str | None = None  # defaults to name_or_path
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False  # off unless a user asks: it runs code from the model's repository
+    chat_template: str | None = None  # overrides the tokenizer's; None keeps it (or plain text if it has none)
+    lora: LoraConfig | None = None  # with LoRA the reference model is the adapter-disabled base: no second copy
+    gradient_checkpointing: bool = False
+    logprob_chunk_tokens: int = Field(2048, gt=0)  # tokens per chunk when computing log-probs over the vocabulary
+
+
+class DataConfig(Section):
+    path: str = ""  # Hub dataset name, or a local .json/.jsonl/.parquet file
+    subset: str | None = None
+    split: str = "train"
+    prompt_column: str = "prompt"  # a string, or a list of chat messages
+    completion_column: str = "completion"  # SFT target
+    messages_column: str | None = None  # SFT on chat data: the last assistant turn is the target
+    system_prompt: str | None = None
+    max_samples: int | None = Field(None, gt=0)
+    shuffle: bool = True
+    eval_path: str | None = None
+    eval_split: str | None = None
+
+
+class SamplingConfig(Section):
+    backend: Literal["hf", "vllm"] = "hf"
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0)
+    max_prompt_tokens: int = Field(1024, gt=0)  # longer prompts are cut from the left
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
+
+
+class TrainConfig(Section):
+    steps: int = Field(100, gt=0)
+    prompts_per_step: int = Field(8, gt=0)  # global, over all processes
+    micro_batch_size: int = Field(8, gt=0)  # sequences per forward/backward on one process: memory, not maths
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    max_bad_steps: int = Field(3, gt=0)  # consecutive non-finite losses before the run stops
+
+
+class RunConfig(Section):
+    output_dir: str = "runs/{algorithm}"
+    save_every: int = Field(50, ge=0)  # 0: only at the end (and on Ctrl-C)
+    keep_checkpoints: int = Field(2, gt=0)
+    eval_every: int = Field(0, ge=0)
+    log_every: int = Field(1, gt=0)
+    samples_per_step: int = Field(4, ge=0)  # completions written to samples.jsonl each step
+    trackers: list[Literal["tensorboard", "wandb", "trackio"]] = []
+    progress: bool = True
+
+
+class RewardSpec(Section):
+    """One reward source. `kind` picks it; `weight` scales it in the sum."""
+
+    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math"]
+    function: str | None = None  # kind=function: "package.module:name" or "path/to/file.py:name"
+    model: str | None = None  # kind=reward_model: Hub name or local folder of a sequence classifier
+    answer_column: str = "answer"  # verifiers: the dataset column holding the gold answer
+    weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _needs_its_target(self) -> RewardSpec:
+        if self.kind == "function" and not self.function:
+            raise ValueError("a reward of kind 'function' needs function: 'module:name'")
+        if self.kind == "reward_model" and not self.model:
+            raise ValueError("a reward of kind 'reward_model' needs model: NAME_OR_PATH")
+        return self
+
+
+class GRPOConfig(Section):
+    group_size: int = Field(8, ge=2)  # completions per prompt (TRL's num_generations)
+    beta: float = Field(0.04, ge=0)  # KL to the reference model; 0 skips the reference pass
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float | None = None  # DAPO's clip-higher; None: same as epsilon
+    loss_aggregation: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"  # token-level: no length bias
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    leave_one_out: bool = False
+    rewards: list[RewardSpec] = []
+
+
+class SFTConfig(Section):
+    completion_only: bool = True  # loss on completion tokens only
+    max_length: int = Field(1024, gt=0)
+
+
+ALGORITHMS = ("sft", "grpo")
+
+
+class Config(Section):
+    algorithm: Literal["sft", "grpo"] = "grpo"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    sft: SFTConfig = SFTConfig()
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`["train.lr=1e-5", "grpo.beta=0"]` -> nested dict; values are parsed as YAML (numbers, lists, null)."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.lr=1e-5)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = model
+        for part in error["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            annotation = field.annotation if field else None
+            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        allowed = ", ".join(parent.model_fields) if parent else "see langplay/config.py"
+        return f"unknown key '{location}' (allowed here: {allowed})"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{location}: {error['msg']}{shown}"
+
+
+def build_config(tree: dict) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError("config error: " + _describe(exc.errors()[0], Config)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **defaults: Any) -> Config:
+    """YAML file (optional) <- keyword defaults <- key=value overrides, validated."""
+    tree: dict = {}
+    for key, value in defaults.items():
+        _set_dotted(tree, key, value)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
+        tree = merge(tree, loaded)
+    tree = merge(tree, parse_overrides(overrides or []))
+    return build_config(tree)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,101 @@
+"""Datasets from the Hub or local files, column checks, a resumable prompt stream, SFT encoding."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from langplay.config import DataConfig
+from langplay.errors import LangplayError
+
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_rows(path: str, subset: str | None = None, split: str = "train", max_samples: int | None = None):
+    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file or a Hub dataset name."""
+    import datasets
+
+    if not path:
+        raise LangplayError("no dataset given: set data.path to a Hub dataset name or a local .jsonl/.parquet file")
+    local = Path(path)
+    try:
+        if local.suffix in LOCAL_FORMATS:
+            if not local.is_file():
+                raise LangplayError(f"dataset file not found: {path}")
+            rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
+        elif local.is_dir():
+            rows = datasets.load_from_disk(str(local))
+            rows = rows[split] if isinstance(rows, datasets.DatasetDict) else rows
+        else:
+            rows = datasets.load_dataset(path, subset, split=split)
+    except LangplayError:
+        raise
+    except Exception as exc:  # datasets raises many kinds; the user needs one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LangplayError(f"cannot load dataset {path!r}: {first}") from None
+    if max_samples is not None:
+        rows = rows.select(range(min(max_samples, len(rows))))
+    if len(rows) == 0:
+        raise LangplayError(f"dataset {path!r} ({split}) is empty")
+    return rows
+
+
+def require_columns(rows, columns: list[str], what: str = "dataset") -> None:
+    missing = [c for c in columns if c not in rows.column_names]
+    if missing:
+        raise LangplayError(
+            f"{what} has no column {', '.join(map(repr, missing))}; it has {', '.join(rows.column_names)} "
+            "(map yours with data.prompt_column / data.completion_column)"
+        )
+
+
+def load_dataset_for(config: DataConfig, columns: list[str]):
+    rows = load_rows(config.path, config.subset, config.split, config.max_samples)
+    require_columns(rows, columns, f"dataset {config.path!r}")
+    return rows
+
+
+class PromptStream:
+    """Rows in a seeded order, reshuffled every epoch; `position` (rows served so far) is all its state."""
+
+    def __init__(self, rows, seed: int = 0, shuffle: bool = True, position: int = 0):
+        self.rows, self.seed, self.shuffle, self.position = rows, seed, shuffle, position
+        self._epoch, self._order = -1, []
+
+    def _order_of(self, epoch: int) -> list[int]:
+        if epoch != self._epoch:
+            order = list(range(len(self.rows)))
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._epoch, self._order = epoch, order
+        return self._order
+
+    def take(self, count: int) -> list[dict]:
+        batch = []
+        for _ in range(count):
+            epoch, index = divmod(self.position, len(self.rows))
+            batch.append(self.rows[self._order_of(epoch)[index]])
+            self.position += 1
+        return batch
+
+
+def sft_pair(row: dict, config: DataConfig) -> tuple[object, str]:
+    """(prompt, target) of one SFT row: prompt/completion columns, or chat messages whose last turn is the target."""
+    if config.messages_column:
+        messages = row[config.messages_column]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise LangplayError(f"column {config.messages_column!r}: the last message must be the assistant's")
+        return messages[:-1], messages[-1]["content"]
+    return row[config.prompt_column], row[config.completion_column]
+
+
+def encode_sft(policy, prompt, target: str, system_prompt: str | None, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids of the formatted prompt and of the target followed by EOS (the completion the loss is on)."""
+    prompt_ids = policy.encode(policy.format_prompt(prompt, system_prompt))
+    completion_ids = policy.encode(target) + [policy.tokenizer.eos_token_id]
+    overflow = len(prompt_ids) + len(completion_ids) - max_length
+    if overflow > 0:  # cut the prompt from the left first, then the target from the right
+        cut = min(overflow, max(len(prompt_ids) - 1, 0))
+        prompt_ids = prompt_ids[cut:]
+        completion_ids = completion_ids[: max_length - len(prompt_ids)]
+    return prompt_ids, completion_ids

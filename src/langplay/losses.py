@@ -1,0 +1,118 @@
+"""Pure tensor functions shared by every algorithm: masked means, advantages, policy-gradient losses, KL.
+
+Shapes: per-token tensors are (sequences, tokens) with a 0/1 `mask` of the same shape; rewards and advantages
+are (sequences,). Nothing here touches a model, an optimizer or a process group.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+AdvantageScale = Literal["group", "batch", "none"]
+LossAggregation = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+KLEstimator = Literal["k1", "k2", "k3"]
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    return (values * mask).sum() if dim is None else (values * mask).sum(dim)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean over the positions where mask is 1 (0 where the mask is empty, never NaN)."""
+    return masked_sum(values, mask, dim) / mask.sum(dim).clamp(min=1)
+
+
+def group_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    scale: AdvantageScale = "group",
+    leave_one_out: bool = False,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Advantages of rewards laid out as consecutive groups of `group_size` completions of one prompt.
+
+    Mean-centred within each group (or against the mean of the *other* members when `leave_one_out`, the RLOO
+    baseline), then divided by the Bessel-corrected std of the group, of the whole batch, or not at all.
+    `eps` is added to the std as in TRL (verl uses 1e-6, OpenRLHF 1e-9).
+    """
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    grouped = rewards.view(-1, group_size)
+    if leave_one_out:
+        if group_size < 2:
+            raise ValueError("a leave-one-out baseline needs groups of at least 2")
+        baseline = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+    else:
+        baseline = grouped.mean(1, keepdim=True)
+    advantages = grouped - baseline
+    if scale == "group":
+        std = grouped.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(baseline)
+        advantages = advantages / (std + eps)
+    elif scale == "batch":
+        advantages = advantages / (rewards.std() + eps)
+    elif scale != "none":
+        raise ValueError(f"unknown advantage scale {scale!r}: use group, batch or none")
+    return advantages.reshape(-1)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KLEstimator = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1, k2, k3)."""
+    log_ratio = ref_logp - logp
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1
+    raise ValueError(f"unknown KL estimator {estimator!r}: use k1, k2 or k3")
+
+
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+) -> torch.Tensor:
+    """Per-token PPO-clip loss -min(r A, clip(r) A), with r = exp(logp - old_logp) and A per sequence.
+
+    With one update per batch, pass old_logp = logp.detach(): r = 1 and the gradient is A * grad log pi.
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    adv = advantages.unsqueeze(-1)
+    return -torch.min(ratio * adv, clipped * adv)
+
+
+def aggregate(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    how: LossAggregation = "grpo",
+    num_sequences: int | None = None,
+    num_tokens: int | float | None = None,
+    max_completion_length: int | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss to a scalar as TRL's loss types do.
+
+    grpo:    mean over sequences of each sequence's token mean;
+    bnpo/dapo: token sum / number of completion tokens;
+    dr_grpo: token sum / (sequences * max_completion_length).
+    The counts default to those of this batch. When a batch is split into micro-batches (or processes), pass the
+    counts of the *whole* batch: the micro-batch losses then add up exactly to the whole-batch loss, whatever
+    the split. (TRL's bnpo normalises per micro-batch and its dapo over the generation batch; with whole-batch
+    counts the two coincide.)
+    """
+    num_sequences = per_token.shape[0] if num_sequences is None else num_sequences
+    if how == "grpo":
+        return masked_mean(per_token, mask, dim=1).sum() / num_sequences
+    token_sum = masked_sum(per_token, mask)
+    if how in ("bnpo", "dapo"):
+        num_tokens = mask.sum() if num_tokens is None else num_tokens
+        return token_sum / max(float(num_tokens), 1.0)
+    if how == "dr_grpo":
+        max_completion_length = per_token.shape[1] if max_completion_length is None else max_completion_length
+        return token_sum / (num_sequences * max_completion_length)
+    raise ValueError(f"unknown loss aggregation {how!r}: use grpo, bnpo, dr_grpo or dapo")

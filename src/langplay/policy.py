@@ -1,0 +1,279 @@
+"""The policy: a causal LM, its tokenizer and chat template, a frozen reference, and chunked log-probs.
+
+Any Hugging Face causal LM loads by Hub name or local folder. With LoRA (peft) the reference model is the base
+with the adapter disabled, so the weights are held once. Saved models are plain HF folders (safetensors) that
+transformers and vLLM load as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from langplay.config import ModelConfig
+from langplay.errors import LangplayError
+
+Prompt = str | list[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LangplayError("model.device=cuda but no CUDA device is visible: use model.device=cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
+    source = config.tokenizer or config.name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=config.revision, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise LangplayError(f"cannot load tokenizer {source!r}: {_first_line(exc)}") from None
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template
+    if tokenizer.pad_token is None:  # many base models ship none; padding is always masked out
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, device: torch.device) -> PreTrainedModel:
+    if not config.name_or_path:
+        raise LangplayError("no model given: set model.name_or_path to a Hub name or a local folder")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            config.name_or_path,
+            revision=config.revision,
+            dtype=resolve_dtype(config.dtype, device),
+            trust_remote_code=config.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise LangplayError(f"cannot load model {config.name_or_path!r}: {_first_line(exc)}") from None
+    return model.to(device)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.lora
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+@dataclass
+class TokenLogprobs:
+    logp: torch.Tensor  # (sequences, completion tokens), 0 where the mask is 0
+    entropy: torch.Tensor | None  # same shape, entropy of the next-token distribution
+
+
+class Policy:
+    """A trainable model with its tokenizer and frozen reference."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        reference: PreTrainedModel | None = None,
+        chunk_tokens: int = 2048,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.reference = reference  # None with LoRA: the reference is the base with the adapter disabled
+        self.chunk_tokens = chunk_tokens
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, with_reference: bool = True, device: torch.device | None = None) -> Policy:
+        device = device or resolve_device(config.device)
+        tokenizer = load_tokenizer(config)
+        model = load_model(config, device)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        reference = None
+        if config.lora is not None:
+            model = add_lora(model, config)
+        elif with_reference:
+            reference = frozen_copy(model)
+        return cls(model, tokenizer, reference, config.logprob_chunk_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def uses_lora(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
+
+    # -- text --------------------------------------------------------------------------------------------
+    def format_prompt(self, prompt: Prompt, system_prompt: str | None = None) -> str:
+        """The text the model continues: the chat template with a generation prompt, or the raw text."""
+        if self.tokenizer.chat_template is None:
+            if isinstance(prompt, str):
+                return prompt if system_prompt is None else f"{system_prompt}\n\n{prompt}"
+            return "\n".join(m["content"] for m in prompt)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if system_prompt is not None and messages[0].get("role") != "system":
+            messages = [{"role": "system", "content": system_prompt}] + messages
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- log-probs ---------------------------------------------------------------------------------------
+    def logprobs(self, batch: dict, temperature: float = 1.0, with_entropy: bool = False) -> TokenLogprobs:
+        return sequence_logprobs(self.model, batch, temperature, self.chunk_tokens, with_entropy)
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:
+        """Log-probs of the completion tokens under the frozen reference, micro-batch by micro-batch."""
+        out = torch.zeros(batch["completion_mask"].shape, dtype=torch.float32, device=batch["completion_mask"].device)
+        with self.reference_model() as reference:
+            for start in range(0, out.shape[0], micro_batch_size):
+                part = slice_batch(batch, start, start + micro_batch_size)
+                logp = sequence_logprobs(reference, part, temperature, self.chunk_tokens).logp
+                out[start : start + micro_batch_size, : logp.shape[1]] = logp
+        return out
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        if self.reference is not None:
+            yield self.reference
+        elif self.uses_lora:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            raise LangplayError("this policy has no reference model (load it with with_reference=True)")
+
+    # -- saving ------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, merge_lora: bool = True) -> Path:
+        """An HF folder with safetensors weights and the tokenizer; LoRA is merged so vLLM loads it as is."""
+        path = Path(path)
+        model = self.model
+        if self.uses_lora and merge_lora:
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return path
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    batch: dict,
+    temperature: float = 1.0,
+    chunk_tokens: int = 2048,
+    with_entropy: bool = False,
+) -> TokenLogprobs:
+    """Log-probs (and entropies) of the completion tokens of `batch`, computed in chunks of tokens.
+
+    `batch` holds `input_ids` and `attention_mask` (sequences, prompt + completion) with prompts left-padded
+    to one width, and `completion_mask` (sequences, completion width) marking the real completion tokens, which
+    start right after the prompt width. Only completion positions go through the output layer, `chunk_tokens`
+    at a time, and under autograd each chunk is recomputed in the backward pass: memory does not grow with
+    sequence length x vocabulary.
+    """
+    input_ids, attention_mask, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+    width = mask.shape[1]
+    prompt_width = input_ids.shape[1] - width
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = model.get_decoder()(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
+    # The state before token t predicts token t: completion token k is predicted at position prompt_width-1+k.
+    states = hidden[:, prompt_width - 1 : prompt_width - 1 + width]
+    targets = input_ids[:, prompt_width:]
+    where = mask.bool()
+    flat_states, flat_targets = states[where], targets[where]
+    head = model.get_output_embeddings()
+
+    def chunk_fn(h: torch.Tensor, y: torch.Tensor):
+        logits = head(h).float() / temperature
+        logp_all = F.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else torch.zeros_like(logp)
+        return logp, entropy
+
+    logps, entropies = [], []
+    for start in range(0, flat_targets.numel(), chunk_tokens):
+        h, y = flat_states[start : start + chunk_tokens], flat_targets[start : start + chunk_tokens]
+        if torch.is_grad_enabled():
+            lp, ent = checkpoint(chunk_fn, h, y, use_reentrant=False)
+        else:
+            lp, ent = chunk_fn(h, y)
+        logps.append(lp)
+        entropies.append(ent)
+    logp = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    entropy = torch.zeros_like(logp)
+    if logps:
+        logp = logp.masked_scatter(where, torch.cat(logps))
+        entropy = entropy.masked_scatter(where, torch.cat(entropies))
+    return TokenLogprobs(logp, entropy if with_entropy else None)
+
+
+def build_batch(
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> dict:
+    """Tensors for `sequence_logprobs`: prompts left-padded, completions right-padded, masks."""
+    prompt_width = max(len(p) for p in prompt_ids)
+    width = max(1, max(len(c) for c in completion_ids))
+    rows, attention, completion_mask = [], [], []
+    for prompt, completion in zip(prompt_ids, completion_ids):
+        left, right = prompt_width - len(prompt), width - len(completion)
+        rows.append([pad_id] * left + list(prompt) + list(completion) + [pad_id] * right)
+        attention.append([0] * left + [1] * (len(prompt) + len(completion)) + [0] * right)
+        completion_mask.append([1] * len(completion) + [0] * right)
+    return {
+        "input_ids": torch.tensor(rows, dtype=torch.long, device=device),
+        "attention_mask": torch.tensor(attention, dtype=torch.long, device=device),
+        "completion_mask": torch.tensor(completion_mask, dtype=torch.float, device=device),
+    }
+
+
+def slice_batch(batch: dict, start: int, stop: int) -> dict:
+    """Rows start:stop of a batch, with columns that are padding in every kept row trimmed away."""
+    part = {key: value[start:stop] for key, value in batch.items()}
+    width = part["completion_mask"].shape[1]
+    keep_right = int(part["completion_mask"].sum(0).nonzero().max()) + 1 if part["completion_mask"].any() else 1
+    prompt_width = part["input_ids"].shape[1] - width
+    # Left padding of prompts: drop columns where no kept row has a token (keep at least one prompt column).
+    first = int(part["attention_mask"][:, :prompt_width].sum(0).nonzero().min()) if prompt_width else 0
+    first = min(first, prompt_width - 1)
+    for key, value in part.items():
+        if key in ("input_ids", "attention_mask"):
+            part[key] = value[:, first : prompt_width + keep_right]
+        elif value.dim() == 2 and value.shape[1] == width:
+            part[key] = value[:, :keep_right]
+    return part
+
+
+def micro_batches(batch: dict, size: int):
+    rows = batch["input_ids"].shape[0]
+    for start in range(0, rows, size):
+        yield slice_batch(batch, start, min(start + size, rows))

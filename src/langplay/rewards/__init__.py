@@ -1,0 +1,108 @@
+"""Scorers: anything that maps (prompts, completions, dataset columns) to one float per completion.
+
+A scorer is a plain callable `f(prompts, completions, **columns) -> list[float]`, as in TRL. `build_scorer`
+turns the config's reward list into one weighted sum; a scorer that raises or returns the wrong number of
+values is reported with its name and the sample it failed on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Callable, Protocol
+
+from langplay.config import RewardSpec
+from langplay.errors import LangplayError
+
+
+class Scorer(Protocol):
+    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]: ...
+
+
+def scorer_name(scorer: Callable) -> str:
+    return getattr(scorer, "__name__", None) or type(scorer).__name__
+
+
+def import_function(spec: str) -> Callable:
+    """'package.module:name' or 'path/to/file.py:name' -> the callable."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise LangplayError(f"reward function {spec!r} must look like 'module:name' or 'file.py:name'")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise LangplayError(f"reward function file not found: {path}")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LangplayError(f"cannot import reward module {module_name!r}: {exc}") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise LangplayError(f"reward function {spec!r}: {module_name} has no callable {attr!r}")
+    return function
+
+
+def scorer_from_spec(spec: RewardSpec) -> Scorer:
+    if spec.kind == "function":
+        return import_function(spec.function)
+    if spec.kind == "reward_model":
+        from langplay.rewards.reward_model import RewardModelScorer
+
+        return RewardModelScorer(spec.model)
+    from langplay.rewards import verifiers
+
+    return verifiers.make(spec.kind, spec.answer_column)
+
+
+def call_scorer(scorer: Scorer, prompts: list[str], completions: list[str], columns: dict[str, list]) -> list[float]:
+    name = scorer_name(scorer)
+    try:
+        values = list(scorer(prompts, completions, **columns))
+    except LangplayError:
+        raise
+    except Exception as exc:
+        raise LangplayError(
+            f"reward function {name!r} raised {type(exc).__name__}: {exc} "
+            f"(on the batch starting with prompt {prompts[0][:80]!r}, completion {completions[0][:80]!r})"
+        ) from exc
+    if len(values) != len(completions):
+        raise LangplayError(f"reward function {name!r} returned {len(values)} values for {len(completions)} completions")
+    try:
+        return [float("nan") if v is None else float(v) for v in values]
+    except (TypeError, ValueError):
+        bad = next(i for i, v in enumerate(values) if not isinstance(v, (int, float)) and v is not None)
+        raise LangplayError(
+            f"reward function {name!r} returned {values[bad]!r} for completion {completions[bad][:80]!r}: expected a number"
+        ) from None
+
+
+class WeightedSum:
+    """The sum of several scorers with weights; also reports each one's mean."""
+
+    def __init__(self, scorers: list[Scorer], weights: list[float] | None = None):
+        if not scorers:
+            raise LangplayError("no reward given: add at least one entry to the rewards list")
+        self.scorers = scorers
+        self.weights = weights or [1.0] * len(scorers)
+        self.last_parts: dict[str, float] = {}
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
+        total = [0.0] * len(completions)
+        self.last_parts = {}
+        for scorer, weight in zip(self.scorers, self.weights):
+            values = call_scorer(scorer, prompts, completions, columns)
+            self.last_parts[f"reward/{scorer_name(scorer)}"] = sum(values) / len(values)
+            total = [t + weight * v for t, v in zip(total, values)]
+        return total
+
+
+def build_scorer(specs: list[RewardSpec], extra: list[Scorer] | None = None) -> WeightedSum:
+    """The config's rewards plus any Python callables given directly (weight 1)."""
+    scorers = [scorer_from_spec(spec) for spec in specs] + list(extra or [])
+    weights = [spec.weight for spec in specs] + [1.0] * len(extra or [])
+    return WeightedSum(scorers, weights)

@@ -1,0 +1,64 @@
+"""Built-in verifiers: a completion against the gold answer in a dataset column, scored 1 or 0."""
+
+from __future__ import annotations
+
+import re
+
+from langplay.errors import LangplayError
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def normalize(text: str) -> str:
+    return " ".join(str(text).strip().lower().split()).rstrip(".")
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in the text (commas as thousands separators), or None."""
+    found = _NUMBER.findall(str(text))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def exact_match(completion: str, gold: str) -> float:
+    return float(normalize(completion) == normalize(gold))
+
+
+def numeric_match(completion: str, gold, tolerance: float = 1e-6) -> float:
+    predicted, expected = last_number(completion), last_number(str(gold))
+    if predicted is None or expected is None:
+        return 0.0
+    return float(abs(predicted - expected) <= tolerance * max(1.0, abs(expected)))
+
+
+def math_match(completion: str, gold) -> float:
+    """math-verify's equivalence of the gold answer and the completion's last answer (gold first)."""
+    from math_verify import parse, verify
+
+    try:
+        gold_parsed = parse(str(gold) if "$" in str(gold) or "\\" in str(gold) else f"${gold}$")
+        return float(verify(gold_parsed, parse(completion)))
+    except Exception:  # math-verify can fail on odd LaTeX; a completion it can't read is simply not verified
+        return 0.0
+
+
+CHECKS = {"exact_match": exact_match, "numeric_match": numeric_match, "math": math_match}
+
+
+def make(kind: str, answer_column: str):
+    check = CHECKS[kind]
+
+    def verifier(prompts: list[str], completions: list[str], **columns) -> list[float]:
+        if answer_column not in columns:
+            raise LangplayError(
+                f"verifier {kind!r} needs the gold answer in column {answer_column!r}; columns: {', '.join(columns)}"
+                " (set answer_column in the reward entry)"
+            )
+        return [check(c, g) for c, g in zip(completions, columns[answer_column])]
+
+    verifier.__name__ = kind
+    return verifier

@@ -1,0 +1,47 @@
+"""Samplers turn prompts into completions. Every backend returns the same `Samples`.
+
+Randomness is keyed, not stateful: completion j of a prompt with seed s draws its noise from (s, j, position,
+token) alone. The same prompt with the same seed gives the same completion whatever else is in the batch, on one
+process or many, before or after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from langplay.config import SamplingConfig
+
+
+@dataclass
+class Samples:
+    """n completions per prompt, laid out prompt-major: [p0c0, p0c1, ..., p1c0, ...]."""
+
+    prompt_ids: list[list[int]]  # per completion (the prompt's ids, repeated)
+    completion_ids: list[list[int]]  # ends with EOS when `finished`
+    texts: list[str]  # completions decoded without special tokens
+    logprobs: list[list[float]]  # the sampler's own log-prob of each completion token
+    finished: list[bool]  # True: ended with EOS; False: hit max_new_tokens
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+
+class Sampler(Protocol):
+    def generate(self, prompts: list[str], n: int, seeds: list[int]) -> Samples:
+        """n completions of each (already formatted) prompt; seeds: one per prompt."""
+        ...
+
+    def sync_weights(self) -> None:
+        """Make the sampler use the policy's current weights (a no-op where it shares them)."""
+        ...
+
+
+def make_sampler(config: SamplingConfig, policy) -> Sampler:
+    if config.backend == "vllm":
+        from langplay.sampling.vllm import VLLMSampler
+
+        return VLLMSampler(config, policy)
+    from langplay.sampling.hf import HFSampler
+
+    return HFSampler(config, policy)

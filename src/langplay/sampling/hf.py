@@ -1,0 +1,123 @@
+"""The transformers sampler: a plain decoding loop over the model's KV cache.
+
+We write the loop rather than call `model.generate`: it is short, it records the sampler's own log-probs, it
+samples with keyed noise (Gumbel-max on counter-based uniforms, so results don't depend on batch layout or RNG
+state), it prefills each prompt once for its n completions, and it drops finished rows from the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from langplay.config import SamplingConfig
+from langplay.sampling import Samples
+
+_M31 = (1 << 31) - 1
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash on 31-bit values held in int64 (products stay below 2^63)."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M31
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M31
+    return (x >> 16) ^ x
+
+
+def key_of(*parts: int) -> int:
+    """One 31-bit key from several integers (a seed, an index...)."""
+    h = torch.tensor(0x2545F491, dtype=torch.long)
+    for part in parts:
+        h = _mix((h ^ (int(part) & _M31)) + 0x3C6EF35F & _M31)
+    return int(h)
+
+
+def keyed_uniform(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniforms in (0, 1) of shape (len(keys), vocab), a pure function of (key, step, token)."""
+    row = _mix((keys ^ (step * 0x27D4EB2D & _M31)) + 0x165667B1 & _M31)
+    tokens = torch.arange(vocab, device=keys.device, dtype=torch.long)
+    bits = _mix((row.unsqueeze(1) ^ _mix(tokens + 0x61C88647 & _M31).unsqueeze(0)) & _M31)
+    return (bits.double() + 0.5) / (1 << 31)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p; the rest get -inf."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs > top_p  # tokens after the mass is already reached
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def pick_tokens(logits: torch.Tensor, keys: torch.Tensor, step: int, temperature: float, top_p: float):
+    """Sample one token per row (Gumbel-max with keyed noise); return tokens and their log-probs."""
+    logp = top_p_filter(logits.float() / temperature, top_p).log_softmax(-1)
+    gumbel = -torch.log(-torch.log(keyed_uniform(keys, step, logits.shape[-1]))).to(logp.device)
+    tokens = (logp.double() + gumbel).argmax(-1)
+    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class HFSampler:
+    def __init__(self, config: SamplingConfig, policy):
+        self.config = config
+        self.policy = policy
+
+    def sync_weights(self) -> None:
+        pass  # samples from the training model itself
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, seeds: list[int]) -> Samples:
+        policy, cfg = self.policy, self.config
+        tokenizer = policy.tokenizer
+        prompt_ids = [policy.encode(p)[-cfg.max_prompt_tokens :] for p in prompts]
+        keys = torch.tensor([key_of(seed, j) for seed in seeds for j in range(n)], dtype=torch.long)
+        completions, logprobs, finished = sample_completions(
+            policy.model, prompt_ids, n, keys, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+            tokenizer.eos_token_id, tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return Samples([p for p in prompt_ids for _ in range(n)], completions, texts, logprobs, finished)
+
+
+def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, top_p, eos_id, pad_id):
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompt_ids], device=device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    # One prefill per prompt, then n rows per prompt.
+    cache.batch_repeat_interleave(n)
+    logits, attention = logits.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)
+    next_position = positions[:, -1].repeat_interleave(n, 0) + 1
+
+    total = len(prompt_ids) * n
+    tokens = [[] for _ in range(total)]
+    token_logps = [[] for _ in range(total)]
+    done = [False] * total
+    alive = torch.arange(total)  # rows of `tokens` still being decoded, in cache order
+    for step in range(max_new_tokens):
+        picked, picked_logp = pick_tokens(logits, keys[alive], step, temperature, top_p)
+        for row, token, lp in zip(alive.tolist(), picked.tolist(), picked_logp.tolist()):
+            tokens[row].append(token)
+            token_logps[row].append(lp)
+            done[row] = token == eos_id
+        keep = torch.tensor([not done[row] for row in alive.tolist()])
+        if not keep.any() or step == max_new_tokens - 1:
+            break
+        if not keep.all():
+            index = keep.nonzero().squeeze(-1)
+            alive, index = alive[index], index.to(device)
+            cache.batch_select_indices(index)
+            picked, attention, next_position = picked[index], attention[index], next_position[index]
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+        logits = model(input_ids=picked.unsqueeze(-1).to(device), attention_mask=attention,
+                       position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True).logits[:, -1]
+        next_position = next_position + 1
+    model.train(was_training)
+    return tokens, token_logps, done
