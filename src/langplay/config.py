@@ -59,6 +59,7 @@ class SamplingConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(256, gt=0)
     max_prompt_tokens: int = Field(1024, gt=0)  # longer prompts are cut from the left
+    ignore_eos: bool = False  # never stop at EOS (benchmarks: every completion has max_new_tokens tokens)
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
 
 

@@ -38,6 +38,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
+    require_model(config)
     source = config.tokenizer or config.name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -52,9 +53,13 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(config: ModelConfig, device: torch.device) -> PreTrainedModel:
+def require_model(config: ModelConfig) -> None:
     if not config.name_or_path:
         raise LangplayError("no model given: set model.name_or_path to a Hub name or a local folder")
+
+
+def load_model(config: ModelConfig, device: torch.device) -> PreTrainedModel:
+    require_model(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             config.name_or_path,

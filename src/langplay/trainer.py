@@ -218,7 +218,9 @@ class Trainer:
             self.bad_steps += 1
             warnings.warn(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped step still moves the schedule on
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
         self.sampler.sync_weights()
         self.step += 1
         metrics = {

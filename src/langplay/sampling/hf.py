@@ -74,7 +74,7 @@ class HFSampler:
         keys = torch.tensor([key_of(seed, j) for seed in seeds for j in range(n)], dtype=torch.long)
         completions, logprobs, finished = sample_completions(
             policy.model, prompt_ids, n, keys, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-            tokenizer.eos_token_id, tokenizer.pad_token_id,
+            None if cfg.ignore_eos else tokenizer.eos_token_id, tokenizer.pad_token_id,
         )
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
         return Samples([p for p in prompt_ids for _ in range(n)], completions, texts, logprobs, finished)

@@ -1,0 +1,3 @@
+from langplay.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""Reward functions loaded by path in tests (kind: function)."""
+
+
+def count_a(prompts, completions, **columns):
+    return [c.count("a") / max(1, len(c)) for c in completions]

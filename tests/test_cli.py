@@ -1,0 +1,70 @@
+"""The command line: help, training, resume, evaluation, and one-line errors with exit code 2."""
+
+import json
+
+from typer.testing import CliRunner
+
+from langplay.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert all(name in result.output for name in ("train", "eval", "demo"))
+
+
+def test_bad_config_values_are_one_line_exit_2(tiny_model, prompt_file, tmp_path):
+    cases = {
+        "train.lrr=1": "unknown key 'train.lrr' (allowed here: steps,",
+        "train.lr=abc": "train.lr: Input should be a valid number",
+        "grpo.loss_aggregation=mean": "Input should be 'grpo', 'bnpo', 'dr_grpo' or 'dapo'",
+        "nonsense": "is not key=value",
+    }
+    for override, message in cases.items():
+        result = invoke("train", "grpo", f"model.name_or_path={tiny_model}", override)
+        assert result.exit_code == 2, override
+        assert message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_unknown_algorithm_and_missing_config_file(tmp_path):
+    result = invoke("train", "ppo")
+    assert result.exit_code == 2 and "unknown algorithm 'ppo'" in result.output
+    result = invoke("train", "grpo", "--config", tmp_path / "missing.yaml")
+    assert result.exit_code == 2 and "config file not found" in result.output
+
+
+def test_missing_model_is_a_clear_error(prompt_file):
+    result = invoke("train", "grpo", f"data.path={prompt_file}")
+    assert result.exit_code == 2 and "set model.name_or_path" in result.output
+
+
+def test_train_from_a_yaml_file_then_resume_then_eval(tiny_model, sft_file, prompt_file, tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"model: {{name_or_path: {tiny_model}}}\ndata: {{path: {sft_file}}}\n"
+        f"train: {{steps: 3, lr: 0.003, prompts_per_step: 4}}\nrun: {{output_dir: {tmp_path}/run, progress: false}}\n"
+    )
+    result = invoke("train", "sft", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert "done: 3 steps" in result.output
+    result = invoke("train", "sft", "--config", config, "train.steps=5", "--resume")
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    report = tmp_path / "report.json"
+    result = invoke("eval", "--model", tmp_path / "run" / "final", f"data.path={prompt_file}", "--output", report,
+                    "grpo.rewards=[{kind: exact_match}]", "sampling.max_new_tokens=4")
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["samples"] == 8
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_model, sft_file, tmp_path):
+    result = invoke("train", "sft", f"model.name_or_path={tiny_model}", f"data.path={sft_file}",
+                    f"run.output_dir={tmp_path}/empty", "--resume")
+    assert result.exit_code == 2 and "nothing to resume" in result.output

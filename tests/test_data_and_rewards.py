@@ -1,0 +1,104 @@
+"""Datasets, the prompt stream, SFT encoding, and the built-in verifiers on real GSM8K text."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from langplay.config import DataConfig, ModelConfig, RewardSpec
+from langplay.data import PromptStream, encode_sft, load_rows, sft_pair
+from langplay.errors import LangplayError
+from langplay.policy import Policy
+from langplay.rewards import WeightedSum, build_scorer, import_function
+from langplay.rewards.verifiers import exact_match, last_number, math_match, numeric_match
+
+GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
+
+
+def test_local_jsonl_and_parquet_load_alike(tmp_path):
+    rows = load_rows(str(GSM8K))
+    assert len(rows) == 50 and rows.column_names == ["question", "answer"]
+    rows.to_parquet(tmp_path / "g.parquet")
+    again = load_rows(str(tmp_path / "g.parquet"), max_samples=5)
+    assert len(again) == 5 and again[0] == rows[0]
+
+
+def test_unknown_hub_dataset_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LangplayError, match="cannot load dataset 'nobody/nothing'") as info:
+        load_rows("nobody/nothing")
+    assert "\n" not in str(info.value)
+
+
+def test_prompt_stream_is_seeded_reshuffled_and_resumable():
+    rows = [{"i": i} for i in range(5)]
+    stream = PromptStream(rows, seed=3)
+    first = [r["i"] for r in stream.take(5)]
+    second = [r["i"] for r in stream.take(5)]
+    assert sorted(first) == sorted(second) == list(range(5)) and first != second
+    resumed = PromptStream(rows, seed=3, position=7)
+    assert [r["i"] for r in resumed.take(3)] == second[2:]
+
+
+def test_sft_encoding_puts_the_loss_on_the_completion_only(tiny_model):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    prompt_ids, completion_ids = encode_sft(policy, "say a", "aaa", None, 1024)
+    assert policy.tokenizer.decode(prompt_ids) == "<s>Q: say a\nA: "
+    assert policy.tokenizer.decode(completion_ids) == "aaa</s>"
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    prompt, target = sft_pair(chat, DataConfig(messages_column="messages"))
+    assert target == "yo" and prompt == chat["messages"][:1]
+    short_prompt, short_completion = encode_sft(policy, "x" * 50, "abc", None, 20)
+    assert len(short_prompt) + len(short_completion) == 20 and policy.tokenizer.decode(short_completion) == "abc</s>"
+
+
+def test_gsm8k_gold_answers_score_one_with_numeric_and_math_match():
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
+    gold = [row["answer"].split("####")[-1].strip() for row in rows]
+    solutions = [row["answer"].replace("####", "The answer is") for row in rows]
+    assert all(numeric_match(s, g) == 1.0 for s, g in zip(solutions, gold))
+    assert all(math_match(f"The answer is ${g}$", g) == 1.0 for g in gold[:10])
+    assert numeric_match(solutions[0], str(int(gold[0]) + 1)) == 0.0
+    assert math_match("The answer is $\\frac{1}{2}$", "0.5") == 1.0
+    assert math_match("no idea", "3") == 0.0
+
+
+def test_verifier_helpers():
+    assert last_number("it costs 1,234.5 dollars") == 1234.5 and last_number("none") is None
+    assert exact_match("  Paris. ", "paris") == 1.0 and exact_match("Lyon", "Paris") == 0.0
+
+
+def test_weighted_rewards_and_column_errors():
+    specs = [RewardSpec(kind="exact_match", weight=2.0), RewardSpec(kind="numeric_match", answer_column="n")]
+    scorer = build_scorer(specs, extra=[lambda prompts, completions, **_: [0.5] * len(completions)])
+    values = scorer(["p", "p"], ["7", "x"], answer=["7", "7"], n=["7", "7"])
+    assert values == [2.0 + 1.0 + 0.5, 0.5]
+    assert isinstance(scorer, WeightedSum) and scorer.last_parts["reward/exact_match"] == 0.5
+    with pytest.raises(LangplayError, match="column 'answer'"):
+        build_scorer([RewardSpec(kind="exact_match")])(["p"], ["c"], other=["x"])
+
+
+def test_reward_function_import_errors_are_clear(tmp_path):
+    with pytest.raises(LangplayError, match="module:name"):
+        import_function("nocolon")
+    with pytest.raises(LangplayError, match="cannot import reward module"):
+        import_function("no_such_module_xyz:f")
+    path = tmp_path / "r.py"
+    path.write_text("def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    assert import_function(f"{path}:f")(["p"], ["c"]) == [1.0]
+    with pytest.raises(LangplayError, match="has no callable 'g'"):
+        import_function(f"{path}:g")
+
+
+def test_a_reward_returning_the_wrong_shape_or_type_is_named():
+    def short(prompts, completions, **_):
+        return [1.0]
+
+    def texty(prompts, completions, **_):
+        return ["good"] * len(completions)
+
+    with pytest.raises(LangplayError, match="'short' returned 1 values for 2"):
+        WeightedSum([short])(["p", "p"], ["a", "b"])
+    with pytest.raises(LangplayError, match="'texty' returned 'good'"):
+        WeightedSum([texty])(["p"], ["a"])

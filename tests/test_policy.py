@@ -1,0 +1,102 @@
+"""Policy: loading, chat formatting, chunked log-probs, LoRA reference, saving."""
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from langplay.config import ModelConfig, LoraConfig
+from langplay.policy import Policy, build_batch, micro_batches, sequence_logprobs
+
+
+def unchunked(model, batch):
+    """Straightforward reference: full logits, log_softmax, gather."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits.float()
+    width = batch["completion_mask"].shape[1]
+    start = batch["input_ids"].shape[1] - width
+    logp_all = F.log_softmax(logits[:, start - 1 : -1], -1)
+    logp = logp_all.gather(-1, batch["input_ids"][:, start:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    mask = batch["completion_mask"]
+    return logp * mask, entropy * mask
+
+
+def a_batch(policy):
+    prompts = [policy.encode(policy.format_prompt(p)) for p in ["hi", "a longer prompt here"]]
+    completions = [policy.encode("abc"), policy.encode("a much longer completion!")]
+    return build_batch(prompts, completions, policy.tokenizer.pad_token_id)
+
+
+def test_chunked_logprobs_equal_the_unchunked_computation(tiny_model):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    batch = a_batch(policy)
+    expected_logp, expected_entropy = unchunked(policy.model, batch)
+    for chunk in (1, 7, 4096):
+        out = sequence_logprobs(policy.model, batch, chunk_tokens=chunk, with_entropy=True)
+        assert torch.allclose(out.logp, expected_logp, atol=1e-5)
+        assert torch.allclose(out.entropy, expected_entropy, atol=1e-5)
+    # gradients too (the chunks are recomputed in backward)
+    sequence_logprobs(policy.model, batch, chunk_tokens=5).logp.sum().backward()
+    chunked_grad = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    unchunked(policy.model, batch)[0].sum().backward()
+    for a, p in zip(chunked_grad, policy.model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+def test_micro_batches_trim_padding_without_changing_logprobs(tiny_model):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    batch = a_batch(policy)
+    whole = sequence_logprobs(policy.model, batch).logp
+    first = next(micro_batches(batch, 1))
+    assert first["completion_mask"].shape[1] == 3 and first["input_ids"].shape[1] < batch["input_ids"].shape[1]
+    assert torch.allclose(sequence_logprobs(policy.model, first).logp, whole[:1, :3], atol=1e-5)
+
+
+def test_chat_template_and_plain_text_prompts(tiny_model):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    assert policy.format_prompt("hi") == "<s>Q: hi\nA: "
+    assert policy.format_prompt("hi", system_prompt="be brief") == "<s>S: be brief\nQ: hi\nA: "
+    policy.tokenizer.chat_template = None
+    assert policy.format_prompt("hi") == "hi"
+
+
+def test_reference_is_a_frozen_copy(tiny_model):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)))
+    batch = a_batch(policy)
+    before = policy.reference_logprobs(batch)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(0.1)
+    assert torch.allclose(policy.reference_logprobs(batch), before)
+    assert not torch.allclose(sequence_logprobs(policy.model, batch).logp, before)
+
+
+def test_lora_reference_is_the_adapter_disabled_base_and_save_merges(tiny_model, tmp_path):
+    config = ModelConfig(name_or_path=str(tiny_model), lora=LoraConfig(r=4, alpha=8))
+    policy = Policy.from_config(config)
+    assert policy.uses_lora and policy.reference is None  # no second copy of the weights
+    trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    batch = a_batch(policy)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert torch.allclose(policy.reference_logprobs(batch), unchunked(base, batch)[0], atol=1e-5)
+    with torch.no_grad():  # move the adapter away from zero: policy and reference now differ
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)
+    policy_logp = sequence_logprobs(policy.model, batch).logp
+    assert not torch.allclose(policy_logp, policy.reference_logprobs(batch), atol=1e-3)
+    saved = policy.save(tmp_path / "merged")
+    assert (saved / "model.safetensors").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(saved)
+    assert torch.allclose(unchunked(merged, batch)[0], policy_logp, atol=1e-4)
+
+
+def test_save_round_trips_through_transformers(tiny_model, tmp_path):
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    path = policy.save(tmp_path / "saved")
+    assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
+    again = Policy.from_config(ModelConfig(name_or_path=str(path)), with_reference=False)
+    batch = a_batch(policy)
+    assert torch.equal(sequence_logprobs(again.model, batch).logp, sequence_logprobs(policy.model, batch).logp)

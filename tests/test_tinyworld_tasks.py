@@ -1,0 +1,305 @@
+"""tinyworld tasks, parser and judges: determinism, splits, references, partial credit, round trips, robustness."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from langplay.tinyworld import judges
+from langplay.tinyworld.tasks import (
+    ANSWER_MARKER, CHALLENGER_PROMPT, EVAL_SEEDS, FAMILIES, TRAIN_SEEDS, challenger_example, check, extract_answer,
+    make_task, number_words, parse, reference_samples, sample_tasks, split_of,
+)
+
+ALL = [(name, level) for name, fam in FAMILIES.items() for level in range(1, fam.levels + 1)]
+SEEDS = range(60)
+
+
+def kinds(kind):
+    return [name for name, fam in FAMILIES.items() if fam.kind == kind]
+
+
+# ---------------------------------------------------------------------------------------------- the families
+def test_families_cover_the_three_kinds():
+    assert len(FAMILIES) >= 8
+    for kind in ("exact", "open", "reasoning"):
+        assert len(kinds(kind)) >= 2, kind
+    reasoning = [FAMILIES[n] for n in kinds("reasoning")]
+    assert any(not f.verifiable for f in reasoning) and any(f.verifiable for f in reasoning)
+    assert any(f.long_answer for f in reasoning) and any(not f.long_answer for f in reasoning)
+    assert all(3 <= f.levels <= 4 for f in FAMILIES.values())
+    assert all(len(f.phrasings) >= 3 for f in FAMILIES.values())
+
+
+@pytest.mark.parametrize("name,level", ALL)
+def test_tasks_are_deterministic_in_their_seed(name, level):
+    assert make_task(name, level, 7) == make_task(name, level, 7)
+    prompts = {make_task(name, level, s).prompt for s in range(30)}
+    assert len(prompts) > 5  # seeds give different instances
+
+
+@pytest.mark.parametrize("name,level", ALL)
+def test_references_score_one_and_stay_short(name, level):
+    fam = FAMILIES[name]
+    for seed in SEEDS:
+        task = make_task(name, level, seed)
+        assert check(task, task.reference) == 1.0, task
+        assert check(task, f" {task.reference} \n") == 1.0  # surrounding spaces don't matter
+        assert len(task.prompt) <= 64, task.prompt
+        if fam.kind == "reasoning":
+            assert len(task.reference) <= 90, task.reference
+            assert task.reference.endswith(f"{ANSWER_MARKER} {task.answer}.")
+            assert extract_answer(task.reference) == task.answer
+        else:
+            assert len(task.reference) <= 40 and task.reference == task.answer
+
+
+def test_easy_levels_are_small_and_hard_levels_bigger():
+    assert all(max(dict(make_task("add", 1, s).params).values()) <= 9 for s in SEEDS)
+    assert all(min(dict(make_task("add", 4, s).params).values()) >= 1000 for s in SEEDS)
+    assert all(len(dict(make_task("reverse", 4, s).params)["s"]) == 9 for s in SEEDS)
+    assert all(int(make_task("add", 1, s).answer) <= 18 for s in SEEDS)
+
+
+def test_bad_family_or_level_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown tinyworld family 'nope'"):
+        make_task("nope", 1, 0)
+    with pytest.raises(ValueError, match="level 9 is out of range"):
+        make_task("add", 9, 0)
+    with pytest.raises(ValueError, match="unknown split"):
+        sample_tasks("test", 3, 0)
+
+
+# ---------------------------------------------------------------------------------------------- seeds and splits
+def test_train_and_eval_seeds_never_overlap():
+    assert TRAIN_SEEDS.stop <= EVAL_SEEDS.start or EVAL_SEEDS.stop <= TRAIN_SEEDS.start
+    assert not set(range(TRAIN_SEEDS.stop - 10, TRAIN_SEEDS.stop + 10)) & set(TRAIN_SEEDS) & set(EVAL_SEEDS)
+    assert split_of(0) == "train" and split_of(EVAL_SEEDS.start) == "eval" and split_of(-5) is None
+
+
+def test_sample_tasks_respects_the_split_and_the_filters():
+    train = sample_tasks("train", 200, seed=1)
+    evals = sample_tasks("eval", 200, seed=1)
+    assert all(split_of(t.seed) == "train" for t in train)
+    assert all(split_of(t.seed) == "eval" for t in evals)
+    assert len({t.seed for t in train}) == 200  # distinct seeds
+    assert sample_tasks("eval", 50, seed=3) == sample_tasks("eval", 50, seed=3)
+    assert sample_tasks("eval", 50, seed=3) != sample_tasks("eval", 50, seed=4)
+    assert {t.family for t in train} == set(FAMILIES)
+    some = sample_tasks("train", 100, seed=2, families=["add", "spell"], levels=[1, 2])
+    assert {t.family for t in some} == {"add", "spell"} and {t.level for t in some} == {1, 2}
+
+
+def test_hard_eval_instances_are_not_training_instances():
+    train = {(t.family, t.params) for t in sample_tasks("train", 3000, 0, families=["add", "reverse"], levels=[4])}
+    evals = {(t.family, t.params) for t in sample_tasks("eval", 500, 0, families=["add", "reverse"], levels=[4])}
+    assert not train & evals
+
+
+# ---------------------------------------------------------------------------------------------- partial credit
+def test_exact_answers_get_partial_credit():
+    add = parse("What is 1234 + 4321?")  # 5555
+    assert check(add, "5555") == 1.0
+    assert 0 < check(add, "5545") < 1 and check(add, "5545") > check(add, "1111")
+    assert 0 < check(add, "The sum is 5555") < check(add, "5555")  # the number inside prose
+    assert check(add, "") == 0.0 and check(add, "hello") == 0.0
+    rev = parse("Reverse abcdefg.")
+    assert check(rev, "gfedcba") == 1.0 and 0 < check(rev, "gfedcbx") < 1 and check(rev, "abcdefg") < 0.5
+    count = parse("How many a's are in abacada?")  # 4
+    assert check(count, "4") == 1.0 and check(count, "5") == 0.5 and check(count, "9") == 0.0
+    mx = parse("What is the largest of 3, 8, 5?")
+    assert check(mx, "8") == 1.0 and check(mx, "5") == 0.5 and check(mx, "2") < 0.5
+
+
+def test_open_answers_are_scored_by_constraints():
+    even = parse("Give an even number between 11 and 49.")
+    assert check(even, "12") == check(even, "48") == 1.0
+    assert check(even, "13") == pytest.approx(2 / 3) and check(even, "60") == pytest.approx(2 / 3)
+    assert check(even, "61") == pytest.approx(1 / 3) and check(even, "twelve") == 0.0
+    sums = parse("Write three numbers that sum to 20.")
+    assert check(sums, "5, 5, 10") == check(sums, "1 + 2 + 17") == check(sums, "0 0 20") == 1.0
+    assert check(sums, "5, 15") == 0.75 and check(sums, "5, 5, 11") == 0.5 and check(sums, "x") == 0.0
+    letters = parse("Write 5 letters using only a, b and c.")
+    assert check(letters, "abcab") == check(letters, "ccccc") == 1.0
+    assert 0.5 < check(letters, "abcaz") < 1 and 0 < check(letters, "abc") < check(letters, "abcaa")
+
+
+def test_reasoning_answers_are_read_after_the_marker():
+    story = parse("Ann has 3 pens, gets 4, loses 2. How many now?")
+    assert story.reference == "3+4=7. 7-2=5. The answer is 5." and story.answer == "5"
+    assert check(story, "3+4=7. 7-2=5. The answer is 5.") == 1.0
+    assert check(story, "I think the answer is 5") == 1.0  # case of the marker, no final period
+    assert check(story, "3+4=7. 7-2=5. The answer is 6.") < 1
+    assert check(story, "5") == 0.5  # right, but without the marker
+    spell = parse("Spell 3456 in words.")
+    assert spell.answer == "three thousand four hundred fifty-six"
+    assert check(spell, "The answer is Three thousand, four hundred and fifty six.") == 1.0  # tolerant spelling
+    assert 0.5 < check(spell, "The answer is three thousand four hundred fifty-seven.") < 1
+    assert check(spell, "The answer is 3456.") == 0.0
+    mul = parse("What is 47 * 36?")
+    assert mul.reference == "47*30=1410. 47*6=282. 1410+282=1692. The answer is 1692."
+
+
+def test_extract_answer():
+    assert extract_answer("2+2=4. The answer is 4.") == "4"
+    assert extract_answer("the answer is: forty-seven.\nbye") == "forty-seven"
+    assert extract_answer("The answer is 3. No wait, the answer is 5.") == "5"
+    assert extract_answer("no marker here") is None
+
+
+def test_number_words():
+    assert [number_words(n) for n in (0, 7, 13, 40, 47, 100, 305, 1000, 9999)] == [
+        "zero", "seven", "thirteen", "forty", "forty-seven", "one hundred", "three hundred five", "one thousand",
+        "nine thousand nine hundred ninety-nine"]
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_wrong_answers_score_below_one(name):
+    for level in range(1, FAMILIES[name].levels + 1):
+        for seed in range(20):
+            task = make_task(name, level, seed)
+            assert check(task, "") == 0.0
+            assert check(task, "banana split") < 0.5
+            wrong = task.reference.replace(task.answer, task.answer + "7")  # a longer, wrong final answer
+            assert check(task, wrong) < 1.0, (task, wrong)
+
+
+# ---------------------------------------------------------------------------------------------- open families: diversity
+@pytest.mark.parametrize("name", kinds("open"))
+def test_reference_samples_are_distinct_valid_answers(name):
+    distinct = []
+    for level in range(1, FAMILIES[name].levels + 1):
+        for seed in range(20):
+            task = make_task(name, level, seed)
+            samples = reference_samples(task, 8, seed=0)
+            assert len(samples) == 8 and all(check(task, s) == 1.0 for s in samples)
+            assert samples == reference_samples(task, 8, seed=0)
+            assert samples != reference_samples(task, 8, seed=1)
+            distinct.append(len(set(samples)))
+    assert min(distinct) >= 2 and sum(distinct) / len(distinct) >= 4, distinct
+
+
+def test_reference_samples_of_exact_families_repeat_the_reference():
+    task = make_task("add", 2, 0)
+    assert reference_samples(task, 3, seed=5) == [task.reference] * 3
+
+
+# ---------------------------------------------------------------------------------------------- parser
+@pytest.mark.parametrize("name,level", ALL)
+def test_parse_recovers_every_generated_task(name, level):
+    for seed in SEEDS:
+        task = make_task(name, level, seed)
+        for variant in (task.prompt, task.prompt.upper(), "  " + task.prompt.rstrip(".?") + " !! ",
+                        task.prompt.replace(" ", "  ")):
+            got = parse(variant)
+            assert got is not None, variant
+            assert (got.family, got.params, got.level, got.answer) == (name, task.params, level, task.answer)
+            assert got.seed == -1 and got.prompt == variant.strip()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_parse_accepts_every_phrasing(name):
+    fam = FAMILIES[name]
+    for template in fam.phrasings:  # each template, filled with fields the generator draws
+        for seed in range(20):
+            fields = fam.generate(random.Random(seed), fam.levels)
+            got = parse(template.format(**fields))
+            assert got is not None and got.family == name, template
+            assert got.params == fam.to_params(fields)
+
+
+def test_parse_tolerates_spacing_and_a_few_variants():
+    assert parse("what is 3+4").params == (("a", 3), ("b", 4))
+    assert parse("Find the max of 3,8,5").answer == "8"
+    assert parse("Give an even number between 50 and 10.").params == (("parity", "even"), ("lo", 10), ("hi", 50))
+    assert parse("Write 2 numbers that sum to 7").params == (("k", 2), ("n", 7))
+    assert parse("Bob has 10 coins, gives away 3 and finds 1. How many now?").answer == "8"
+    beyond = parse("What is 123456 + 1?")
+    assert beyond.family == "add" and beyond.level == FAMILIES["add"].levels + 1
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "hello", "What is love?", "Reverse the polarity of the neutron flow now.", "What is 3 +?",
+    "add 10**1000 and 5", "Add " + "9" * 1000 + " and 5", "Bob has 2 pens, loses 5. How many now?",
+    "Give an even number between 7 and 7.", "Write one numbers that sum to 5.", "What is ٣ + ٤?", "x" * 10_000,
+])
+def test_parse_of_nonsense_is_none(text):
+    assert parse(text) is None
+
+
+# ---------------------------------------------------------------------------------------------- judges
+def test_score_uses_the_checker_on_parseable_queries():
+    for task in sample_tasks("eval", 60, seed=5):
+        for response in (task.reference, "", "12", "hello there", task.answer + "0"):
+            assert judges.score(task.prompt, response) == check(task, response)
+
+
+def test_score_falls_back_on_surface_features_for_unparseable_queries():
+    """The reward-model hole: a nonsense query answered by a short, tidy string earns SURFACE_MAX although no
+    task exists, and the score only looks at the response. A challenger and solver can exploit this."""
+    query = "glorp the wibble seventeen times?"
+    assert parse(query) is None
+    assert judges.score(query, "42") == judges.SURFACE_MAX == judges.score("???", "Yes.")
+    assert judges.score(query, "42") > 0.5  # non-trivial reward for nothing
+    assert judges.score(query, "") == 0.0
+    assert judges.score(query, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") < judges.score(query, "42")
+    assert judges.score(query, "word " * 60) < judges.score(query, "a short answer.")
+    assert judges.score(query, "ends badly ,") < judges.score(query, "ends well")
+    assert judges.score(query, "naïve ☃") < judges.score(query, "naive")
+
+
+def test_quality_rewards_good_pairs_over_nonsense():
+    good = make_task("word_problem", 2, 3)
+    assert judges.quality(good.prompt, good.reference) == 7
+    assert judges.quality("What is 3 + 4?", "7") == 7
+    assert judges.quality("What is 3 + 4?", "8") == 5                  # 1, 2, 3, 4, 7: wrong but tidy
+    assert judges.quality("What is 3 + 4?", "The sum is 7, I think") == 5  # not a bare number (4), half right (6)
+    assert judges.quality(good.prompt, good.answer) == 5               # bare answer, no marker: half credit, not 6, 7
+    assert judges.quality("What is 123456 + 1?", "123457") == 6        # beyond the hardest level: not "clear"
+    assert judges.quality("glorp wibble?", "42") == 2                  # only the surface criteria 3 and 7
+    assert judges.quality("glorp wibble?", "") == 0
+    assert judges.quality("glorp wibble?", "zzzzzzzzzzzzzzzzzz" * 20) == 0
+    for task in sample_tasks("eval", 40, seed=9):
+        assert judges.quality(task.prompt, task.reference) >= 6
+        assert judges.quality(task.prompt, task.reference) > judges.quality("blah " + task.prompt[::-1], "ok")
+
+
+def test_challenger_prompt_and_examples():
+    assert CHALLENGER_PROMPT and len(CHALLENGER_PROMPT) <= 50
+    examples = [challenger_example(s) for s in range(300)]
+    assert examples == [challenger_example(s) for s in range(300)]
+    assert len(set(examples)) > 250
+    parsed = [parse(e) for e in examples]
+    assert all(p is not None for p in parsed)
+    assert {p.family for p in parsed} == set(FAMILIES)
+    assert all(1 <= p.level <= FAMILIES[p.family].levels for p in parsed)
+
+
+# ---------------------------------------------------------------------------------------------- never raise
+WEIRD = st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=100),
+    st.sampled_from(["", " ", "\x00", "\n\n", "The answer is", "the answer is " + "9" * 5000, "٣٤٥", "𝟙𝟚",
+                     "add 10**1000 and 5", "What is " + "9" * 5000 + " + 1?", "Reverse .", "-0", "0" * 50]),
+    st.builds(lambda t, junk: t + junk, st.sampled_from([make_task(n, l, 0).prompt for n, l in ALL]), st.text(max_size=20)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=WEIRD, response=WEIRD)
+def test_judges_never_raise_and_stay_in_range(query, response):
+    s = judges.score(query, response)
+    q = judges.quality(query, response)
+    assert isinstance(s, float) and 0.0 <= s <= 1.0
+    assert isinstance(q, int) and 0 <= q <= 7
+    task = parse(query)
+    assert task is None or task.family in FAMILIES
+
+
+@settings(max_examples=300, deadline=None)
+@given(name_level=st.sampled_from(ALL), seed=st.integers(0, 10**7), response=WEIRD)
+def test_check_never_raises_and_stays_in_range(name_level, seed, response):
+    task = make_task(*name_level, seed)
+    assert 0.0 <= check(task, response) <= 1.0
+    assert 0.0 <= check(task, task.reference + response) <= 1.0

@@ -1,0 +1,137 @@
+"""The training loop end to end on a tiny model: learning, resume, interrupts, bad steps, bad input."""
+
+import json
+import math
+
+import pytest
+
+from langplay.config import load_config
+from langplay.errors import LangplayError
+from langplay.trainer import Trainer
+
+
+def count_a(prompts, completions, **columns):
+    """Reward: fraction of the completion's characters that are 'a'."""
+    return [c.count("a") / max(1, len(c)) for c in completions]
+
+
+def grpo_config(tiny_model, prompt_file, tmp_path, *more):
+    return load_config(overrides=[
+        f"model.name_or_path={tiny_model}", f"data.path={prompt_file}", f"run.output_dir={tmp_path}/run",
+        "train.lr=3e-3", "train.prompts_per_step=4", "grpo.group_size=8", "sampling.max_new_tokens=12",
+        "train.micro_batch_size=16", "run.progress=false", *more,
+    ])
+
+
+def test_grpo_raises_a_simple_reward(tiny_model, prompt_file, tmp_path):
+    history = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=30"), rewards=[count_a]).train()
+    rewards = [h["reward"] for h in history]
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.3
+    run = tmp_path / "run"
+    assert (run / "final" / "model.safetensors").is_file() and (run / "config.yaml").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 30
+    sample = json.loads((run / "samples.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "completion", "reward", "advantage"} <= set(sample)
+
+
+def test_sft_lowers_the_loss(tiny_model, sft_file, tmp_path):
+    config = load_config(overrides=[
+        f"model.name_or_path={tiny_model}", f"data.path={sft_file}", f"run.output_dir={tmp_path}/run",
+        "algorithm=sft", "train.lr=3e-3", "train.steps=40", "train.prompts_per_step=8", "train.micro_batch_size=3",
+        "run.progress=false",
+    ])
+    history = Trainer(config).train()
+    assert history[-1]["nll"] < 0.3 * history[0]["nll"]
+    assert history[0]["tokens"] == 8 * 4  # three letters and EOS per completion: the prompt carries no loss
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+DETERMINISTIC = ("loss", "reward", "reward_std", "kl", "entropy", "grad_norm", "completion_length")
+
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tiny_model, prompt_file, tmp_path):
+    straight = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / "a", "train.steps=6", "run.save_every=0"),
+                       rewards=[count_a])
+    straight.train()
+
+    calls = {"n": 0}
+
+    def interrupting(prompts, completions, **columns):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside step 5, after the periodic checkpoint of step 3 and a finished step 4
+            raise KeyboardInterrupt
+        return count_a(prompts, completions)
+
+    config_b = grpo_config(tiny_model, prompt_file, tmp_path / "b", "train.steps=6", "run.save_every=3")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config_b, rewards=[interrupting]).train()
+    checkpoints = sorted(p.name for p in (tmp_path / "b/run/checkpoints").iterdir())
+    assert checkpoints == ["step-000003", "step-000004"]  # periodic, then the one written on Ctrl-C
+
+    Trainer(config_b, rewards=[count_a]).train(resume=True)
+    a, b = read_metrics(tmp_path / "a/run"), read_metrics(tmp_path / "b/run")
+    assert [m["step"] for m in b] == [1, 2, 3, 4, 5, 6]
+    for ma, mb in zip(a, b):
+        for key in DETERMINISTIC:
+            if key in ma:
+                assert mb[key] == pytest.approx(ma[key], abs=1e-6), (ma["step"], key)
+
+
+def test_non_finite_rewards_skip_steps_then_stop_the_run(tiny_model, prompt_file, tmp_path):
+    def nan_reward(prompts, completions, **columns):
+        return [math.nan] * len(completions)
+
+    trainer = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=10"), rewards=[nan_reward])
+    before = {k: v.clone() for k, v in trainer.policy.model.state_dict().items()}
+    with pytest.warns(UserWarning, match="step skipped"), pytest.raises(LangplayError, match="3 steps in a row"):
+        trainer.train()
+    assert trainer.step == 3
+    after = trainer.policy.model.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)  # skipped steps change nothing
+
+
+def test_a_raising_reward_function_is_named_with_the_sample(tiny_model, prompt_file, tmp_path):
+    def broken_reward(prompts, completions, **columns):
+        raise ZeroDivisionError("oops")
+
+    trainer = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=2"), rewards=[broken_reward])
+    with pytest.raises(LangplayError, match=r"reward function 'broken_reward' raised ZeroDivisionError: oops .*prompt"):
+        trainer.train()
+
+
+def test_dataset_without_the_columns_lists_the_columns_it_has(tiny_model, sft_file, tmp_path):
+    config = grpo_config(tiny_model, sft_file, tmp_path, "data.prompt_column=question")
+    with pytest.raises(LangplayError, match="no column 'question'.*it has prompt, completion"):
+        Trainer(config, rewards=[count_a])
+
+
+def test_missing_model_and_dataset_are_clear_errors(tiny_model, prompt_file, tmp_path):
+    with pytest.raises(LangplayError, match="cannot load tokenizer|cannot load model"):
+        Trainer(grpo_config(tmp_path / "nope", prompt_file, tmp_path), rewards=[count_a])
+    with pytest.raises(LangplayError, match="dataset file not found"):
+        Trainer(grpo_config(tiny_model, tmp_path / "nope.jsonl", tmp_path), rewards=[count_a])
+
+
+def test_prompts_per_step_must_split_over_processes(tiny_model, prompt_file, tmp_path):
+    class TwoProcesses:
+        num_processes, process_index, is_main_process = 2, 0, True
+
+    with pytest.raises(LangplayError, match="multiple of 2"):
+        Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.prompts_per_step=3"),
+                rewards=[count_a], accelerator=TwoProcesses())
+
+
+def test_micro_batch_size_does_not_change_the_update(tiny_model, prompt_file, tmp_path):
+    results = []
+    for micro in (32, 5):
+        trainer = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / str(micro), "train.steps=2",
+                                      f"train.micro_batch_size={micro}", "grpo.loss_aggregation=grpo"),
+                          rewards=[count_a])
+        history = trainer.train()
+        results.append((history, trainer.policy.model.state_dict()))
+    (h1, w1), (h2, w2) = results
+    assert h1[-1]["loss"] == pytest.approx(h2[-1]["loss"], abs=1e-6)
+    assert all((w1[k] - w2[k]).abs().max() < 1e-5 for k in w1)
