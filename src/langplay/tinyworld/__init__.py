@@ -1,0 +1,7 @@
+"""tinyworld: the built-in world (tokenizer, tasks, judges) in which every algorithm runs on a CPU."""
+
+from .judges import quality, score, surface_score
+from .tasks import (
+    ANSWER_MARKER, CHALLENGER_PROMPT, EVAL_SEEDS, FAMILIES, TRAIN_SEEDS, Family, Task, challenger_example, check,
+    extract_answer, make_task, parse, reference_samples, sample_tasks, split_of,
+)

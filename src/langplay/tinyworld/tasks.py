@@ -246,7 +246,7 @@ MAX = Family(
 
 
 # ---------------------------------------------------------------------------------------------------- open
-BETWEEN_RANGES = ((1, 20, 6), (21, 99, 10), (100, 999, 20), (1000, 9999, 40))  # (low, high, min width) per level
+BETWEEN_RANGES = ((1, 20, 8), (21, 99, 10), (100, 999, 20), (1000, 9999, 40))  # (low, high, min width) per level
 
 
 def _between_generate(rng: random.Random, level: int) -> dict:
@@ -297,7 +297,7 @@ BETWEEN = Family(
     sample=lambda p, rng: str(rng.randrange(_between_first(p), p["hi"] + 1, 2)),
 )
 
-SUM_SHAPES = ((2, 2, 10), (3, 6, 20), (3, 21, 99), (4, 100, 999))  # (how many, min sum, max sum) per level
+SUM_SHAPES = ((2, 5, 10), (3, 6, 20), (3, 21, 99), (4, 100, 999))  # (how many, min sum, max sum) per level
 
 
 def _sum_generate(rng: random.Random, level: int) -> dict:
@@ -400,13 +400,13 @@ PLUS_VERBS, MINUS_VERBS = ("gets", "buys", "finds", "wins"), ("loses", "sells", 
 VERBS = "|".join(PLUS_VERBS + MINUS_VERBS)
 FIELDS["ops"] = rf"(?:{VERBS}) {NUM}(?:(?:, |,? and |,? then | )(?:{VERBS}) {NUM}){{0,5}}"
 NAMES = ("Ann", "Bob", "Tom", "Sue", "Max", "Eva", "Sam", "Mia")
-ITEMS = ("pens", "cards", "coins", "eggs", "toys", "books", "apples", "shells")
+ITEMS = ("pens", "cards", "coins", "eggs", "toys", "books", "cups", "hats")
 STORY_SHAPES = ((1, 1, 9), (2, 1, 9), (2, 10, 99), (3, 10, 99))  # (steps, min number, max number) per level
 
 
 def _story_generate(rng: random.Random, level: int) -> dict:
     steps, low, high = STORY_SHAPES[level - 1]
-    total = rng.randint(low, high)
+    total = rng.randint(max(low, 2), high)  # "has 1 pens" reads badly
     start, ops = total, []
     for _ in range(steps):
         if total >= low and rng.random() < 0.5:
