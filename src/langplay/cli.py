@@ -51,7 +51,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's latest checkpoint"),
 ):
-    """Train with an algorithm: `langplay train grpo --config FILE [key=value ...]`."""
+    """Train with an algorithm, e.g. `langplay train grpo --config FILE train.lr=1e-5`."""
     from langplay.config import ALGORITHMS, load_config
 
     if algorithm not in ALGORITHMS:
@@ -73,25 +73,61 @@ def train(
 def evaluate(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: model, data, grpo.rewards"),
-    model: Optional[str] = typer.Option(None, "--model", help="model to evaluate (overrides model.name_or_path)"),
-    samples: int = typer.Option(1, "--samples", help="completions per prompt"),
-    output: Optional[Path] = typer.Option(None, "--output", help="write the report as JSON here"),
+    model: Optional[str] = typer.Option(None, "--model", help="model to evaluate (default in tinyworld: the base)"),
+    world: Optional[str] = typer.Option(None, "--world", help="evaluate on a built-in world: tinyworld"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="tinyworld: model to compare against"),
+    per_level: int = typer.Option(12, "--per-level", help="tinyworld: held-out prompts per family and level"),
+    samples: int = typer.Option(1, "--samples", help="dataset: completions per prompt"),
+    output: Optional[Path] = typer.Option(None, "--output", help="where to write the report"),
 ):
-    """Mean reward of a model's completions on a prompt dataset (data.eval_path, or data.path)."""
+    """Evaluate a model: on tinyworld's held-out set (`--world tinyworld`), or by mean reward on a dataset."""
+    import json
+
+    quiet_libraries()
+    if world is not None:
+        if world != "tinyworld":
+            raise LangplayError(f"unknown world {world!r}: the built-in world is tinyworld")
+        from langplay.evaluation.tinyworld import evaluate_world, render_table, save_report
+        from langplay.tinyworld.base import base_model_path
+
+        target = model or str(base_model_path())
+        for path in [target] + ([baseline] if baseline else []):
+            if not Path(path).exists():
+                raise LangplayError(f"model folder not found: {path}")
+        report = evaluate_world(target, baseline, per_level=per_level)
+        typer.echo(render_table(report))
+        folder = save_report(report, output or Path("runs") / "eval-tinyworld")
+        typer.echo(f"report: {folder}/eval.json, table {folder}/eval.txt, plot {folder}/eval.png")
+        return
     from langplay.config import load_config
 
     extra = [f"model.name_or_path={model}"] if model else []
     cfg = load_config(config, list(overrides or []) + extra)
-    quiet_libraries()
     from langplay.evaluation import evaluate_rewards_from_config
 
     report = evaluate_rewards_from_config(cfg, samples)
     for key, value in report.items():
         typer.echo(f"{key:>24}  {value:.4f}" if isinstance(value, float) else f"{key:>24}  {value}")
     if output:
-        import json
-
         output.write_text(json.dumps(report, indent=2))
+
+
+world_app = typer.Typer(help="The built-in world (tinyworld): build its base model.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+
+@world_app.command("build-base")
+@friendly
+def build_base_command(
+    output: Path = typer.Option(None, "--output", help="folder to write (default: the shipped checkpoint's)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the recipe's)"),
+):
+    """Train tinyworld's base model from scratch with the recipe in langplay/tinyworld/base.py."""
+    quiet_libraries()
+    from langplay.tinyworld.base import base_model_path, build_base
+
+    path = build_base(output or base_model_path(), steps=steps)
+    typer.echo(f"base model written to {path}")
 
 
 @app.command()

@@ -282,3 +282,17 @@ def micro_batches(batch: dict, size: int):
     rows = batch["input_ids"].shape[0]
     for start in range(0, rows, size):
         yield slice_batch(batch, start, min(start + size, rows))
+
+
+@torch.no_grad()
+def completion_logprob_sums(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int = 64,
+                            chunk_tokens: int = 2048) -> list[float]:
+    """log pi(completion | prompt), summed over the completion's tokens, for many pairs (teacher forcing)."""
+    device = next(model.parameters()).device
+    sums: list[float] = []
+    for start in range(0, len(prompt_ids), micro_batch_size):
+        batch = build_batch(prompt_ids[start : start + micro_batch_size],
+                            completion_ids[start : start + micro_batch_size], pad_id, device)
+        logp = sequence_logprobs(model, batch, chunk_tokens=chunk_tokens).logp
+        sums += (logp * batch["completion_mask"]).sum(1).tolist()
+    return sums

@@ -1,0 +1,213 @@
+"""Evaluation in tinyworld: held-out instances of every family and level, never seen in training.
+
+Reports, per family and level: mean checker score and exact accuracy; the pairwise win rate against a baseline
+model (the judge scores both answers to each prompt; ties count half); diversity on the open-ended families
+(k samples per prompt at temperature 1: distinct answers, distinct-n and Self-BLEU on characters, n <= 2);
+and the likelihood of the reference answer: log pi(a*|x) for plain families, and for reasoning families the
+multi-sample bound log (1/n) sum_i pi(a*|x, c_i) over n sampled chains of thought c_i (JEPO's proxy NLL).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+from langplay.config import ModelConfig, SamplingConfig
+from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, self_bleu, win_rate
+from langplay.policy import Policy, completion_logprob_sums
+from langplay.sampling.hf import HFSampler, key_of
+from langplay.tinyworld.judges import score as judge_score
+from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sample_tasks
+
+EVAL_TEMPERATURE = 0.01  # near-greedy, as in the LSP paper's evaluation
+MAX_NEW_TOKENS = 96
+
+
+def stable_id(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF  # str hash() changes between processes
+
+
+def held_out_tasks(per_level: int = 12, seed: int = 0, families: list[str] | None = None) -> list[Task]:
+    """`per_level` instances of each family and level, from the evaluation seeds only."""
+    tasks = []
+    for name in families or sorted(FAMILIES):
+        for level in range(1, FAMILIES[name].levels + 1):
+            tasks += sample_tasks("eval", per_level, seed=key_of(seed, level, stable_id(name)), families=[name],
+                                  levels=[level])
+    return tasks
+
+
+def load_policy(model: str | Path | Policy) -> Policy:
+    if isinstance(model, Policy):
+        return model
+    return Policy.from_config(ModelConfig(name_or_path=str(model), device="cpu"), with_reference=False)
+
+
+def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE, seed: int = 0,
+           batch_prompts: int = 64) -> list[list[str]]:
+    """n responses per task."""
+    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=MAX_NEW_TOKENS), policy)
+    responses = []
+    for start in range(0, len(tasks), batch_prompts):
+        chunk = tasks[start : start + batch_prompts]
+        samples = sampler.generate([policy.format_prompt(t.prompt) for t in chunk], n,
+                                   [key_of(seed, t.seed, stable_id(t.family)) for t in chunk])
+        responses += [samples.texts[i * n : (i + 1) * n] for i in range(len(chunk))]
+    return responses
+
+
+def split_reference(task: Task) -> tuple[str, str]:
+    """(chain of thought up to and including the marker, answer after it) of a reasoning family's reference."""
+    cut = task.reference.rfind(ANSWER_MARKER) + len(ANSWER_MARKER)
+    return task.reference[:cut], task.reference[cut:]
+
+
+def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 0) -> list[float]:
+    """Per task: log pi(reference | x), or for reasoning families the n-sample bound over sampled chains."""
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    reasoning = [t for t in tasks if FAMILIES[t.family].kind == "reasoning"]
+    chains = answer(policy, reasoning, n=n, temperature=1.0, seed=seed + 1) if reasoning else []
+    prompts, targets, owner = [], [], []
+    chain_of = dict(zip((id(t) for t in reasoning), chains))
+    for index, task in enumerate(tasks):
+        x = policy.encode(policy.format_prompt(task.prompt))
+        if FAMILIES[task.family].kind != "reasoning":
+            prompts.append(x)
+            targets.append(policy.encode(task.reference) + [eos])
+            owner.append(index)
+            continue
+        _, gold = split_reference(task)
+        for sample in chain_of[id(task)]:
+            # the sampled chain up to its marker; a chain without one gets the marker appended (forced format)
+            cut = sample.find(ANSWER_MARKER)
+            chain = sample[: cut + len(ANSWER_MARKER)] if cut >= 0 else sample.rstrip() + " " + ANSWER_MARKER
+            prompts.append(x + policy.encode(chain))
+            targets.append(policy.encode(gold) + [eos])
+            owner.append(index)
+    sums = completion_logprob_sums(policy.model, prompts, targets, pad)
+    per_task: dict[int, list[float]] = defaultdict(list)
+    for index, value in zip(owner, sums):
+        per_task[index].append(value)
+    return [log_mean_exp(per_task[i]) for i in range(len(tasks))]
+
+
+def diversity(policy: Policy, tasks: list[Task], k: int = 8, seed: int = 0) -> dict:
+    open_tasks = [t for t in tasks if FAMILIES[t.family].kind == "open"]
+    if not open_tasks:
+        return {}
+    pools = answer(policy, open_tasks, n=k, temperature=1.0, seed=seed + 2)
+    by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for task, pool in zip(open_tasks, pools):
+        stats = by_family[task.family]
+        stats["distinct_answers"].append(len(set(p.strip() for p in pool)) / k)
+        stats["valid"].append(statistics.mean(check(task, p) == 1.0 for p in pool))
+        stats["distinct_2"].append(distinct_n(pool, 2, characters))
+        stats["self_bleu"].append(self_bleu(pool, max_n=2, tokenize=characters))
+    return {family: {key: statistics.mean(values) for key, values in stats.items()} for family, stats in by_family.items()}
+
+
+def evaluate_world(model, baseline=None, per_level: int = 12, k: int = 8, n_bound: int = 4, seed: int = 0) -> dict:
+    policy = load_policy(model)
+    tasks = held_out_tasks(per_level, seed)
+    responses = [r[0] for r in answer(policy, tasks, seed=seed)]
+    scores = [check(t, r) for t, r in zip(tasks, responses)]
+    loglik = reference_loglik(policy, tasks, n_bound, seed)
+    cells: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for task, s, ll in zip(tasks, scores, loglik):
+        cell = cells[(task.family, task.level)]
+        cell["score"].append(s)
+        cell["accuracy"].append(float(s == 1.0))
+        cell["nll"].append(-ll)
+    report = {
+        "model": str(model if not isinstance(model, Policy) else "policy"),
+        "per_level": per_level,
+        "score": statistics.mean(scores),
+        "accuracy": statistics.mean(float(s == 1.0) for s in scores),
+        "nll": statistics.mean(-x for x in loglik),
+        "table": [
+            {"family": f, "level": l, "kind": FAMILIES[f].kind, "verifiable": FAMILIES[f].verifiable,
+             **{key: statistics.mean(values) for key, values in cell.items()}}
+            for (f, l), cell in sorted(cells.items())
+        ],
+        "diversity": diversity(policy, tasks, k, seed),
+        "examples": [{"prompt": t.prompt, "response": r, "score": s} for t, r, s in list(zip(tasks, responses, scores))[::37]],
+    }
+    if baseline is not None:
+        base_policy = load_policy(baseline)
+        base_responses = [r[0] for r in answer(base_policy, tasks, seed=seed)]
+        mine = [judge_score(t.prompt, r) for t, r in zip(tasks, responses)]
+        theirs = [judge_score(t.prompt, r) for t, r in zip(tasks, base_responses)]
+        report["baseline"] = str(baseline)
+        report["baseline_score"] = statistics.mean(check(t, r) for t, r in zip(tasks, base_responses))
+        report["versus_baseline"] = win_rate(mine, theirs)
+        for row in report["table"]:
+            index = [i for i, t in enumerate(tasks) if (t.family, t.level) == (row["family"], row["level"])]
+            row["win_rate"] = win_rate([mine[i] for i in index], [theirs[i] for i in index])["win_rate"]
+            row["baseline_score"] = statistics.mean(check(tasks[i], base_responses[i]) for i in index)
+    return report
+
+
+def render_table(report: dict) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    has_base = "versus_baseline" in report
+    table = Table(title=f"tinyworld held-out evaluation ({report['per_level']} prompts per cell)")
+    for column in ["family", "lvl", "score", "acc", "NLL"] + (["base score", "win rate"] if has_base else []):
+        table.add_column(column, justify="left" if column == "family" else "right")
+    for row in report["table"]:
+        family = row["family"] + ("" if row["verifiable"] else " (unverif.)")
+        cells = [family, str(row["level"]), f"{row['score']:.3f}", f"{row['accuracy']:.2f}", f"{row['nll']:.2f}"]
+        if has_base:
+            cells += [f"{row['baseline_score']:.3f}", f"{row['win_rate']:.2f}"]
+        table.add_row(*cells)
+    console = Console(record=True, width=110, file=io.StringIO())
+    console.print(table)
+    console.print(f"overall: score {report['score']:.3f}, accuracy {report['accuracy']:.3f}, NLL {report['nll']:.3f}")
+    if has_base:
+        v = report["versus_baseline"]
+        console.print(f"versus baseline (score {report['baseline_score']:.3f}): win rate {v['win_rate']:.3f} "
+                      f"({v['wins']} wins, {v['ties']} ties, {v['losses']} losses)")
+    for family, stats in report["diversity"].items():
+        console.print(f"diversity {family}: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+    return console.export_text()
+
+
+def plot_report(report: dict, path: str | Path, before: dict | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["table"]
+    labels = [f"{r['family']}{r['level']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.3), 4))
+    x = range(len(rows))
+    if "versus_baseline" in report:
+        ax.bar([i - 0.2 for i in x], [r["baseline_score"] for r in rows], width=0.4, label="baseline")
+        ax.bar([i + 0.2 for i in x], [r["score"] for r in rows], width=0.4, label="model")
+        ax.legend()
+    else:
+        ax.bar(list(x), [r["score"] for r in rows])
+    ax.set_xticks(list(x), labels, rotation=90, fontsize=7)
+    ax.set_ylabel("mean checker score")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("tinyworld held-out score by family and level")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_report(report: dict, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval.json").write_text(json.dumps(report, indent=2))
+    (folder / "eval.txt").write_text(render_table(report))
+    plot_report(report, folder / "eval.png")
+    return folder

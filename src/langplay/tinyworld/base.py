@@ -1,0 +1,113 @@
+"""tinyworld's base model: a small character-level Llama trained from scratch with langplay's own SFT.
+
+The recipe (all in BASE_RECIPE) trains on instances weighted towards the easy levels, plus challenger examples
+(the challenger prompt answered by a task query), so the base model is competent on easy tasks, weak on hard
+ones, and can already play the challenger. It is deterministic from its seed. The shipped checkpoint lives in
+`assets/base/` beside this file, with the recipe that built it; `langplay world build-base` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, TRAIN_SEEDS, challenger_example, make_task, reference_samples
+from langplay.tinyworld.tokenizer import build_tokenizer
+
+BASE_PATH = Path(__file__).parent / "assets" / "base"
+
+BASE_RECIPE = {
+    "seed": 0,
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 256,
+    "steps": 900,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "warmup_steps": 50,
+    "weight_decay": 0.01,
+    "level_weights": [0.45, 0.35, 0.15, 0.05],  # easy levels dominate: the base leaves room to learn
+    "challenger_fraction": 0.08,
+}
+
+
+def base_model_path() -> Path:
+    return BASE_PATH
+
+
+def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dict]:
+    """`count` (prompt, completion) rows: task instances from the training seeds, and challenger examples."""
+    rng = random.Random(seed)
+    families = sorted(FAMILIES)
+    rows = []
+    for _ in range(count):
+        task_seed = rng.randrange(TRAIN_SEEDS.start, TRAIN_SEEDS.stop)
+        if rng.random() < recipe["challenger_fraction"]:
+            rows.append({"prompt": CHALLENGER_PROMPT, "completion": challenger_example(task_seed)})
+            continue
+        family = FAMILIES[rng.choice(families)]
+        weights = recipe["level_weights"][: family.levels]
+        level = rng.choices(range(1, family.levels + 1), weights=weights)[0]
+        task = make_task(family.name, level, task_seed)
+        # open-ended families: one of many valid answers, so the base model does not collapse to one
+        completion = reference_samples(task, 1, task_seed)[0] if family.kind == "open" else task.reference
+        rows.append({"prompt": task.prompt, "completion": completion})
+    return rows
+
+
+def init_model(recipe: dict = BASE_RECIPE) -> tuple[LlamaForCausalLM, object]:
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"], intermediate_size=recipe["intermediate_size"],
+        num_hidden_layers=recipe["num_hidden_layers"], num_attention_heads=recipe["num_attention_heads"],
+        num_key_value_heads=recipe["num_attention_heads"], max_position_embeddings=recipe["max_position_embeddings"],
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(recipe["seed"])
+    return LlamaForCausalLM(config), tokenizer
+
+
+def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None = None, progress: bool = True) -> Path:
+    """Train the base model from scratch and save it (HF folder, safetensors) with its recipe."""
+    import datasets
+
+    from langplay.config import load_config
+    from langplay.policy import Policy
+    from langplay.trainer import Trainer
+
+    recipe = {**recipe, "steps": steps or recipe["steps"]}
+    output = Path(output)
+    model, tokenizer = init_model(recipe)
+    rows = datasets.Dataset.from_list(training_rows(recipe["steps"] * recipe["batch_size"], recipe["seed"], recipe))
+    work = output.parent / f".{output.name}.run"
+    config = load_config(overrides=[
+        "algorithm=sft", "model.name_or_path=tinyworld-base", f"train.seed={recipe['seed']}",
+        f"train.steps={recipe['steps']}", f"train.prompts_per_step={recipe['batch_size']}",
+        f"train.micro_batch_size={recipe['batch_size']}", f"train.lr={recipe['lr']}", "train.schedule=cosine",
+        f"train.warmup_steps={recipe['warmup_steps']}", f"train.weight_decay={recipe['weight_decay']}",
+        "data.shuffle=false", f"run.output_dir={work}", "run.save_every=100", "run.keep_checkpoints=1",
+        f"run.progress={str(progress).lower()}",
+    ])
+    started = time.time()
+    trainer = Trainer(config, policy=Policy(model, tokenizer), dataset=rows)
+    history = trainer.train(resume=(work / "checkpoints").is_dir())
+    if output.exists():
+        shutil.rmtree(output)
+    shutil.copytree(work / "final", output)
+    minutes = (time.time() - started) / 60
+    (output / "recipe.json").write_text(json.dumps({
+        "recipe": recipe, "command": f"langplay world build-base --output {output}",
+        "train_minutes_this_machine": round(minutes, 1),
+        "final_nll": history[-1]["nll"] if history else None,
+    }, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return output

@@ -1,0 +1,27 @@
+"""tinyworld as datasets and rewards for the trainers: prompt rows, SFT rows, and the judge as a scorer."""
+
+from __future__ import annotations
+
+from langplay.tinyworld.judges import score
+from langplay.tinyworld.tasks import FAMILIES, sample_tasks
+
+
+def task_rows(split: str, n: int, seed: int = 0, families=None, levels=None, verifiable_only: bool = False) -> list[dict]:
+    """Rows {prompt, reference, answer, family, level, seed} of n task instances from one split."""
+    if verifiable_only:
+        families = [f for f in (families or FAMILIES) if FAMILIES[f].verifiable]
+    tasks = sample_tasks(split, n, seed, families=families, levels=levels)
+    return [{"prompt": t.prompt, "reference": t.reference, "answer": t.answer, "family": t.family, "level": t.level,
+             "seed": t.seed} for t in tasks]
+
+
+def task_dataset(split: str, n: int, seed: int = 0, **kw):
+    import datasets
+
+    return datasets.Dataset.from_list(task_rows(split, n, seed, **kw))
+
+
+def judge_reward(prompts: list[str], completions: list[str], raw_prompt: list[str] | None = None, **_) -> list[float]:
+    """The tinyworld judge as a reward function: the task's checker if the (raw) prompt parses, else surface score."""
+    queries = raw_prompt if raw_prompt is not None else prompts
+    return [score(q, c) for q, c in zip(queries, completions)]
