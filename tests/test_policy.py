@@ -100,3 +100,24 @@ def test_save_round_trips_through_transformers(tiny_model, tmp_path):
     again = Policy.from_config(ModelConfig(name_or_path=str(path)), with_reference=False)
     batch = a_batch(policy)
     assert torch.equal(sequence_logprobs(again.model, batch).logp, sequence_logprobs(policy.model, batch).logp)
+
+
+def test_groups_sharing_a_prompt_run_it_once_with_the_same_logprobs_and_gradients(tiny_model):
+    from langplay.policy import prompt_group_size
+
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    prompts = [policy.encode(policy.format_prompt(p)) for p in ["hi", "a longer prompt"] for _ in range(3)]
+    completions = [policy.encode(c) for c in ["abc", "a much longer one", "x", "yy", "zzzz zz", "q"]]
+    batch = build_batch(prompts, completions, policy.tokenizer.pad_token_id)
+    assert prompt_group_size(batch["input_ids"], batch["attention_mask"], batch["input_ids"].shape[1] - 17) == 3
+    expected, _ = unchunked(policy.model, batch)
+    shared = sequence_logprobs(policy.model, batch).logp
+    assert torch.allclose(shared, expected, atol=1e-5)
+    shared.sum().backward()
+    shared_grad = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    expected.sum().backward()
+    for a, p in zip(shared_grad, policy.model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+    uneven = build_batch(prompts[:4], completions[:4], policy.tokenizer.pad_token_id)
+    assert prompt_group_size(uneven["input_ids"], uneven["attention_mask"], 10) == 1

@@ -123,11 +123,30 @@ class SFTConfig(Section):
     max_length: int = Field(1024, gt=0)
 
 
-ALGORITHMS = ("sft", "grpo")
+class LSPConfig(Section):
+    """Language Self-Play (reference/lsp.md). train.prompts_per_step is N, the challenger's queries per step."""
+
+    group_size: int = Field(4, ge=2)  # G answers per query (not reported by the paper)
+    beta: float = Field(0.05, ge=0)  # log-ratio KL to the reference, both roles (paper: 0.05)
+    alpha_challenger: float = Field(1.0, ge=0)  # weight of L_Ch in L_Sol + alpha L_Ch (not reported)
+    logprob_reduction: Literal["mean", "sum"] = "mean"  # log pi(seq): token mean (TRL-like) or the sum of eq. 4-5
+    self_reward: bool = False  # False: LSP-Zero; True: LSP, adding the quality score R_Q
+    self_reward_function: str | None = None  # "module:name" scorer for R_Q; None: the reference model as judge (Box 3)
+    self_reward_weight: float = 1.0  # R + w R_Q (the paper adds them unscaled)
+    challenger_prompt: str | None = None  # None: the paper's Box 1 prompt filled with task/template
+    task: str = ""  # Box 1's {task}
+    template: str = ""  # Box 1's {template}
+    max_query_tokens: int = Field(128, gt=0)
+    judge_max_new_tokens: int = Field(256, gt=0)
+    query_check: str | None = None  # optional "module:name": f(queries) -> list[bool], logged as the valid fraction
+    rewards: list[RewardSpec] = []  # R(q, a); the raw query reaches scorers as the `raw_prompt` column
+
+
+ALGORITHMS = ("sft", "grpo", "lsp")
 
 
 class Config(Section):
-    algorithm: Literal["sft", "grpo"] = "grpo"
+    algorithm: Literal["sft", "grpo", "lsp"] = "grpo"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -135,6 +154,7 @@ class Config(Section):
     run: RunConfig = RunConfig()
     grpo: GRPOConfig = GRPOConfig()
     sft: SFTConfig = SFTConfig()
+    lsp: LSPConfig = LSPConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

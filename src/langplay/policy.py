@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langplay.config import ModelConfig
 from langplay.errors import LangplayError
@@ -200,20 +200,14 @@ def sequence_logprobs(
 
     `batch` holds `input_ids` and `attention_mask` (sequences, prompt + completion) with prompts left-padded
     to one width, and `completion_mask` (sequences, completion width) marking the real completion tokens, which
-    start right after the prompt width. Only completion positions go through the output layer, `chunk_tokens`
-    at a time, and under autograd each chunk is recomputed in the backward pass: memory does not grow with
+    start right after the prompt width. Rows that share a prompt run it once (see `completion_states`). Only
+    completion positions go through the output layer, `chunk_tokens` at a time, and under autograd each chunk is recomputed in the backward pass: memory does not grow with
     sequence length x vocabulary.
     """
     input_ids, attention_mask, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     width = mask.shape[1]
-    prompt_width = input_ids.shape[1] - width
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.get_decoder()(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
-    # The state before token t predicts token t: completion token k is predicted at position prompt_width-1+k.
-    states = hidden[:, prompt_width - 1 : prompt_width - 1 + width]
-    targets = input_ids[:, prompt_width:]
+    states = completion_states(model, input_ids, attention_mask, width)
+    targets = input_ids[:, input_ids.shape[1] - width :]
     where = mask.bool()
     flat_states, flat_targets = states[where], targets[where]
     head = model.get_output_embeddings()
@@ -240,6 +234,40 @@ def sequence_logprobs(
         logp = logp.masked_scatter(where, torch.cat(logps))
         entropy = entropy.masked_scatter(where, torch.cat(entropies))
     return TokenLogprobs(logp, entropy if with_entropy else None)
+
+
+def prompt_group_size(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int) -> int:
+    """g when the rows are consecutive runs of g identical prompts (g > 1), else 1."""
+    rows = input_ids.shape[0]
+    prompts = torch.cat([input_ids[:, :prompt_width], attention_mask[:, :prompt_width]], 1)
+    starts = [0] + [i for i in range(1, rows) if not torch.equal(prompts[i], prompts[i - 1])]
+    sizes = {b - a for a, b in zip(starts, starts[1:] + [rows])}
+    return sizes.pop() if len(sizes) == 1 and rows > len(starts) else 1
+
+
+def completion_states(model, input_ids, attention_mask, width: int) -> torch.Tensor:
+    """Final hidden states that predict each completion token: position prompt_width-1+k predicts token k.
+
+    A group of rows with one prompt runs the prompt once into a KV cache that the group's completions share
+    (gradients flow through the shared cache); otherwise (or under gradient checkpointing, which forbids a
+    cache) the decoder runs over every row in full.
+    """
+    decoder = model.get_decoder()
+    prompt_width = input_ids.shape[1] - width
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    group = prompt_group_size(input_ids, attention_mask, prompt_width)
+    if group == 1 or getattr(decoder, "gradient_checkpointing", False) or prompt_width < 1:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         use_cache=False).last_hidden_state
+        return hidden[:, prompt_width - 1 : prompt_width - 1 + width]
+    cache = DynamicCache()
+    prompt_out = decoder(input_ids=input_ids[::group, :prompt_width], attention_mask=attention_mask[::group, :prompt_width],
+                         position_ids=positions[::group, :prompt_width], past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(group)
+    completion_out = decoder(input_ids=input_ids[:, prompt_width:], attention_mask=attention_mask,
+                             position_ids=positions[:, prompt_width:], past_key_values=cache, use_cache=True)
+    last_prompt_state = prompt_out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
+    return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1]], 1)
 
 
 def build_batch(

@@ -50,7 +50,15 @@ def make_scheduler(optimizer, config) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def training_data(config: Config):
+    if config.algorithm == "lsp":  # no data: each "row" is a slot for one challenger query
+        return [{}]
+    return load_dataset_for(config.data, required_columns(config))
+
+
 def required_columns(config: Config) -> list[str]:
+    if config.algorithm == "lsp":
+        return []
     if config.algorithm == "sft":
         data = config.data
         return [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]
@@ -114,8 +122,8 @@ class Trainer:
                 f"{acc.num_processes} processes: use a multiple of {acc.num_processes}"
             )
         self.seed_everything(config.train.seed)
-        self.dataset = dataset if dataset is not None else load_dataset_for(config.data, required_columns(config))
-        missing = [c for c in required_columns(config) if c not in self.dataset.column_names]
+        self.dataset = dataset if dataset is not None else training_data(config)
+        missing = [c for c in required_columns(config) if c not in getattr(self.dataset, "column_names", [])]
         if missing:
             raise LangplayError(f"dataset has no column {missing[0]!r}; it has {', '.join(self.dataset.column_names)}")
         self.policy = policy or Policy.from_config(config.model, with_reference=False, device=acc.device)
@@ -206,6 +214,7 @@ class Trainer:
             for key, value in metrics.items():
                 parts[key] = parts.get(key, 0.0) + value * rows_in
             count += rows_in
+        backward_done = time.perf_counter()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.all_reduce_gradients(params)
         loss_total = sum_over_processes(acc, loss_total)
@@ -231,6 +240,7 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "skipped": float(not finite),
             "time/collect": sampled - started,
+            "time/loss_backward": backward_done - sampled,
             "time/step": time.perf_counter() - started,
         }
         if self.is_main and experience.samples and self.trackers and self.trackers.enabled:

@@ -47,4 +47,8 @@ def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algori
         from langplay.algorithms.grpo import GRPO
 
         return GRPO(config, policy, sampler, accelerator, rewards)
+    if config.algorithm == "lsp":
+        from langplay.algorithms.lsp import LSP
+
+        return LSP(config, policy, sampler, accelerator, rewards)
     raise ValueError(f"unknown algorithm {config.algorithm!r}")

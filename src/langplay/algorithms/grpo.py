@@ -7,6 +7,8 @@ reference model. One update per batch, so old log-probs equal the current ones (
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from langplay.algorithms import Experience, gather_sum
@@ -35,8 +37,11 @@ class GRPO:
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
         cfg, g, acc = self.config, self.args.group_size, self.accelerator
         prompts = [self.policy.format_prompt(row[cfg.data.prompt_column], cfg.data.system_prompt) for row in rows]
+        started = time.perf_counter()
         samples = self.sampler.generate(prompts, g, seeds)
+        generated = time.perf_counter()
         rewards = self.score(rows, prompts, samples.texts).to(acc.device)
+        scored = time.perf_counter()
 
         # Advantages over the global batch: every process holds whole groups, in process order.
         all_rewards = acc.gather(rewards) if acc.num_processes > 1 else rewards
@@ -61,6 +66,9 @@ class GRPO:
             "completion_length": counts["num_tokens"] / counts["num_sequences"],
             "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / counts["num_sequences"],
             **self.scorer.last_parts,
+            "time/generate": generated - started,
+            "time/reward": scored - generated,
+            "time/reference": time.perf_counter() - scored,
         }
         shown = [
             {"prompt": prompts[i // g], "completion": samples.texts[i], "reward": rewards[i].item(),

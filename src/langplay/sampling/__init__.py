@@ -28,8 +28,8 @@ class Samples:
 
 
 class Sampler(Protocol):
-    def generate(self, prompts: list[str], n: int, seeds: list[int]) -> Samples:
-        """n completions of each (already formatted) prompt; seeds: one per prompt."""
+    def generate(self, prompts: list[str], n: int, seeds: list[int], max_new_tokens: int | None = None) -> Samples:
+        """n completions of each (already formatted) prompt; seeds: one per prompt; the config's length unless given."""
         ...
 
     def sync_weights(self) -> None:

@@ -1,7 +1,7 @@
 """The transformers sampler: a plain decoding loop over the model's KV cache.
 
 We write the loop rather than call `model.generate`: it is short, it records the sampler's own log-probs, it
-samples with keyed noise (Gumbel-max on counter-based uniforms, so results don't depend on batch layout or RNG
+samples with keyed noise (inverse CDF at counter-based uniforms, so results don't depend on batch layout or RNG
 state), it prefills each prompt once for its n completions, and it drops finished rows from the cache.
 """
 
@@ -51,10 +51,14 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def pick_tokens(logits: torch.Tensor, keys: torch.Tensor, step: int, temperature: float, top_p: float):
-    """Sample one token per row (Gumbel-max with keyed noise); return tokens and their log-probs."""
+    """Sample one token per row by inverting the CDF at one keyed uniform; return tokens and their log-probs.
+
+    One random number per row (not per vocabulary entry) keeps the cost flat in the vocabulary size.
+    """
     logp = top_p_filter(logits.float() / temperature, top_p).log_softmax(-1)
-    gumbel = -torch.log(-torch.log(keyed_uniform(keys, step, logits.shape[-1]))).to(logp.device)
-    tokens = (logp.double() + gumbel).argmax(-1)
+    cdf = logp.double().exp().cumsum(-1)
+    u = keyed_uniform(keys, step, 1).to(cdf.device) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
     return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -67,13 +71,13 @@ class HFSampler:
         pass  # samples from the training model itself
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, seeds: list[int]) -> Samples:
+    def generate(self, prompts: list[str], n: int, seeds: list[int], max_new_tokens: int | None = None) -> Samples:
         policy, cfg = self.policy, self.config
         tokenizer = policy.tokenizer
         prompt_ids = [policy.encode(p)[-cfg.max_prompt_tokens :] for p in prompts]
         keys = torch.tensor([key_of(seed, j) for seed in seeds for j in range(n)], dtype=torch.long)
         completions, logprobs, finished = sample_completions(
-            policy.model, prompt_ids, n, keys, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+            policy.model, prompt_ids, n, keys, max_new_tokens or cfg.max_new_tokens, cfg.temperature, cfg.top_p,
             None if cfg.ignore_eos else tokenizer.eos_token_id, tokenizer.pad_token_id,
         )
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)

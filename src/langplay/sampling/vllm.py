@@ -49,13 +49,13 @@ class VLLMSampler:
             self._engine_model().load_weights(model.state_dict().items())
         self.llm.reset_prefix_cache()
 
-    def generate(self, prompts: list[str], n: int, seeds: list[int]) -> Samples:
+    def generate(self, prompts: list[str], n: int, seeds: list[int], max_new_tokens: int | None = None) -> Samples:
         from vllm import SamplingParams, TokensPrompt
 
         cfg, tokenizer = self.config, self.policy.tokenizer
         prompt_ids = [self.policy.encode(p)[-cfg.max_prompt_tokens :] for p in prompts]
         params = [
-            SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+            SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_new_tokens or cfg.max_new_tokens,
                            seed=seed, logprobs=0, ignore_eos=cfg.ignore_eos, skip_special_tokens=True)
             for seed in seeds
         ]

@@ -29,7 +29,7 @@ BASE_RECIPE = {
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "max_position_embeddings": 256,
-    "steps": 900,
+    "steps": 420,
     "batch_size": 64,
     "lr": 3e-3,
     "warmup_steps": 50,

@@ -1,0 +1,85 @@
+"""LSP's quality self-reward: the frozen reference model judges each (query, answer) with the paper's Box 3.
+
+The judge writes a short justification, `<Calculation>1+0+1+...=N</Calculation>` and `<Score>N</Score>`.
+`parse_score` copes with anything: the last well-formed `<Score>` wins; otherwise the result of the last
+`<Calculation>`; otherwise the fallback (0). Scores outside 0..7 are clamped. Each outcome is counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import torch
+
+MAX_SCORE = 7
+
+# Box 3 of the paper (reference/lsp.md), written out.
+JUDGE_PROMPT = """Review the user's instruction and the assistant's response below, and score the interaction with an \
+additive 7-point integer system: add 1 point for each criterion that is met.
+1. The task is clearly identifiable from the instruction.
+2. The instruction is clear, specific and well structured.
+3. The user will understand the response.
+4. The response addresses a significant portion of the question.
+5. The response usefully and comprehensively answers the core of the question.
+6. The response is clearly written, concise, well organised and helpful.
+7. The user will likely like the form and style of the response.
+
+<Instruction>{instruction}</Instruction>
+<Response>{response}</Response>
+
+Justify your score briefly, then write the sum as <Calculation>1+0+1+...=N</Calculation> and end with <Score>N</Score>."""
+
+_SCORE = re.compile(r"<\s*score\s*>\s*([-+]?\d+(?:\.\d+)?)\s*<\s*/\s*score\s*>", re.IGNORECASE)
+_CALCULATION = re.compile(r"<\s*calculation\s*>(.*?)<\s*/\s*calculation\s*>", re.IGNORECASE | re.DOTALL)
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def parse_score(text: str, fallback: float = 0.0) -> tuple[float, str]:
+    """(score in 0..7, how it was found: "score", "calculation", "fallback"; "+clamped" if out of range)."""
+    text = str(text)[:20000]
+    found = _SCORE.findall(text)
+    how = "score"
+    if not found:
+        found = [m for calc in _CALCULATION.findall(text) for m in _NUMBER.findall(calc.split("=")[-1])]
+        how = "calculation"
+    if not found:
+        return fallback, "fallback"
+    try:
+        value = float(found[-1])
+    except ValueError:  # pragma: no cover - the regex only matches numbers
+        return fallback, "fallback"
+    if not 0 <= value <= MAX_SCORE:
+        return min(max(value, 0.0), float(MAX_SCORE)), how + "+clamped"
+    return value, how
+
+
+class ReferenceJudge:
+    """R_Q(q, a) from the frozen reference model, prompted with Box 3 (near-greedy decoding)."""
+
+    __name__ = "self_reward"
+
+    def __init__(self, policy, max_new_tokens: int = 256, temperature: float = 0.01, batch_size: int = 16):
+        self.policy, self.max_new_tokens, self.temperature, self.batch_size = policy, max_new_tokens, temperature, batch_size
+        self.outcomes: Counter = Counter()
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, raw_prompt=None, **_) -> list[float]:
+        from langplay.sampling.hf import key_of, sample_completions
+
+        queries = raw_prompt if raw_prompt is not None else prompts
+        tokenizer = self.policy.tokenizer
+        texts = [self.policy.format_prompt(JUDGE_PROMPT.format(instruction=q, response=a))
+                 for q, a in zip(queries, completions)]
+        scores = []
+        with self.policy.reference_model() as judge:
+            for start in range(0, len(texts), self.batch_size):
+                ids = [self.policy.encode(t) for t in texts[start : start + self.batch_size]]
+                keys = torch.tensor([key_of(start, i) for i in range(len(ids))], dtype=torch.long)
+                outputs, _, _ = sample_completions(judge, ids, 1, keys, self.max_new_tokens, self.temperature, 1.0,
+                                                   tokenizer.eos_token_id, tokenizer.pad_token_id)
+                for output in tokenizer.batch_decode(outputs, skip_special_tokens=True):
+                    value, how = parse_score(output)
+                    self.outcomes[how] += 1
+                    scores.append(value)
+        return scores
