@@ -24,6 +24,10 @@ class SFT:
                 prompt_ids, completion_ids = prompt_ids[:1], prompt_ids[1:] + completion_ids
             prompts.append(prompt_ids)
             completions.append(completion_ids)
+        # Sorted by length, micro-batches hold rows of similar shape and carry little padding (the loss is a sum
+        # normalised by the step's token count, so the order of rows changes nothing else).
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), len(completions[i])))
+        prompts, completions = [prompts[i] for i in order], [completions[i] for i in order]
         batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
         tokens = gather_sum(self.accelerator, batch["completion_mask"].sum())
         return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from langplay.tinyworld.judges import score
-from langplay.tinyworld.tasks import FAMILIES, sample_tasks
+from langplay.tinyworld.judges import quality, score
+from langplay.tinyworld.tasks import FAMILIES, parse, sample_tasks
 
 
 def task_rows(split: str, n: int, seed: int = 0, families=None, levels=None, verifiable_only: bool = False) -> list[dict]:
@@ -25,3 +25,14 @@ def judge_reward(prompts: list[str], completions: list[str], raw_prompt: list[st
     """The tinyworld judge as a reward function: the task's checker if the (raw) prompt parses, else surface score."""
     queries = raw_prompt if raw_prompt is not None else prompts
     return [score(q, c) for q, c in zip(queries, completions)]
+
+
+def quality_reward(prompts: list[str], completions: list[str], raw_prompt: list[str] | None = None, **_) -> list[float]:
+    """tinyworld's quality judge (0..7) as a scorer: LSP's self-reward R_Q in tinyworld."""
+    queries = raw_prompt if raw_prompt is not None else prompts
+    return [float(quality(q, c)) for q, c in zip(queries, completions)]
+
+
+def valid_query(queries: list[str]) -> list[bool]:
+    """Whether each challenger query parses as a tinyworld task."""
+    return [parse(q) is not None for q in queries]

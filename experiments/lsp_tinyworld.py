@@ -1,0 +1,204 @@
+"""The LSP paper's experiment in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data), from the shipped base model.
+
+    python experiments/lsp_tinyworld.py [--seeds 0 1 2] [--steps 40] [--per-level 8]
+
+Same reward for all (tinyworld's judge), same number of solver completions per step (16 prompts or queries x 4).
+Writes results/lsp_tinyworld.md, results/lsp_tinyworld.json and plots in results/; runs go to runs/lsp_experiment/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {
+    "GRPO (data)": "configs/grpo_tinyworld.yaml",
+    "LSP-Zero": "configs/lsp_zero_tinyworld.yaml",
+    "LSP": "configs/lsp_tinyworld.yaml",
+}
+
+
+def run_one(method: str, seed: int, steps: int, work: Path) -> Path:
+    from langplay.config import load_config
+    from langplay.tinyworld.base import base_model_path
+    from langplay.tinyworld.datasets import judge_reward, task_dataset
+    from langplay.trainer import Trainer
+
+    out = work / f"{method.split()[0].lower()}-seed{seed}"
+    config = load_config(ROOT / METHODS[method], [
+        f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
+        f"run.output_dir={out}", "run.progress=false", "run.samples_per_step=16", "run.save_every=0",
+        "grpo.group_size=4", "train.prompts_per_step=16",
+    ])
+    if (out / "final" / "model.safetensors").is_file():
+        return out
+    if config.algorithm == "grpo":  # the data baseline: tinyworld's training prompts, every family
+        trainer = Trainer(config, dataset=task_dataset("train", 4000, seed), rewards=[judge_reward])
+    else:
+        trainer = Trainer(config)
+    trainer.train()
+    return out
+
+
+def query_mix(samples_path: Path, steps: range) -> dict:
+    """Fraction of valid queries and the mix of levels among the challenger's queries over some steps."""
+    from langplay.tinyworld.tasks import parse
+
+    queries = [json.loads(l)["query"] for l in samples_path.read_text().splitlines() if json.loads(l)["step"] in steps]
+    parsed = [parse(q) for q in queries]
+    levels = Counter(t.level for t in parsed if t is not None)
+    valid = [t for t in parsed if t is not None]
+    return {"valid": len(valid) / max(1, len(queries)),
+            "levels": {lvl: levels[lvl] / max(1, len(valid)) for lvl in sorted(levels)},
+            "families": dict(Counter(t.family for t in valid).most_common())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--per-level", type=int, default=8)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_experiment")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    from langplay.cli import quiet_libraries
+
+    quiet_libraries()
+    from langplay.evaluation.tinyworld import evaluate_world
+    from langplay.tinyworld.base import base_model_path
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    results: dict = {"settings": vars(args) | {"work": str(args.work), "results": str(args.results)}, "runs": []}
+    base_report = evaluate_world(base_model_path(), per_level=args.per_level, seed=123)
+    results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"]}
+    for seed in args.seeds:
+        for method in METHODS:
+            started = time.time()
+            out = run_one(method, seed, args.steps, args.work)
+            report = evaluate_world(out / "final", baseline=base_model_path(), per_level=args.per_level, seed=123)
+            metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+            run = {
+                "method": method, "seed": seed, "minutes": (time.time() - started) / 60,
+                "win_rate": report["versus_baseline"]["win_rate"], "wins_ties_losses": report["versus_baseline"],
+                "score": report["score"], "accuracy": report["accuracy"],
+                "by_family": family_means(report["table"]), "by_level": level_means(report["table"]),
+                "train_reward": [m["reward"] for m in metrics],
+                "valid_queries": [m.get("valid_queries") for m in metrics],
+            }
+            if method != "GRPO (data)":
+                n = len(metrics)
+                run["queries_first"] = query_mix(out / "samples.jsonl", range(1, min(6, n + 1)))
+                run["queries_last"] = query_mix(out / "samples.jsonl", range(max(1, n - 4), n + 1))
+            results["runs"].append(run)
+            print(f"{method:12s} seed {seed}: win rate {run['win_rate']:.3f}, score {run['score']:.3f} "
+                  f"(base {results['base']['score']:.3f}), {run['minutes']:.1f} min", flush=True)
+            (args.results / "lsp_tinyworld.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.results)
+    plot(results, args.results)
+    return 0
+
+
+def family_means(table: list[dict]) -> dict:
+    out: dict = {}
+    for row in table:
+        out.setdefault(row["family"], []).append(row["score"])
+    return {f: statistics.mean(v) for f, v in out.items()}
+
+
+def level_means(table: list[dict]) -> dict:
+    out: dict = {}
+    for row in table:
+        out.setdefault(row["level"], []).append(row["score"])
+    return {str(l): statistics.mean(v) for l, v in sorted(out.items())}
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def write_markdown(results: dict, folder: Path) -> None:
+    runs, s = results["runs"], results["settings"]
+    lines = [
+        "# LSP in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data)",
+        "",
+        f"Regenerate: `python experiments/lsp_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
+        f"--per-level {s['per_level']}`. From the shipped base model; reward: tinyworld's judge for all; 16 prompts "
+        "(GRPO) or 16 challenger queries (LSP) x 4 solver answers per step; evaluation on held-out instances "
+        f"({s['per_level']} per family and level), near-greedy decoding; win rate against the base model (judge "
+        "decides each prompt, ties count half). Mean ± standard deviation over seeds.",
+        "",
+        f"Base model: mean score {results['base']['score']:.3f}, accuracy {results['base']['accuracy']:.3f}.",
+        "",
+        "| method | win rate vs base | mean score | accuracy | valid queries (last step) |",
+        "|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        valid = [r["valid_queries"][-1] for r in mine if r["valid_queries"][-1] is not None]
+        lines.append(f"| {method} | {mean_sd([r['win_rate'] for r in mine])} | {mean_sd([r['score'] for r in mine])} | "
+                     f"{mean_sd([r['accuracy'] for r in mine])} | {mean_sd(valid) if valid else '—'} |")
+    families = sorted(runs[0]["by_family"])
+    lines += ["", "Mean score by family (held-out):", "",
+              "| method | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    for method in METHODS:
+        mine = [r for r in runs if r["method"] == method]
+        if mine:
+            lines.append(f"| {method} | " + " | ".join(f"{statistics.mean(r['by_family'][f] for r in mine):.3f}"
+                                                    for f in families) + " |")
+    levels = sorted(runs[0]["by_level"])
+    lines += ["", "Mean score by level (held-out):", "", "| method | " + " | ".join(f"level {l}" for l in levels) + " |",
+              "|---|" + "---|" * len(levels)]
+    for method in METHODS:
+        mine = [r for r in runs if r["method"] == method]
+        if mine:
+            lines.append(f"| {method} | " + " | ".join(f"{statistics.mean(r['by_level'][l] for r in mine):.3f}"
+                                                    for l in levels) + " |")
+    lines += ["", "Where the challenger's queries went (first 5 steps -> last 5 steps, all seeds pooled):", ""]
+    for method in ("LSP-Zero", "LSP"):
+        mine = [r for r in runs if r["method"] == method]
+        if mine:
+            first = statistics.mean(r["queries_first"]["valid"] for r in mine)
+            last = statistics.mean(r["queries_last"]["valid"] for r in mine)
+            mix = lambda key: ", ".join(f"L{l} {statistics.mean(r[key]['levels'].get(l, 0) for r in mine):.2f}"
+                                        for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
+            lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
+                         f"{mix('queries_last')}")
+    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", ""]
+    (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
+
+
+def plot(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = dict(zip(METHODS, ["tab:blue", "tab:orange", "tab:green"]))
+    for run in results["runs"]:
+        label = run["method"] if run["seed"] == results["settings"]["seeds"][0] else None
+        left.plot(run["train_reward"], color=colours[run["method"]], alpha=0.7, label=label)
+        if run["valid_queries"][0] is not None:
+            right.plot(run["valid_queries"], color=colours[run["method"]], alpha=0.7, label=label)
+    left.set(title="mean judge reward of solver answers", xlabel="step")
+    right.set(title="fraction of challenger queries that parse", xlabel="step", ylim=(0, 1.05))
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "lsp_tinyworld_training.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
