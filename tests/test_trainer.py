@@ -42,6 +42,7 @@ def test_sft_lowers_the_loss(tiny_model, sft_file, tmp_path):
     ])
     history = Trainer(config).train()
     assert history[-1]["nll"] < 0.3 * history[0]["nll"]
+    assert all(h["nll"] == pytest.approx(h["loss"]) for h in history)  # micro-batch metrics add up exactly
     assert history[0]["tokens"] == 8 * 4  # three letters and EOS per completion: the prompt carries no loss
 
 
@@ -134,4 +135,7 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model, prompt_file, tm
         results.append((history, trainer.policy.model.state_dict()))
     (h1, w1), (h2, w2) = results
     assert h1[-1]["loss"] == pytest.approx(h2[-1]["loss"], abs=1e-6)
-    assert all((w1[k] - w2[k]).abs().max() < 1e-5 for k in w1)
+    assert [h["grad_norm"] for h in h1] == pytest.approx([h["grad_norm"] for h in h2], rel=1e-5)
+    # 32 keeps each group of 8 whole (its prompt runs once, shared); 5 splits groups (prompts run per row):
+    # float rounding differs a little, and AdamW's normalisation amplifies it on near-zero gradients.
+    assert all((w1[k] - w2[k]).abs().max() < 1e-4 for k in w1)

@@ -134,7 +134,7 @@ def build_base_command(
 @friendly
 def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="run folder"),
-    steps: int = typer.Option(40, "--steps", help="training steps"),
+    steps: int = typer.Option(50, "--steps", help="training steps"),
 ):
     """A few minutes of RL on a built-in task, then a before/after table and a plot."""
     quiet_libraries()

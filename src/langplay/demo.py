@@ -16,13 +16,13 @@ from langplay.tinyworld.base import base_model_path
 from langplay.tinyworld.datasets import judge_reward, task_dataset
 
 DEMO_SETTINGS = [
-    "algorithm=grpo", "train.prompts_per_step=8", "grpo.group_size=8", "grpo.beta=0.01",
-    "train.lr=2e-4", "train.warmup_steps=2", "train.micro_batch_size=64", "sampling.max_new_tokens=96",
+    "algorithm=grpo", "train.prompts_per_step=16", "grpo.group_size=8", "grpo.beta=0.01",
+    "train.lr=1e-4", "train.warmup_steps=2", "train.micro_batch_size=64", "sampling.max_new_tokens=96",
     "sampling.temperature=1.0", "run.save_every=20", "run.samples_per_step=4", "model.device=cpu",
 ]
 
 
-def run_demo(output_dir: str | Path = "runs/demo", steps: int = 40, per_level: int = 8, seed: int = 0) -> dict:
+def run_demo(output_dir: str | Path = "runs/demo", steps: int = 50, per_level: int = 8, seed: int = 0) -> dict:
     console = Console()
     output_dir = Path(output_dir)
     base = base_model_path()

@@ -250,21 +250,24 @@ def completion_states(model, input_ids, attention_mask, width: int) -> torch.Ten
 
     A group of rows with one prompt runs the prompt once into a KV cache that the group's completions share
     (gradients flow through the shared cache); otherwise (or under gradient checkpointing, which forbids a
-    cache) the decoder runs over every row in full.
+    cache) the decoder runs over every row in full. Right padding needs no mask (attention is causal and padded
+    positions carry no loss), so without left padding no mask is built at all.
     """
     decoder = model.get_decoder()
     prompt_width = input_ids.shape[1] - width
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    mask = None if bool(attention_mask[:, :prompt_width].all()) else attention_mask
     group = prompt_group_size(input_ids, attention_mask, prompt_width)
     if group == 1 or getattr(decoder, "gradient_checkpointing", False) or prompt_width < 1:
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+        hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          use_cache=False).last_hidden_state
         return hidden[:, prompt_width - 1 : prompt_width - 1 + width]
     cache = DynamicCache()
-    prompt_out = decoder(input_ids=input_ids[::group, :prompt_width], attention_mask=attention_mask[::group, :prompt_width],
+    prompt_out = decoder(input_ids=input_ids[::group, :prompt_width],
+                         attention_mask=None if mask is None else mask[::group, :prompt_width],
                          position_ids=positions[::group, :prompt_width], past_key_values=cache, use_cache=True)
     cache.batch_repeat_interleave(group)
-    completion_out = decoder(input_ids=input_ids[:, prompt_width:], attention_mask=attention_mask,
+    completion_out = decoder(input_ids=input_ids[:, prompt_width:], attention_mask=mask,
                              position_ids=positions[:, prompt_width:], past_key_values=cache, use_cache=True)
     last_prompt_state = prompt_out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
     return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1]], 1)

@@ -205,19 +205,18 @@ class Trainer:
         model = self.policy.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_total, parts, count = 0.0, {}, 0
+        loss_total, parts = 0.0, {}
         for micro in micro_batches(experience.batch, cfg.train.micro_batch_size):
             loss, metrics = self.algorithm.loss(micro, experience.counts)
             loss.backward()
             loss_total += loss.item()
-            rows_in = micro["input_ids"].shape[0]
-            for key, value in metrics.items():
-                parts[key] = parts.get(key, 0.0) + value * rows_in
-            count += rows_in
+            for key, value in metrics.items():  # additive contributions, normalised like the loss
+                parts[key] = parts.get(key, 0.0) + value
         backward_done = time.perf_counter()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.all_reduce_gradients(params)
         loss_total = sum_over_processes(acc, loss_total)
+        parts = {key: sum_over_processes(acc, value) for key, value in parts.items()}
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
         finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
         if finite:
@@ -234,7 +233,7 @@ class Trainer:
         self.step += 1
         metrics = {
             "loss": loss_total,
-            **{k: v / max(count, 1) for k, v in parts.items()},
+            **parts,
             **experience.metrics,
             "grad_norm": float(grad_norm),
             "lr": self.scheduler.get_last_lr()[0],

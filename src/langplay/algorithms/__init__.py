@@ -4,7 +4,8 @@ The trainer asks an algorithm for two things per step:
     experience = algorithm.collect(rows, seeds)     # no gradient: sampling, scoring, reference log-probs
     loss, metrics = algorithm.loss(micro_batch, experience.counts)
 Losses are normalised by counts over the *whole* step (all micro-batches, all processes), so the gradients of
-the micro-batches add up to the gradient of the whole batch however it is split.
+the micro-batches add up to the gradient of the whole batch however it is split. The metrics `loss` returns are
+normalised the same way: the trainer adds them up over micro-batches and processes.
 """
 
 from __future__ import annotations

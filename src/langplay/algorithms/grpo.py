@@ -12,7 +12,7 @@ import time
 import torch
 
 from langplay.algorithms import Experience, gather_sum
-from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_mean
+from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_sum
 from langplay.policy import build_batch
 from langplay.rewards import build_scorer
 
@@ -82,11 +82,12 @@ class GRPO:
         out = self.policy.logprobs(batch, self.config.sampling.temperature, with_entropy=True)
         mask = batch["completion_mask"]
         per_token = clipped_policy_loss(out.logp, out.logp.detach(), batch["advantages"], args.epsilon, args.epsilon_high)
-        metrics = {"entropy": masked_mean(out.entropy, mask).item()}
+        tokens = counts["num_tokens"]  # metrics: this micro-batch's share of the step's token means
+        metrics = {"entropy": masked_sum(out.entropy, mask).item() / tokens}
         if self.needs_reference:
             kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
             per_token = per_token + args.beta * kl
-            metrics["kl"] = masked_mean(kl, mask).item()
+            metrics["kl"] = masked_sum(kl.detach(), mask).item() / tokens
         loss = aggregate(
             per_token, mask, args.loss_aggregation,
             num_sequences=counts["num_sequences"], num_tokens=counts["num_tokens"],

@@ -92,9 +92,10 @@ def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, 
     input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompt_ids], device=device)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    padded = not bool(attention.all())  # without left padding no mask is needed (causal attention, rows dropped)
     cache = DynamicCache()
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=input_ids, attention_mask=attention if padded else None, position_ids=positions,
+                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     # One prefill per prompt, then n rows per prompt.
     cache.batch_repeat_interleave(n)
     logits, attention = logits.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)
@@ -120,7 +121,7 @@ def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, 
             cache.batch_select_indices(index)
             picked, attention, next_position = picked[index], attention[index], next_position[index]
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-        logits = model(input_ids=picked.unsqueeze(-1).to(device), attention_mask=attention,
+        logits = model(input_ids=picked.unsqueeze(-1).to(device), attention_mask=attention if padded else None,
                        position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True).logits[:, -1]
         next_position = next_position + 1
     model.train(was_training)

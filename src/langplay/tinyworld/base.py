@@ -108,7 +108,7 @@ def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None
     (output / "recipe.json").write_text(json.dumps({
         "recipe": recipe, "command": f"langplay world build-base --output {output}",
         "train_minutes_this_machine": round(minutes, 1),
-        "final_nll": history[-1]["nll"] if history else None,
+        "final_nll_per_token": history[-1]["loss"] if history else None,
     }, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return output

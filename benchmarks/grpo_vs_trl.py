@@ -1,0 +1,215 @@
+"""langplay's GRPO step against TRL's GRPOTrainer, on the same tiny model, in one process, on CPU.
+
+    python benchmarks/grpo_vs_trl.py            # needs `pip install trl` (the benchmark's only extra)
+
+Both train the same randomly initialised character-level Llama (langplay.testing.save_tiny_model) with the same
+settings: 8 prompts x 8 completions x 64 new tokens per step (EOS cannot end a completion: langplay's
+sampling.ignore_eos, TRL's generation_kwargs min_new_tokens), temperature 1, beta 0.04 (k3 KL, a reference
+pass each step), one update per batch, "dapo" loss aggregation, AdamW at the same constant lr, gradient clipping
+at 1, no gradient checkpointing, float32, the whole batch in one forward/backward. The reward is a trivial Python
+function (the fraction of 'a' characters), the same for both. The two alternate: each round runs `--steps`
+langplay steps, then a fresh TRL trainer for `--steps` steps; the first step of every block is a warm-up and is
+not timed. A step is everything from taking the prompts to the optimizer step (sampling, rewards, reference
+pass, loss, backward, update); TRL's is timed by a callback from on_step_begin to on_step_end.
+
+It prints the median step time of each, their ratio (langplay / TRL) and the generated tokens per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+# All the same length, so neither side pads prompts and both process the same number of tokens per step.
+PROMPTS = [f"Item {i:02d}: name a fruit." for i in range(16)]
+
+
+def fraction_of_a(prompts, completions, **kwargs) -> list[float]:
+    """The reward of both: the fraction of 'a' characters in the completion."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]  # TRL passes chat messages
+    return [t.count("a") / max(len(t), 1) for t in texts]
+
+
+def build_langplay(args, model_dir: Path, data_path: Path, work: Path):
+    from langplay.config import load_config
+    from langplay.trainer import Trainer
+
+    config = load_config(overrides=[
+        f"model.name_or_path={model_dir}", "model.device=cpu", "model.dtype=float32",
+        f"data.path={data_path}",
+        "train.steps=100000", f"train.prompts_per_step={args.prompts}", f"train.micro_batch_size={args.prompts * args.group}",
+        f"train.lr={args.lr}", "train.max_grad_norm=1.0",
+        f"grpo.group_size={args.group}", f"grpo.beta={args.beta}", f"grpo.loss_aggregation={args.loss}",
+        f"sampling.max_new_tokens={args.tokens}", "sampling.ignore_eos=true", "sampling.temperature=1.0",
+        f"run.output_dir={work / 'langplay'}", "run.progress=false", "run.save_every=0",
+    ])
+    trainer = Trainer(config, rewards=[fraction_of_a])
+    trainer.trackers = None  # no metrics.jsonl / samples.jsonl: only the step itself is timed
+    return trainer
+
+
+def build_trl(args, model_dir: Path, dataset, steps: int, work: Path, times: list):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, targs, state, control, **kw):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, targs, state, control, **kw):
+            times.append(time.perf_counter() - self.started)
+
+    config = GRPOConfig(
+        output_dir=str(work / "trl"), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        max_steps=steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+        optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0, seed=0,
+        per_device_train_batch_size=args.prompts * args.group, gradient_accumulation_steps=1,  # one step = one batch
+        num_generations=args.group, num_iterations=1, steps_per_generation=1,
+        max_completion_length=args.tokens, temperature=1.0, top_p=1.0, top_k=0,
+        generation_kwargs={"min_new_tokens": args.tokens},  # EOS cannot end a completion early
+        beta=args.beta, loss_type=args.loss, scale_rewards="group", epsilon=0.2,
+        use_vllm=False, log_completions=False, dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainer = GRPOTrainer(model=model, reward_funcs=[fraction_of_a], args=config, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[StepTimer()])
+    trainer.remove_callback(PrinterCallback)  # its per-step log lines; the logs stay in trainer.state.log_history
+    return trainer
+
+
+def versions() -> dict:
+    import accelerate
+    import transformers
+    import trl
+
+    import langplay
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__, "trl": trl.__version__,
+        "langplay": getattr(langplay, "__version__", "?"),
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4, help="steps per block; the first of each is not timed")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--loss", default="dapo", choices=["dapo", "bnpo", "dr_grpo", "grpo"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both (1: steadiest on a shared machine; see BENCHMARKS.md)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the first step of each block is a warm-up)")
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    from langplay.testing import save_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="grpo_vs_trl_") as tmp:
+        work = Path(tmp)
+        model_dir = save_tiny_model(work / "model", hidden=args.hidden, layers=args.layers)
+        data_path = work / "prompts.jsonl"
+        data_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+        # TRL gets the same prompts as chat messages, so both apply the tokenizer's chat template the same way.
+        dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
+        n_params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+
+        lp = build_langplay(args, model_dir, data_path, work)
+        lp_times, lp_collect, lp_lengths, trl_times, trl_lengths, trl_tokens = [], [], [], [], [], []
+        for r in range(args.rounds):
+            for i in range(args.steps):
+                m = lp.train_step()
+                lp_lengths.append(m["completion_length"])
+                if i:  # the block's first step is a warm-up
+                    lp_times.append(m["time/step"])
+                    lp_collect.append(m["time/collect"])
+            times: list[float] = []
+            trainer = build_trl(args, model_dir, dataset, args.steps, work, times)
+            trainer.train()
+            trl_times += times[1:]
+            logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
+            trl_lengths += [h["completions/mean_length"] for h in logs]
+            trl_tokens += [b["num_tokens"] - a["num_tokens"] for a, b in zip([{"num_tokens": 0}] + logs, logs)]
+            print(f"round {r + 1}/{args.rounds}: langplay {', '.join(f'{t:.2f}' for t in lp_times[-(args.steps - 1):])} s"
+                  f"  |  TRL {', '.join(f'{t:.2f}' for t in times[1:])} s", flush=True)
+            del trainer
+
+    prompt_tokens = len(lp.policy.encode(lp.policy.format_prompt(PROMPTS[0])))
+    lp_seq_tokens = args.prompts * args.group * (prompt_tokens + args.tokens)
+    lp_median, trl_median = statistics.median(lp_times), statistics.median(trl_times)
+    tokens_per_step = args.prompts * args.group * args.tokens
+    result = {
+        "machine": machine(), "threads": args.threads, "versions": versions(),
+        "model": {"hidden": args.hidden, "layers": args.layers, "parameters": n_params},
+        "settings": {k: getattr(args, k) for k in ("rounds", "steps", "prompts", "group", "tokens", "beta", "lr", "loss")},
+        "langplay": {"median_step_s": lp_median, "timed_steps": len(lp_times), "steps_s": lp_times,
+                     "median_collect_s": statistics.median(lp_collect),
+                     "mean_completion_length": statistics.mean(lp_lengths)},
+        "trl": {"median_step_s": trl_median, "timed_steps": len(trl_times), "steps_s": trl_times,
+                "mean_completion_length": statistics.mean(trl_lengths)},
+        "ratio_langplay_over_trl": lp_median / trl_median,
+        "generated_tokens_per_step": tokens_per_step,
+        "sequence_tokens_per_step": {"langplay": lp_seq_tokens, "trl": statistics.median(trl_tokens)},
+    }
+    v = result["versions"]
+    print()
+    print(f"machine: {result['machine']}; torch threads: {args.threads}")
+    print(f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.2f}M parameters, float32, CPU")
+    print(f"step: {args.prompts} prompts x {args.group} completions x {args.tokens} tokens, beta {args.beta}, "
+          f"loss {args.loss}, lr {args.lr}")
+    print(f"mean completion length: langplay {result['langplay']['mean_completion_length']:.2f}, "
+          f"TRL {result['trl']['mean_completion_length']:.2f} (of {args.tokens})")
+    print(f"tokens per step (prompt + completion): langplay {lp_seq_tokens}, TRL {statistics.median(trl_tokens):.0f}")
+    print(f"langplay: median step {lp_median:.3f} s over {len(lp_times)} steps "
+          f"({tokens_per_step / lp_median:.0f} generated tokens/s; sampling+rewards+reference "
+          f"{result['langplay']['median_collect_s']:.3f} s, update {lp_median - result['langplay']['median_collect_s']:.3f} s)")
+    print(f"TRL:      median step {trl_median:.3f} s over {len(trl_times)} steps "
+          f"({tokens_per_step / trl_median:.0f} generated tokens/s)")
+    print(f"ratio langplay / TRL: {result['ratio_langplay_over_trl']:.3f}  (target <= 0.7)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
