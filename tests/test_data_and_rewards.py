@@ -24,8 +24,11 @@ def test_local_jsonl_and_parquet_load_alike(tmp_path):
 
 
 def test_unknown_hub_dataset_is_one_clear_line(monkeypatch):
+    import datasets.config
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # read at import: set it where it is used
     with pytest.raises(LangplayError, match="cannot load dataset 'nobody/nothing'") as info:
         load_rows("nobody/nothing")
     assert "\n" not in str(info.value)
