@@ -55,7 +55,7 @@ def query_mix(samples_path: Path, steps: range) -> dict:
     levels = Counter(t.level for t in parsed if t is not None)
     valid = [t for t in parsed if t is not None]
     return {"valid": len(valid) / max(1, len(queries)),
-            "levels": {lvl: levels[lvl] / max(1, len(valid)) for lvl in sorted(levels)},
+            "levels": {str(lvl): levels[lvl] / max(1, len(valid)) for lvl in sorted(levels)},
             "families": dict(Counter(t.family for t in valid).most_common())}
 
 
@@ -66,7 +66,13 @@ def main(argv=None) -> int:
     parser.add_argument("--per-level", type=int, default=8)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_experiment")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
     args = parser.parse_args(argv)
+    if args.report_only:
+        results = json.loads((args.results / "lsp_tinyworld.json").read_text())
+        write_markdown(results, args.results)
+        plot(results, args.results)
+        return 0
     sys.path.insert(0, str(ROOT / "src"))
     from langplay.cli import quiet_libraries
 
@@ -174,7 +180,23 @@ def write_markdown(results: dict, folder: Path) -> None:
                                         for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
             lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
                          f"{mix('queries_last')}")
-    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", ""]
+    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", "",
+              "## Reading (40 steps, lr 2e-4, the presets' settings)", "",
+              "- No method beat the base model on held-out prompts: every win rate is below 0.5 and every mean score",
+              "  is at or below the base's. At these settings the updates mostly add noise (KL grows, reward stays",
+              "  flat); this is a negative result of the presets, not yet a comparison of the methods at their best.",
+              "- GRPO on data lost least; LSP (with the quality self-reward) did better than LSP-Zero on score and",
+              "  accuracy, in the direction the paper reports, but within one standard deviation over 3 seeds.",
+              "- The challenger learned to write valid tasks in both variants (parseable queries from about 0.3 to",
+              "  about 0.85): unparseable queries get the judge's surface score, which is high, so they are *easy*",
+              "  for the solver and bad for the challenger. LSP-Zero did not degenerate into nonsense here, unlike",
+              "  the paper's observation with a neural reward model; tinyworld's judge rewards tidy short answers",
+              "  to nonsense, but the challenger gains nothing from that hole.",
+              "- Unexpectedly, the valid queries drifted to *easier* levels (level 1 from ~0.15 to 0.47 in LSP-Zero,",
+              "  0.80 in LSP), not to the hard ones eq. 3 favours. Our reading, not yet tested: leaving nonsense (the",
+              "  large gain in -V) dominates, and the base model writes mostly easy valid tasks (it was trained on",
+              "  them); in LSP the quality score (correct answers earn criteria 5-6) pulls further towards easy.",
+              "- Next: a learning-rate sweep (5e-5, 1e-4) and longer runs, on a stronger base model.", ""]
     (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
 
 
