@@ -24,6 +24,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return masked_sum(values, mask, dim) / mask.sum(dim).clamp(min=1)
 
 
+def sequence_logprob(token_logp: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """log pi of each sequence from its token log-probs: their sum, or their mean ("mean")."""
+    summed = masked_sum(token_logp, mask, dim=1)
+    return summed if reduction == "sum" else summed / mask.sum(1).clamp(min=1)
+
+
 def group_advantages(
     rewards: torch.Tensor,
     group_size: int,

@@ -14,7 +14,7 @@ import torch
 from langplay.algorithms import Experience, gather_sum
 from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_sum
 from langplay.policy import build_batch
-from langplay.rewards import build_scorer
+from langplay.rewards import build_scorer, repeated_columns
 
 
 class GRPO:
@@ -29,8 +29,7 @@ class GRPO:
     def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Rewards of completions laid out prompt-major, with each row's columns repeated G times."""
         g = self.args.group_size
-        columns = {key: [row[key] for row in rows for _ in range(g)] for key in rows[0]}
-        columns["raw_prompt"] = [row[self.config.data.prompt_column] for row in rows for _ in range(g)]
+        columns = repeated_columns(rows, g, self.config.data.prompt_column)
         repeated = [p for p in prompts for _ in range(g)]
         return torch.tensor(self.scorer(repeated, completions, **columns), dtype=torch.float32)
 

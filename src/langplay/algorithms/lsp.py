@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from langplay.algorithms import Experience, gather_sum
+from langplay.losses import sequence_logprob
 from langplay.policy import build_batch
 from langplay.rewards import build_scorer, call_scorer, import_function
 from langplay.rewards.self_judge import ReferenceJudge
@@ -51,11 +52,6 @@ class Query:
     prompt_ids: list[int]
     finished: bool  # False: cut at max_query_tokens
     logprobs: list[float]  # the sampler's, i.e. the current policy's (on-policy)
-
-
-def sequence_logprob(token_logp: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
-    summed = (token_logp * mask).sum(1)
-    return summed if reduction == "sum" else summed / mask.sum(1).clamp(min=1)
 
 
 class LSP:

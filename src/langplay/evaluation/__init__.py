@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from langplay.rewards import repeated_columns
 from langplay.sampling import make_sampler
 from langplay.sampling.hf import key_of
 
@@ -15,8 +16,7 @@ def evaluate_rewards(policy, rows, scorer, sampling, prompt_column="prompt", sys
         chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
         prompts = [policy.format_prompt(r[prompt_column], system_prompt) for r in chunk]
         samples = sampler.generate(prompts, n, [key_of(seed, -1, start + i) for i in range(len(chunk))])
-        columns = {k: [r[k] for r in chunk for _ in range(n)] for k in chunk[0]}
-        columns["raw_prompt"] = [r[prompt_column] for r in chunk for _ in range(n)]
+        columns = repeated_columns(chunk, n, prompt_column)
         values = scorer([p for p in prompts for _ in range(n)], samples.texts, **columns)
         rewards += values
         for key, value in getattr(scorer, "last_parts", {}).items():

@@ -101,6 +101,13 @@ class WeightedSum:
         return total
 
 
+def repeated_columns(rows: list[dict], n: int, prompt_column: str) -> dict[str, list]:
+    """Each row's columns repeated for its n completions, plus `raw_prompt` (the unformatted prompt)."""
+    columns = {key: [row[key] for row in rows for _ in range(n)] for key in rows[0]}
+    columns["raw_prompt"] = [row[prompt_column] for row in rows for _ in range(n)]
+    return columns
+
+
 def build_scorer(specs: list[RewardSpec], extra: list[Scorer] | None = None) -> WeightedSum:
     """The config's rewards plus any Python callables given directly (weight 1)."""
     scorers = [scorer_from_spec(spec) for spec in specs] + list(extra or [])
