@@ -46,7 +46,7 @@ def quiet_libraries() -> None:
 @app.command()
 @friendly
 def train(
-    algorithm: str = typer.Argument(..., help="sft or grpo"),
+    algorithm: str = typer.Argument(..., help="sft, grpo, lsp, jepo or irl"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=1e-5"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's latest checkpoint"),

@@ -91,9 +91,9 @@ class RunConfig(Section):
 class RewardSpec(Section):
     """One reward source. `kind` picks it; `weight` scales it in the sum."""
 
-    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math"]
+    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math", "irl"]
     function: str | None = None  # kind=function: "package.module:name" or "path/to/file.py:name"
-    model: str | None = None  # kind=reward_model: Hub name or local folder of a sequence classifier
+    model: str | None = None  # kind=reward_model: a sequence classifier; kind=irl: an IRL-trained causal LM
     answer_column: str = "answer"  # verifiers: the dataset column holding the gold answer
     weight: float = 1.0
 
@@ -101,8 +101,8 @@ class RewardSpec(Section):
     def _needs_its_target(self) -> RewardSpec:
         if self.kind == "function" and not self.function:
             raise ValueError("a reward of kind 'function' needs function: 'module:name'")
-        if self.kind == "reward_model" and not self.model:
-            raise ValueError("a reward of kind 'reward_model' needs model: NAME_OR_PATH")
+        if self.kind in ("reward_model", "irl") and not self.model:
+            raise ValueError(f"a reward of kind '{self.kind}' needs model: NAME_OR_PATH")
         return self
 
 
@@ -142,11 +142,39 @@ class LSPConfig(Section):
     rewards: list[RewardSpec] = []  # R(q, a); the raw query reaches scorers as the `raw_prompt` column
 
 
-ALGORITHMS = ("sft", "grpo", "lsp")
+class JEPOConfig(Section):
+    """JEPO (reference/jepo.md): the likelihood of the reference answer after a sampled chain of thought is the reward."""
+
+    group_size: int = Field(4, ge=2)  # n chains of thought per prompt (paper: 4)
+    estimator: Literal["multi", "single"] = "multi"  # multi-sample bound L_n (most of the paper) or Jensen's L_1
+    answer_column: str = "answer"  # the reference answer a*, the text that follows the marker
+    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"  # a* is the column, its "#### x", or its last \\boxed{x}
+    answer_marker: str = "The final answer is"  # locates the answer in a generation (case-insensitive, last one)
+    answer_suffix_eos: bool = True  # a* ends with EOS: its likelihood includes stopping after the answer
+    normalize: Literal["group", "batch", "none"] = "batch"  # A / std(A) over the group or the step; none: unbiased
+    advantage_clip: float | None = Field(1.0, gt=0)  # clip(A / std(A), -c, c); None: no clip
+    format_penalty: float = Field(10.0, ge=0)  # reward -p for generations without the marker (paper: 10)
+    beta_sup: float = Field(0.01, ge=0)  # weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)
+    beta: float = Field(1e-3, ge=0)  # KL to the reference over the whole generation (paper: 1e-3)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    rewards: list[RewardSpec] = []  # a verifier: prompts where a sample passes use the RL loss (JEPO + RL)
+    pass_threshold: float = 1.0  # a sample passes the verifier when its reward reaches this
+
+
+class IRLConfig(Section):
+    """IRL as TD-regularised MLE (reference/irl.md): IQ-Learn's chi-squared objective on token transitions."""
+
+    gamma: float = Field(1.0, ge=0, le=1)  # not in the paper; 1.0 as LM reimplementations (IQ-Learn: 0.99)
+    td_weight: float = Field(0.5, ge=0)  # lambda = 1/(4 alpha), IQ-Learn's alpha 0.5; 0 is exactly MLE
+    online_fraction: float = Field(0.0, ge=0, lt=1)  # share of each batch that is the model's own samples
+    online_td: bool = False  # online: the TD (chi-squared) term covers the samples too (IQ-Learn's regularize)
+
+
+ALGORITHMS = ("sft", "grpo", "lsp", "jepo", "irl")
 
 
 class Config(Section):
-    algorithm: Literal["sft", "grpo", "lsp"] = "grpo"
+    algorithm: Literal["sft", "grpo", "lsp", "jepo", "irl"] = "grpo"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -155,6 +183,8 @@ class Config(Section):
     grpo: GRPOConfig = GRPOConfig()
     sft: SFTConfig = SFTConfig()
     lsp: LSPConfig = LSPConfig()
+    jepo: JEPOConfig = JEPOConfig()
+    irl: IRLConfig = IRLConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

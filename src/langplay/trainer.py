@@ -59,12 +59,15 @@ def training_data(config: Config):
 def required_columns(config: Config) -> list[str]:
     if config.algorithm == "lsp":
         return []
-    if config.algorithm == "sft":
+    if config.algorithm in ("sft", "irl"):  # demonstrations
         data = config.data
         return [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]
     columns = [config.data.prompt_column]
-    columns += [r.answer_column for r in config.grpo.rewards if r.kind in ("exact_match", "numeric_match", "math")]
-    return columns
+    rewards = config.jepo.rewards if config.algorithm == "jepo" else config.grpo.rewards
+    columns += [r.answer_column for r in rewards if r.kind in ("exact_match", "numeric_match", "math")]
+    if config.algorithm == "jepo":
+        columns.append(config.jepo.answer_column)
+    return list(dict.fromkeys(columns))
 
 
 class Trackers:

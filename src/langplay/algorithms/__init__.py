@@ -52,4 +52,12 @@ def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algori
         from langplay.algorithms.lsp import LSP
 
         return LSP(config, policy, sampler, accelerator, rewards)
+    if config.algorithm == "jepo":
+        from langplay.algorithms.jepo import JEPO
+
+        return JEPO(config, policy, sampler, accelerator, rewards)
+    if config.algorithm == "irl":
+        from langplay.algorithms.irl import IRL
+
+        return IRL(config, policy, sampler, accelerator)
     raise ValueError(f"unknown algorithm {config.algorithm!r}")

@@ -24,6 +24,36 @@ def last_number(text: str) -> float | None:
         return None
 
 
+def gsm8k_answer(solution: str) -> str:
+    """GSM8K's gold answer: what follows the last `####` (the whole text when there is none)."""
+    return solution.rsplit("####", 1)[-1].strip()
+
+
+def boxed_answer(solution: str) -> str | None:
+    """MATH's gold answer: the content of the last \\boxed{...} (braces balanced), or None."""
+    start = solution.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for index in range(begin, len(solution)):
+        depth += {"{": 1, "}": -1}.get(solution[index], 0)
+        if depth < 0:
+            return solution[begin:index]
+    return None
+
+
+def extract_answer(text: str, answer_format: str = "plain") -> str:
+    """The reference answer in a dataset cell: as is, GSM8K's `#### x`, or MATH's last `\\boxed{x}`."""
+    if answer_format == "gsm8k":
+        return gsm8k_answer(text)
+    if answer_format == "boxed":
+        found = boxed_answer(text)
+        if found is None:
+            raise LangplayError(f"answer_format=boxed but no \\boxed{{...}} in answer {text[:60]!r}")
+        return found
+    return text
+
+
 def exact_match(completion: str, gold: str) -> float:
     return float(normalize(completion) == normalize(gold))
 

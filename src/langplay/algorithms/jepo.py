@@ -1,0 +1,251 @@
+"""JEPO (Tang et al. 2025, arXiv 2503.19618): RL on unverifiable data with Jensen's evidence lower bound.
+
+The chain of thought c is a latent variable; the reward is the likelihood of the reference answer a* after it.
+For each prompt x: sample n generations y_i, cut each at its answer marker to get the chain c_i, then
+    S_i   = log pi(a* | x, c_i)                      teacher-forced on [x, c_i, a*], summed over a*'s tokens
+    L_1   = E[S]                                      single-sample (Jensen) bound
+            A_i = S_i - mean_{j!=i} S_j,   supervised term (1/n) sum_i grad S_i
+    L_n   = E[log (1/n) sum_i exp S_i]                multi-sample bound, L_1 <= L_n <= log pi(a*|x)
+            A_i = n (lme(S) - lme_{j!=i}(S)),   supervised term grad lme(S) = sum_i softmax(S)_i grad S_i
+    A~_i  = clip(A_i / std(A), -1, 1)
+    update  (1/n) sum_i (A~_i + A_fmt_i) grad log pi(y_i|x)  +  beta_sup * supervised term  -  beta grad KL
+Generations without the marker get a format reward -p (its leave-one-out advantage is A_fmt) and are left out
+of the bound. JEPO + RL: a prompt for which a verifier is configured and one sample passes uses the ordinary RL
+loss instead (0/1 reward, leave-one-out baseline).
+
+Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
+- The score-function factor of the multi-sample bound is n (lme(S) - lme_{-i}(S)): with it the estimator is
+  unbiased for grad L_n (the paper's (1/n) sum_i form drops the n, which the normalisation A/std removes anyway).
+- std(A) is taken over the whole step by default (`normalize="batch"`): with n = 4 a group's std is very noisy,
+  and per-group scaling would give every prompt the same advantage magnitude however informative its chains.
+- The format reward's advantage is its leave-one-out difference, not normalised (p keeps its scale: format
+  first). Groups with fewer than two formatted generations have no bound advantage.
+- The marker is matched case-insensitively, the last occurrence counts; a* is preceded by a space when it does
+  not start with one, and ends with EOS (`answer_suffix_eos`): its likelihood includes stopping after it.
+- The policy-gradient term covers the whole generation y_i, as in the paper's update; the KL (k3 by default)
+  is a token mean over all generations of the step, as in GRPO.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import torch
+
+from langplay.algorithms import Experience, gather_sum
+from langplay.losses import kl_penalty, masked_sum
+from langplay.policy import build_batch, completion_logprob_sums
+from langplay.rewards import build_scorer, repeated_columns
+from langplay.rewards.verifiers import extract_answer
+
+
+# -- the estimators (pure functions of one group's S) ------------------------------------------------------------
+def leave_one_out_log_mean_exp(scores: torch.Tensor) -> torch.Tensor:
+    """lme_{j != i}(S_j) for every i, for a 1-D tensor of at least two scores."""
+    n = scores.numel()
+    others = scores.unsqueeze(0).expand(n, n).masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+    return torch.logsumexp(others, dim=1) - math.log(n - 1)
+
+
+def bound_advantages(scores: torch.Tensor, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A_i, w_i) of one group: the score-function advantages and the supervised weights.
+
+    The surrogate (1/n) sum_i A_i log pi(c_i) + sum_i w_i S_i, with A and w held constant, has as its
+    gradient the unbiased estimator of grad L_1 (single) or grad L_n (multi).
+    """
+    n = scores.numel()
+    if estimator == "single":
+        weights = torch.full_like(scores, 1.0 / n)
+        if n < 2:
+            return torch.zeros_like(scores), weights
+        return scores - (scores.sum() - scores) / (n - 1), weights
+    weights = torch.softmax(scores, dim=0)
+    if n < 2:
+        return torch.zeros_like(scores), weights
+    bound = torch.logsumexp(scores, dim=0) - math.log(n)
+    return n * (bound - leave_one_out_log_mean_exp(scores)), weights
+
+
+def leave_one_out(values: torch.Tensor) -> torch.Tensor:
+    n = values.numel()
+    return values - (values.sum() - values) / (n - 1) if n > 1 else torch.zeros_like(values)
+
+
+def normalize(advantages: torch.Tensor, clip: float | None, std: float | None = None) -> torch.Tensor:
+    """clip(A / std(A), -c, c); a zero std (or a single value) gives zero advantages."""
+    std = float(advantages.std()) if std is None and advantages.numel() > 1 else std
+    if not std or std < 1e-8:
+        return torch.zeros_like(advantages)
+    scaled = advantages / std
+    return scaled.clamp(-clip, clip) if clip is not None else scaled
+
+
+# -- locating the chain of thought -----------------------------------------------------------------------------
+def chain_ids(tokenizer, ids: list[int], marker: str) -> list[int] | None:
+    """The generation's tokens up to the end of its last answer marker, or None without a marker.
+
+    When a token straddles the marker's end (sub-word merges), the chain stops before it and the rest of the
+    marker is re-encoded, so the chain always ends exactly at the marker.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    found = [m.end() for m in re.finditer(re.escape(marker), text, flags=re.IGNORECASE)]
+    if not found:
+        return None
+    end = found[-1]
+    low, high = 0, len(ids)  # the fewest tokens whose text reaches the marker's end
+    while low < high:
+        mid = (low + high) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= end:
+            high = mid
+        else:
+            low = mid + 1
+    prefix = ids[:low]
+    decoded = tokenizer.decode(prefix, skip_special_tokens=True)
+    if len(decoded) == end:
+        return prefix
+    prefix = ids[: low - 1]
+    tail = text[len(tokenizer.decode(prefix, skip_special_tokens=True)) : end]
+    return prefix + tokenizer(tail, add_special_tokens=False)["input_ids"]
+
+
+class JEPO:
+    name = "jepo"
+
+    def __init__(self, config, policy, sampler, accelerator, rewards=None):
+        self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
+        self.args = config.jepo
+        self.verifier = build_scorer(self.args.rewards, rewards) if (self.args.rewards or rewards) else None
+        self.needs_reference = self.args.beta > 0
+
+    def answer_ids(self, answer: str) -> list[int]:
+        text = extract_answer(str(answer), self.args.answer_format)
+        text = text if text[:1].isspace() else " " + text
+        eos = [self.policy.tokenizer.eos_token_id] if self.args.answer_suffix_eos else []
+        return self.policy.encode(text) + eos
+
+    def verified(self, rows, prompts, texts) -> list[bool]:
+        """Per prompt: does the verifier pass one of its samples (then the prompt takes the RL loss)?"""
+        if self.verifier is None:
+            return [False] * len(rows), None
+        n = self.args.group_size
+        columns = repeated_columns(rows, n, self.config.data.prompt_column)
+        rewards = torch.tensor(self.verifier([p for p in prompts for _ in range(n)], texts, **columns)).view(-1, n)
+        return [bool((r >= self.args.pass_threshold).any()) for r in rewards], rewards
+
+    def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
+        cfg, args, acc, n = self.config, self.args, self.accelerator, self.args.group_size
+        tokenizer = self.policy.tokenizer
+        prompts = [self.policy.format_prompt(row[cfg.data.prompt_column], cfg.data.system_prompt) for row in rows]
+        started = time.perf_counter()
+        samples = self.sampler.generate(prompts, n, seeds)
+        generated = time.perf_counter()
+        use_rl, rewards = self.verified(rows, prompts, samples.texts)
+
+        # The chains c_i (None: no marker) and S_i = log pi(a*|x, c_i) for the prompts that take the JEPO loss.
+        chains = [chain_ids(tokenizer, ids, args.answer_marker) for ids in samples.completion_ids]
+        answers = [self.answer_ids(row[args.answer_column]) for row in rows]
+        scored = [i for i, c in enumerate(chains) if c is not None and not use_rl[i // n]]
+        contexts = [samples.prompt_ids[i] + chains[i] for i in scored]
+        targets = [answers[i // n] for i in scored]
+        sums = completion_logprob_sums(self.policy.model, contexts, targets, tokenizer.pad_token_id,
+                                       cfg.train.micro_batch_size) if scored else []
+        score_of = dict(zip(scored, sums))
+        bounded = time.perf_counter()
+
+        # Per generation: the bound's advantage and supervised weight, the format reward; or the RL advantage.
+        raw_advantage = torch.zeros(len(chains))
+        in_bound = torch.zeros(len(chains), dtype=torch.bool)
+        sup_weight = torch.zeros(len(chains))
+        format_advantage = torch.zeros(len(chains))
+        rl_advantage = torch.zeros(len(chains))
+        bounds = []
+        for p in range(len(rows)):
+            group = list(range(p * n, (p + 1) * n))
+            if use_rl[p]:
+                rl_advantage[group] = leave_one_out((rewards[p] >= args.pass_threshold).float())
+                continue
+            formatted = [i for i in group if i in score_of]
+            fmt_reward = torch.tensor([0.0 if i in score_of else -args.format_penalty for i in group])
+            format_advantage[group] = leave_one_out(fmt_reward)
+            if not formatted:
+                continue
+            scores = torch.tensor([score_of[i] for i in formatted], dtype=torch.float64)
+            advantage, weight = bound_advantages(scores, args.estimator)
+            raw_advantage[formatted] = advantage.float()
+            sup_weight[formatted] = weight.float()
+            in_bound[formatted] = len(formatted) > 1
+            bounds.append(float(torch.logsumexp(scores, 0) - math.log(len(formatted))))
+        advantage = self.normalized(raw_advantage, in_bound)
+
+        # One batch: the n generations of every prompt (policy gradient and KL), then the answer rows [x, c_i | a*]
+        # (supervised term). Each row's loss is -coef * log pi(row's completion); see `loss`.
+        pg_coef = (advantage + format_advantage + rl_advantage) / n
+        gen_rows = len(samples.completion_ids)
+        answer_rows = [i for i in scored if sup_weight[i] > 0] if args.beta_sup > 0 else []
+        batch = build_batch(samples.prompt_ids + [samples.prompt_ids[i] + chains[i] for i in answer_rows],
+                            samples.completion_ids + [answers[i // n] for i in answer_rows],
+                            tokenizer.pad_token_id, acc.device)
+        batch["coef"] = torch.cat([pg_coef, args.beta_sup * sup_weight[answer_rows]]).to(acc.device)
+        batch["is_generation"] = (torch.arange(batch["coef"].numel()) < gen_rows).float().to(acc.device)
+        if self.needs_reference:
+            generations = {k: v[:gen_rows] for k, v in batch.items()}
+            ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
+            batch["ref_logp"] = torch.cat([ref, ref.new_zeros(len(answer_rows), ref.shape[1])])
+
+        generation_tokens = batch["completion_mask"][:gen_rows].sum()
+        counts = {"num_prompts": float(gather_sum(acc, len(rows))), "num_tokens": gather_sum(acc, generation_tokens)}
+        total = counts["num_prompts"] * n
+        metrics = {
+            "bound": gather_sum(acc, sum(bounds)) / max(1.0, gather_sum(acc, len(bounds))),
+            "log_likelihood": gather_sum(acc, sum(sums)) / max(1.0, gather_sum(acc, len(sums))),
+            "formatted": gather_sum(acc, sum(c is not None for c in chains)) / total,
+            "rl_prompts": gather_sum(acc, sum(use_rl)) / counts["num_prompts"],
+            "completion_length": counts["num_tokens"] / total,
+            "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / total,
+            "time/generate": generated - started,
+            "time/bound": bounded - generated,
+            "time/reference": time.perf_counter() - bounded,
+        }
+        if rewards is not None:
+            metrics["reward"] = gather_sum(acc, rewards.sum().item()) / total
+        shown = [
+            {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
+             "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
+            for i in range(min(cfg.run.samples_per_step, gen_rows))
+        ]
+        return Experience(batch, counts, metrics, shown)
+
+    def normalized(self, advantages: torch.Tensor, in_bound: torch.Tensor) -> torch.Tensor:
+        args, n = self.args, self.args.group_size
+        if args.normalize == "none" or not in_bound.any():
+            return torch.where(in_bound, advantages, torch.zeros_like(advantages))
+        out = torch.zeros_like(advantages)
+        if args.normalize == "batch":
+            chosen = advantages[in_bound].to(self.accelerator.device)
+            everyone = self.accelerator.gather(chosen) if self.accelerator.num_processes > 1 else chosen
+            std = float(everyone.std()) if everyone.numel() > 1 else 0.0
+            out[in_bound] = normalize(advantages[in_bound], args.advantage_clip, std)
+            return out
+        for start in range(0, advantages.numel(), n):
+            group = in_bound[start : start + n]
+            if group.any():
+                out[start : start + n][group] = normalize(advantages[start : start + n][group], args.advantage_clip)
+        return out
+
+    def loss(self, batch, counts):
+        args = self.args
+        out = self.policy.logprobs(batch, self.config.sampling.temperature)
+        mask = batch["completion_mask"]
+        sequence_logp = masked_sum(out.logp, mask, dim=1)  # sums: the estimators need log pi of whole sequences
+        surrogate = -(batch["coef"] * sequence_logp).sum() / counts["num_prompts"]
+        metrics = {}
+        loss = surrogate
+        if self.needs_reference:
+            kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
+            kl_mask = mask * batch["is_generation"].unsqueeze(1)
+            kl_mean = masked_sum(kl, kl_mask) / counts["num_tokens"]
+            loss = loss + args.beta * kl_mean
+            metrics["kl"] = kl_mean.item()
+        return loss, metrics

@@ -1,0 +1,295 @@
+"""JEPO: the estimators against exact enumeration, advantages and masks by hand, the marker, answer formats, a CLI run."""
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from langplay.algorithms.jepo import JEPO, bound_advantages, chain_ids, leave_one_out_log_mean_exp, normalize
+from langplay.config import load_config
+from langplay.policy import Policy
+from langplay.rewards.verifiers import boxed_answer, extract_answer, math_match
+from langplay.sampling import Samples
+
+GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
+
+
+# -- exact enumeration on a tiny parameterised policy ------------------------------------------------------------
+class TinyLatentModel(torch.nn.Module):
+    """pi(c|x) over chains c of length 1 or 2 on a 2-token vocabulary (plus a stop), and pi(a*|x, c).
+
+    c1 ~ softmax(first); then stop or c2 ~ softmax(second[c1]); a* is the answer with probability
+    sigmoid(answer[chain]). Six chains in all: every expectation can be summed exactly.
+    """
+
+    CHAINS = [(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1)]
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.first = torch.nn.Parameter(torch.randn(2, generator=g, dtype=torch.float64))
+        self.second = torch.nn.Parameter(torch.randn(2, 3, generator=g, dtype=torch.float64))  # [stop, 0, 1]
+        self.answer = torch.nn.Parameter(torch.randn(6, generator=g, dtype=torch.float64) * 2)
+
+    def chain_logprobs(self) -> torch.Tensor:
+        first, second = self.first.log_softmax(0), self.second.log_softmax(1)
+        return torch.stack([first[c[0]] + (second[c[0], 0] if len(c) == 1 else second[c[0], 1 + c[1]])
+                            for c in self.CHAINS])
+
+    def answer_logprobs(self) -> torch.Tensor:
+        return torch.nn.functional.logsigmoid(self.answer)
+
+
+def exact_bound(model, n):
+    """L_n = E_{c_1..c_n}[log (1/n) sum_i pi(a*|c_i)], summed over all 6^n tuples of chains."""
+    logp_c, logp_a = model.chain_logprobs(), model.answer_logprobs()
+    total = 0
+    for tuple_ in itertools.product(range(6), repeat=n):
+        index = torch.tensor(tuple_)
+        total = total + logp_c[index].sum().exp() * (torch.logsumexp(logp_a[index], 0) - math.log(n))
+    return total
+
+
+def estimator_gradients(model, n, estimator, draws, batches):
+    """`batches` independent means of the JEPO gradient estimate, each over `draws` groups of n chains."""
+    g = torch.Generator().manual_seed(1)
+    means = []
+    for _ in range(batches):
+        model.zero_grad()
+        logp_c, logp_a = model.chain_logprobs(), model.answer_logprobs()
+        chains = torch.multinomial(logp_c.detach().exp(), draws * n, replacement=True, generator=g).view(draws, n)
+        scores = logp_a[chains]
+        # per group: advantages and weights held constant, as in training
+        terms = [bound_advantages(group, estimator) for group in scores.detach()]
+        advantages, weights = torch.stack([a for a, _ in terms]), torch.stack([w for _, w in terms])
+        surrogate = (advantages * logp_c[chains]).sum() / n + (weights * scores).sum()
+        (surrogate / draws).backward()
+        means.append(torch.cat([p.grad.flatten() for p in model.parameters()]).clone())
+    return torch.stack(means)
+
+
+def exact_gradient(model, n):
+    model.zero_grad()
+    exact_bound(model, n).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+
+
+@pytest.mark.parametrize("estimator,n", [("single", 2), ("single", 4), ("multi", 2), ("multi", 4)])
+def test_estimators_are_unbiased_for_the_exact_bound_gradient(estimator, n):
+    model = TinyLatentModel()
+    target = exact_gradient(model, 1 if estimator == "single" else n)  # the single-sample estimator targets L_1
+    samples = estimator_gradients(model, n, estimator, draws=400, batches=40)
+    mean, error = samples.mean(0), samples.std(0) / math.sqrt(len(samples))
+    assert torch.all((mean - target).abs() <= 4 * error + 1e-3), (mean - target) / error
+    assert torch.allclose(mean, target, atol=0.05, rtol=0.1)
+
+
+def test_estimator_check_can_fail():
+    """The multi-sample estimator is *not* unbiased for L_1's gradient: the check above tells them apart."""
+    model = TinyLatentModel()
+    samples = estimator_gradients(model, 3, "multi", draws=400, batches=40)
+    mean, error = samples.mean(0), samples.std(0) / math.sqrt(len(samples))
+    assert not torch.all((mean - exact_gradient(model, 1)).abs() <= 4 * error + 1e-3)
+
+
+def test_bounds_are_ordered_exactly():
+    for seed in range(5):
+        model = TinyLatentModel(seed)
+        with torch.no_grad():
+            evidence = torch.logsumexp(model.chain_logprobs() + model.answer_logprobs(), 0)  # log pi(a*|x)
+            bounds = [exact_bound(model, n) for n in (1, 2, 3)]
+        assert bounds[0] <= bounds[1] <= bounds[2] <= evidence
+        assert bounds[2] < evidence  # strict here: the answer's likelihood depends on the chain
+
+
+# -- advantages, weights, normalisation by hand ----------------------------------------------------------------
+def test_bound_advantages_by_hand():
+    scores = torch.tensor([0.0, math.log(2.0), math.log(4.0)], dtype=torch.float64)
+    single, w1 = bound_advantages(scores, "single")
+    assert torch.allclose(single, scores - torch.tensor([(math.log(2) + math.log(4)) / 2, math.log(4) / 2,
+                                                         math.log(2) / 2], dtype=torch.float64))
+    assert torch.allclose(w1, torch.full((3,), 1 / 3, dtype=torch.float64))
+    multi, w = bound_advantages(scores, "multi")
+    lme = math.log(7 / 3)
+    others = [math.log(6 / 2), math.log(5 / 2), math.log(3 / 2)]
+    assert torch.allclose(multi, 3 * (lme - torch.tensor(others, dtype=torch.float64)))
+    assert torch.allclose(w, torch.tensor([1 / 7, 2 / 7, 4 / 7], dtype=torch.float64))
+    assert torch.allclose(leave_one_out_log_mean_exp(scores), torch.tensor(others, dtype=torch.float64))
+    # one sample: no baseline, no advantage; the supervised term still applies
+    lone, weight = bound_advantages(scores[:1], "multi")
+    assert lone.item() == 0 and weight.item() == 1
+
+
+def test_normalize_clips_and_handles_constant_groups():
+    out = normalize(torch.tensor([3.0, -1.0, -1.0, -1.0]), clip=1.0)
+    assert torch.allclose(out, torch.tensor([1.0, -0.5, -0.5, -0.5]))
+    assert torch.equal(normalize(torch.tensor([2.0, 2.0]), clip=1.0), torch.zeros(2))
+    assert torch.allclose(normalize(torch.tensor([1.0, -1.0]), clip=None, std=0.5), torch.tensor([2.0, -2.0]))
+
+
+# -- the marker --------------------------------------------------------------------------------------------------
+class WordTokenizer:
+    """Whole pieces as tokens, so a token can straddle the marker's end."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.pieces[i] for i in ids)
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.pieces.index(ch) for ch in text]}  # single characters only
+
+
+def test_chain_ends_exactly_at_the_last_marker():
+    pieces = list("abcdefghijklmnopqrstuvwxyz :.0123456789") + ["is 4", "The answer", " is"]
+    tok = WordTokenizer(pieces)
+    ids = [pieces.index(p) for p in ["The answer", " is", " ", "4", "."]]
+    assert tok.decode(chain_ids(tok, ids, "the answer is")) == "The answer is"  # case-insensitive
+    merged = [pieces.index("The answer"), pieces.index(" "), pieces.index("is 4"), pieces.index(".")]
+    cut = chain_ids(tok, merged, "The answer is")
+    assert tok.decode(cut) == "The answer is" and cut[:2] == merged[:2]  # the straddling token is re-encoded
+    twice = [pieces.index(p) for p in ["The answer", " is", "4", ".", " ", "The answer", " is", " ", "5"]]
+    assert tok.decode(chain_ids(tok, twice, "The answer is")) == "The answer is4. The answer is"
+    assert chain_ids(tok, [pieces.index("a")], "The answer is") is None
+
+
+# -- answer formats on real text ---------------------------------------------------------------------------------
+def test_gsm8k_gold_solutions_score_one_with_our_extraction():
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
+    assert len(rows) >= 50
+    for row in rows:
+        gold = extract_answer(row["answer"], "gsm8k")
+        assert gold and "####" not in gold and "<<" not in gold
+        assert math_match(f"Some working. The final answer is {gold}", gold) == 1.0
+        assert math_match("The final answer is 123456789.5", gold) == 0.0
+
+
+def test_boxed_answers_with_nested_braces():
+    assert boxed_answer(r"so $\boxed{1}$ then \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+    assert extract_answer(r"x = \boxed{{a}_{b}}", "boxed") == "{a}_{b}"
+    assert boxed_answer(r"\boxed{unclosed") is None
+    assert math_match(r"The final answer is $\frac{1}{2}$", boxed_answer(r"\boxed{\frac{1}{2}}")) == 1.0
+
+
+# -- collect: masks, format penalty, the RL switch, on a real (tiny) model ---------------------------------------
+GENERATIONS = {  # prompt -> 3 generations; the answer is "7"
+    "q one": ["so The answer is 7", "no marker here", "x The answer is 8"],
+    "q two": ["The answer is 7", "The answer is 7", "bad"],
+}
+
+
+class ScriptedSampler:
+    def __init__(self, policy):
+        self.policy = policy
+
+    def generate(self, prompts, n, seeds, max_new_tokens=None):
+        encode, eos = self.policy.encode, self.policy.tokenizer.eos_token_id
+        texts = [t for p in prompts for t in GENERATIONS[next(q for q in GENERATIONS if q in p)]]
+        prompt_ids = [encode(p) for p in prompts for _ in range(n)]
+        ids = [encode(t) + [eos] for t in texts]
+        return Samples(prompt_ids, ids, texts, [[-1.0] * len(i) for i in ids], [True] * len(ids))
+
+
+def passes_if_seven(prompts, completions, **_):
+    return [float(c.strip().endswith(" 7")) for c in completions]
+
+
+def make_jepo(tiny_model, *more, rewards=None):
+    config = load_config(overrides=[
+        "algorithm=jepo", f"model.name_or_path={tiny_model}", "jepo.group_size=3", "jepo.answer_marker=The answer is",
+        "jepo.normalize=none", "jepo.beta_sup=0.5", "jepo.format_penalty=10", "train.prompts_per_step=2", *more,
+    ])
+    policy = Policy.from_config(config.model)
+    jepo = JEPO(config, policy, None, Accelerator(cpu=True), rewards=rewards)
+    jepo.sampler = ScriptedSampler(policy)
+    return jepo
+
+
+def answer_loglik(policy, prompt, chain, answer=" 7"):
+    x = policy.encode(policy.format_prompt(prompt)) + policy.encode(chain)
+    target = policy.encode(answer) + [policy.tokenizer.eos_token_id]
+    ids = torch.tensor([x + target])
+    with torch.no_grad():
+        logp = policy.model(input_ids=ids).logits.log_softmax(-1)[0, len(x) - 1 : -1]
+    return logp.gather(1, torch.tensor(target)[:, None]).sum().item()
+
+
+def test_collect_masks_unformatted_generations_and_penalises_them(tiny_model):
+    jepo = make_jepo(tiny_model, "jepo.estimator=single")
+    rows = [{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}]
+    exp = jepo.collect(rows, [0, 1])
+    coef = exp.batch["coef"]
+    # prompt 1: generations 0 and 2 are formatted; 1 has no marker: out of the bound, format reward -10
+    s0 = answer_loglik(jepo.policy, "q one", "so The answer is")
+    s2 = answer_loglik(jepo.policy, "q one", "x The answer is")
+    fmt = torch.tensor([5.0, -10.0, 5.0])  # leave-one-out of [0, -10, 0]
+    bound = torch.tensor([s0 - s2, 0.0, s2 - s0])
+    assert torch.allclose(coef[:3], (bound + fmt) / 3, atol=1e-4)
+    # answer rows follow the 6 generations: 2 (prompt 1) + 2 (prompt 2), supervised weight beta_sup / m
+    assert len(coef) == 6 + 4 and torch.allclose(coef[6:], torch.full((4,), 0.5 / 2))
+    assert exp.batch["is_generation"].tolist() == [1.0] * 6 + [0.0] * 4
+    assert exp.metrics["formatted"] == pytest.approx(4 / 6)
+    # the answer row's completion is a* = " 7" + EOS after [x, chain]
+    eos = jepo.policy.tokenizer.eos_token_id
+    width = exp.batch["completion_mask"].shape[1]
+    first_answer = exp.batch["input_ids"][6, -width:][: int(exp.batch["completion_mask"][6].sum())].tolist()
+    assert first_answer == jepo.policy.encode(" 7") + [eos]
+    loss, _ = jepo.loss(exp.batch, exp.counts)
+    assert torch.isfinite(loss)
+
+
+def test_multi_sample_weights_follow_the_softmax_of_scores(tiny_model):
+    jepo = make_jepo(tiny_model, "jepo.estimator=multi")
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}], [0])
+    s = torch.tensor([answer_loglik(jepo.policy, "q one", "so The answer is"),
+                      answer_loglik(jepo.policy, "q one", "x The answer is")])
+    assert torch.allclose(exp.batch["coef"][3:], 0.5 * torch.softmax(s, 0), atol=1e-4)
+    assert exp.metrics["bound"] == pytest.approx(float(torch.logsumexp(s, 0) - math.log(2)), abs=1e-4)
+
+
+def test_verifier_switch_uses_rl_where_a_sample_passes(tiny_model):
+    jepo = make_jepo(tiny_model, rewards=[passes_if_seven])
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    coef = exp.batch["coef"]
+    # both prompts have a passing sample: ordinary RL, 0/1 reward with a leave-one-out baseline, no answer rows
+    assert torch.allclose(coef[:3], torch.tensor([1.0, -0.5, -0.5]) / 3)
+    assert torch.allclose(coef[3:6], torch.tensor([0.5, 0.5, -1.0]) / 3)
+    assert len(coef) == 6 and exp.metrics["rl_prompts"] == 1.0
+
+
+def test_loss_gradient_is_the_weighted_sum_of_sequence_logprobs(tiny_model):
+    jepo = make_jepo(tiny_model, "jepo.beta=0")
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}], [0])
+    loss, _ = jepo.loss(exp.batch, exp.counts)
+    batch = exp.batch
+    logits = jepo.policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    width = batch["completion_mask"].shape[1]
+    logp = logits[:, -width - 1 : -1].log_softmax(-1).gather(2, batch["input_ids"][:, -width:, None]).squeeze(2)
+    expected = -(batch["coef"] * (logp * batch["completion_mask"]).sum(1)).sum() / 1
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+
+
+def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from langplay.cli import app
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abcd"))
+    result = CliRunner().invoke(app, [
+        "train", "jepo", f"model.name_or_path={tiny_model}", f"data.path={data}", f"run.output_dir={tmp_path}/run",
+        "train.steps=2", "train.prompts_per_step=2", "jepo.group_size=2", "jepo.answer_marker=a",
+        "sampling.max_new_tokens=8", "run.progress=false", "train.lr=1e-3",
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and {"bound", "formatted", "kl", "loss"} <= set(metrics[-1])
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+    bad = CliRunner().invoke(app, ["train", "jepo", f"model.name_or_path={tiny_model}", f"data.path={data}",
+                                   "jepo.answer_column=gold"])
+    assert bad.exit_code == 2 and "gold" in bad.output
