@@ -4,14 +4,13 @@
 
 Both start from tinyworld's shipped base model: GRPO on 16 training prompts x 4 completions, LSP-Zero and LSP
 (tinyworld's quality judge as R_Q) on 16 challenger queries x 4 answers; same reward (the judge), same lengths.
-They alternate in blocks; the first step of each block is a warm-up. Prints median step times and the ratios.
+They alternate in blocks (benchmarks/step_cost.py). Prints median step times, lengths and timing parts, and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from step_cost import compare, report  # noqa: E402
 
 
 def trainer_for(config_file: str, work: Path):
@@ -52,27 +53,13 @@ def main(argv=None) -> int:
     quiet_libraries()
     methods = {"GRPO": "configs/grpo_tinyworld.yaml", "LSP-Zero": "configs/lsp_zero_tinyworld.yaml",
                "LSP": "configs/lsp_tinyworld.yaml"}
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    tokens: dict[str, list[float]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {m: trainer_for(f, Path(tmp) / m) for m, f in methods.items()}
-        for round_ in range(args.rounds):
-            for method, trainer in trainers.items():
-                for i in range(args.steps):
-                    metrics = trainer.train_step()
-                    if i:
-                        times[method].append(metrics["time/step"])
-                        tokens[method].append(metrics.get("completion_length", metrics.get("answer_length", 0.0)))
-            print(f"round {round_ + 1}: " + ", ".join(f"{m} {statistics.median(t):.2f}s" for m, t in times.items()),
-                  flush=True)
-    medians = {m: statistics.median(t) for m, t in times.items()}
-    result = {"threads": args.threads, "median_step_s": medians,
-              "mean_solver_completion_tokens": {m: statistics.mean(v) for m, v in tokens.items()},
-              "ratio_lsp_zero_over_grpo": medians["LSP-Zero"] / medians["GRPO"],
-              "ratio_lsp_over_grpo": medians["LSP"] / medians["GRPO"]}
-    for method, median in medians.items():
-        print(f"{method:9s} median step {median:.3f} s over {len(times[method])} steps "
-              f"(mean solver completion {result['mean_solver_completion_tokens'][method]:.1f} tokens)")
+        result = compare(trainers, args.rounds, args.steps)
+    report(result, "GRPO")
+    result = {"threads": args.threads, "methods": result,
+              "ratio_lsp_zero_over_grpo": result["LSP-Zero"]["median_step_s"] / result["GRPO"]["median_step_s"],
+              "ratio_lsp_over_grpo": result["LSP"]["median_step_s"] / result["GRPO"]["median_step_s"]}
     print(f"LSP-Zero / GRPO: {result['ratio_lsp_zero_over_grpo']:.3f}; LSP / GRPO: {result['ratio_lsp_over_grpo']:.3f}"
           "  (target <= 1.3)")
     if args.json:

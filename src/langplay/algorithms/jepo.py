@@ -125,8 +125,8 @@ class JEPO:
         eos = [self.policy.tokenizer.eos_token_id] if self.args.answer_suffix_eos else []
         return self.policy.encode(text) + eos
 
-    def verified(self, rows, prompts, texts) -> list[bool]:
-        """Per prompt: does the verifier pass one of its samples (then the prompt takes the RL loss)?"""
+    def verified(self, rows, prompts, texts) -> tuple[list[bool], torch.Tensor | None]:
+        """Per prompt: does the verifier pass one of its samples (then it takes the RL loss)? NaN: no verifier."""
         if self.verifier is None:
             return [False] * len(rows), None
         n = self.args.group_size
@@ -209,7 +209,7 @@ class JEPO:
             "time/reference": time.perf_counter() - bounded,
         }
         if rewards is not None:
-            metrics["reward"] = gather_sum(acc, rewards.sum().item()) / total
+            metrics["reward"] = gather_sum(acc, torch.nansum(rewards).item()) / total
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
              "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
