@@ -5,7 +5,9 @@ import math
 import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, ngram_entropy, self_bleu, win_rate
+from langplay.evaluation.metrics import (
+    characters, distinct_n, log_mean_exp, mean_token_entropy, ngram_entropy, self_bleu, self_bleu_per_prompt, win_rate,
+)
 
 
 def test_distinct_n_by_hand():
@@ -32,6 +34,48 @@ def test_self_bleu_is_the_mean_bleu_against_the_others():
     assert self_bleu(["aaaa", "bbbb"], max_n=2, tokenize=characters) < 0.01
     with pytest.raises(ValueError):
         self_bleu(["alone"])
+
+
+def test_self_bleu_by_hand_and_its_two_pools():
+    # BLEU-2 of "a b c" against "a b d": unigram precision 2/3, bigram 1/2, equal lengths (no brevity penalty)
+    pair = math.sqrt(2 / 3 * 1 / 2)
+    assert self_bleu(["a b c", "a b d"], max_n=2) == pytest.approx(pair)
+    assert self_bleu(["a b c"] * 3, max_n=2) == pytest.approx(1.0)  # identical: 1 on the 0-1 scale
+    assert self_bleu(["a b c", "x y z"], max_n=2) == 0.0  # no shared token: 0 (nltk, before any smoothing)
+    # one shared word, no shared bigram: method1 puts 0.1 in place of the zero bigram count, sqrt(1/3 * 0.1/2)
+    assert self_bleu(["a y z", "a b c"], max_n=2) == pytest.approx(math.sqrt(1 / 3 * 0.1 / 2))
+    groups = [["a b c", "a b d"], ["a b c", "a b c"]]
+    # per prompt: each prompt's samples are a pool, then the mean over prompts
+    assert self_bleu_per_prompt(groups, max_n=2) == pytest.approx((pair + 1) / 2)
+    # corpus: one pool, so "a b c" of the first prompt now finds its twin in the second prompt's samples
+    assert self_bleu([t for g in groups for t in g], max_n=2) == pytest.approx((3 + pair) / 4)
+    with pytest.raises(ValueError):
+        self_bleu_per_prompt([])
+
+
+def test_distinct_n_on_a_hand_example():
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)  # (a b) twice, (b c), (b d)
+    assert distinct_n(["a b c", "a b d"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["abab"], 2, characters) == pytest.approx(2 / 3)  # ab, ba, ab
+
+
+def test_mean_token_entropy_by_hand(tmp_path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from langplay.testing import tiny_llama_config
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(50))
+    prompts, completions = [[1, 5, 6], [1, 7]], [[8, 9, 2], [10]]
+    with torch.no_grad():
+        expected = []
+        for p, c in zip(prompts, completions):
+            logp = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1 : -1].log_softmax(-1)
+            expected += (-(logp.exp() * logp).sum(-1)).tolist()
+    assert mean_token_entropy(model, prompts, completions, pad_id=0) == pytest.approx(sum(expected) / 4, abs=1e-5)
+    model.lm_head.weight.data.zero_()  # all logits 0: the uniform distribution, entropy log(vocabulary)
+    assert mean_token_entropy(model, prompts, completions, pad_id=0) == pytest.approx(math.log(50), abs=1e-6)
 
 
 def test_win_rate_counts_ties_half():

@@ -1,4 +1,4 @@
-"""The `langplay` command: train / eval / demo. Config loading and error reporting; nothing else."""
+"""The `langplay` command: train / eval / reward / demo. Config loading and error reporting; nothing else."""
 
 from __future__ import annotations
 
@@ -110,6 +110,37 @@ def evaluate(
         typer.echo(f"{key:>24}  {value:.4f}" if isinstance(value, float) else f"{key:>24}  {value}")
     if output:
         output.write_text(json.dumps(report, indent=2))
+
+
+@app.command()
+@friendly
+def reward(
+    model: str = typer.Option(..., "--model", help="an IRL-trained causal LM: local folder or Hub name"),
+    data: Path = typer.Option(..., "--data", help=".jsonl/.json/.parquet/.csv file of prompts and completions"),
+    output: Optional[Path] = typer.Option(None, "--output", help="JSONL: each row's reward and per-token rewards"),
+    gamma: float = typer.Option(1.0, "--gamma", help="discount of the implicit reward (IRL's irl.gamma)"),
+    prompt_column: str = typer.Option("prompt", "--prompt-column"),
+    completion_column: str = typer.Option("completion", "--completion-column"),
+):
+    """Score completions by the implicit reward of an IRL-trained model: sum of log pi + V(s) - gamma V(s')."""
+    import json
+    import statistics
+
+    quiet_libraries()
+    from langplay.config import ModelConfig
+    from langplay.data import load_rows, require_columns
+    from langplay.policy import Policy
+    from langplay.rewards.implicit import implicit_rewards
+
+    rows = load_rows(str(data))
+    require_columns(rows, [prompt_column, completion_column], f"dataset {str(data)!r}")
+    policy = Policy.from_config(ModelConfig(name_or_path=model), with_reference=False)
+    prompts = [policy.format_prompt(row[prompt_column]) for row in rows]
+    per_token, sums = implicit_rewards(policy, prompts, [row[completion_column] for row in rows], gamma)
+    typer.echo(f"{len(sums)} completions: mean reward {statistics.fmean(sums):.4f}")
+    if output:
+        lines = (json.dumps({"reward": total, "token_rewards": tokens}) + "\n" for total, tokens in zip(sums, per_token))
+        output.write_text("".join(lines))
 
 
 world_app = typer.Typer(help="The built-in world (tinyworld): build its base model.", no_args_is_help=True)

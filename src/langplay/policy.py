@@ -91,6 +91,10 @@ def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:
 class TokenLogprobs:
     logp: torch.Tensor  # (sequences, completion tokens), 0 where the mask is 0
     entropy: torch.Tensor | None  # same shape, entropy of the next-token distribution
+    # with_values: soft values V(s) = logsumexp(logits / temperature) of the states that predict each token
+    # (same shape, 0 off the mask), and of the state after each row's last completion token, shape (sequences,)
+    values: torch.Tensor | None = None
+    final_values: torch.Tensor | None = None
 
 
 class Policy:
@@ -147,8 +151,9 @@ class Policy:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- log-probs ---------------------------------------------------------------------------------------
-    def logprobs(self, batch: dict, temperature: float = 1.0, with_entropy: bool = False) -> TokenLogprobs:
-        return sequence_logprobs(self.model, batch, temperature, self.chunk_tokens, with_entropy)
+    def logprobs(self, batch: dict, temperature: float = 1.0, with_entropy: bool = False,
+                 with_values: bool = False) -> TokenLogprobs:
+        return sequence_logprobs(self.model, batch, temperature, self.chunk_tokens, with_entropy, with_values)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:
@@ -195,6 +200,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = 2048,
     with_entropy: bool = False,
+    with_values: bool = False,
 ) -> TokenLogprobs:
     """Log-probs (and entropies) of the completion tokens of `batch`, computed in chunks of tokens.
 
@@ -203,13 +209,17 @@ def sequence_logprobs(
     start right after the prompt width. Rows that share a prompt run it once (see `completion_states`). Only
     completion positions go through the output layer, `chunk_tokens` at a time, and under autograd each chunk is recomputed in the backward pass: memory does not grow with
     sequence length x vocabulary.
+
+    `with_values` adds the soft values logsumexp(logits / temperature) of the same states (inverse soft-Q
+    learning reads the logits as Q-values), and of the state after each row's last completion token (one more
+    position of the decoder), which a sequence cut without EOS needs to bootstrap its last TD target.
     """
     input_ids, attention_mask, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     width = mask.shape[1]
-    states = completion_states(model, input_ids, attention_mask, width)
+    states = completion_states(model, input_ids, attention_mask, width, one_more=with_values)
     targets = input_ids[:, input_ids.shape[1] - width :]
     where = mask.bool()
-    flat_states, flat_targets = states[where], targets[where]
+    flat_states, flat_targets = states[:, :width][where], targets[where]
     head = model.get_output_embeddings()
 
     def chunk_fn(h: torch.Tensor, y: torch.Tensor):
@@ -217,23 +227,40 @@ def sequence_logprobs(
         logp_all = F.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else torch.zeros_like(logp)
-        return logp, entropy
+        value = logits.logsumexp(-1) if with_values else torch.zeros_like(logp)
+        return logp, entropy, value
 
-    logps, entropies = [], []
+    def value_fn(h: torch.Tensor) -> torch.Tensor:
+        return (head(h).float() / temperature).logsumexp(-1)
+
+    def run(fn, *args):  # under autograd the chunk's logits are recomputed in the backward pass, not kept
+        return checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args)
+
+    logps, entropies, chunk_values = [], [], []
     for start in range(0, flat_targets.numel(), chunk_tokens):
         h, y = flat_states[start : start + chunk_tokens], flat_targets[start : start + chunk_tokens]
-        if torch.is_grad_enabled():
-            lp, ent = checkpoint(chunk_fn, h, y, use_reentrant=False)
-        else:
-            lp, ent = chunk_fn(h, y)
+        lp, ent, val = run(chunk_fn, h, y)
         logps.append(lp)
         entropies.append(ent)
+        chunk_values.append(val)
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    entropy = torch.zeros_like(logp)
+    entropy, values = torch.zeros_like(logp), torch.zeros_like(logp)
     if logps:
         logp = logp.masked_scatter(where, torch.cat(logps))
         entropy = entropy.masked_scatter(where, torch.cat(entropies))
-    return TokenLogprobs(logp, entropy if with_entropy else None)
+        values = values.masked_scatter(where, torch.cat(chunk_values)) if with_values else values
+    if not with_values:
+        return TokenLogprobs(logp, entropy if with_entropy else None)
+    final_states = states[torch.arange(len(states), device=states.device), final_positions(mask)]
+    final_values = torch.cat([run(value_fn, final_states[s : s + chunk_tokens])
+                              for s in range(0, len(final_states), chunk_tokens)])
+    return TokenLogprobs(logp, entropy if with_entropy else None, values, final_values)
+
+
+def final_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the state after each row's last completion token: one past its last masked position (0 if none)."""
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (mask.bool() * positions).amax(1)
 
 
 def prompt_group_size(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int) -> int:
@@ -245,8 +272,11 @@ def prompt_group_size(input_ids: torch.Tensor, attention_mask: torch.Tensor, pro
     return sizes.pop() if len(sizes) == 1 and rows > len(starts) else 1
 
 
-def completion_states(model, input_ids, attention_mask, width: int) -> torch.Tensor:
+def completion_states(model, input_ids, attention_mask, width: int, one_more: bool = False) -> torch.Tensor:
     """Final hidden states that predict each completion token: position prompt_width-1+k predicts token k.
+
+    `one_more` also returns the state after the last column (width + 1 states), the one that would predict a
+    token after the completion.
 
     A group of rows with one prompt runs the prompt once into a KV cache that the group's completions share
     (gradients flow through the shared cache); otherwise (or under gradient checkpointing, which forbids a
@@ -261,7 +291,7 @@ def completion_states(model, input_ids, attention_mask, width: int) -> torch.Ten
     if group == 1 or getattr(decoder, "gradient_checkpointing", False) or prompt_width < 1:
         hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          use_cache=False).last_hidden_state
-        return hidden[:, prompt_width - 1 : prompt_width - 1 + width]
+        return hidden[:, prompt_width - 1 : prompt_width - 1 + width + one_more]
     cache = DynamicCache()
     prompt_out = decoder(input_ids=input_ids[::group, :prompt_width],
                          attention_mask=None if mask is None else mask[::group, :prompt_width],
@@ -270,7 +300,7 @@ def completion_states(model, input_ids, attention_mask, width: int) -> torch.Ten
     completion_out = decoder(input_ids=input_ids[:, prompt_width:], attention_mask=mask,
                              position_ids=positions[:, prompt_width:], past_key_values=cache, use_cache=True)
     last_prompt_state = prompt_out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
-    return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1]], 1)
+    return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1 + one_more]], 1)
 
 
 def build_batch(

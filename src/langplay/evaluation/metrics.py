@@ -1,8 +1,18 @@
-"""Metrics on texts and scores: win rate, diversity (distinct-n, Self-BLEU, n-gram entropy), likelihood bounds.
+"""Metrics on texts and scores: win rate, diversity (distinct-n, Self-BLEU, n-gram entropy, token entropy),
+likelihood bounds.
 
-Self-BLEU: for each text, BLEU (nltk `sentence_bleu`, uniform weights up to `max_n`, smoothing method1) against
-all the *other* texts of its pool as references; the mean over the pool, in [0, 1]; higher = less diverse.
-Tokenisation is the caller's (`tokenize`): whitespace words by default, characters for tinyworld.
+Self-BLEU, as fixed here (the papers that report it rarely say):
+- per text, BLEU of the text against all the *other* texts of its pool as references: nltk `sentence_bleu` with
+  uniform weights over n-gram orders 1..`max_n` (default 4; tinyworld uses 2 on characters), brevity penalty
+  against the closest reference length, and smoothing `SmoothingFunction().method1` (epsilon 0.1 added to
+  zero n-gram match counts, so one missing order does not zero the score);
+- the mean over the pool, on a 0-1 scale (not 0-100); higher = less diverse: identical texts score 1,
+  texts that share no token score 0;
+- the pool is either a corpus (`self_bleu(texts)`: all outputs together) or per prompt
+  (`self_bleu_per_prompt(groups)`: the k samples of each prompt form a pool, averaged over prompts, which
+  measures diversity *given* the prompt, the quantity the IRL paper compares);
+- tokenisation is the caller's (`tokenize`): whitespace words by default, `characters` for tinyworld.
+distinct-n and n-gram entropy use the same `tokenize`.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ def ngram_entropy(texts: Sequence[str], n: int, tokenize: Tokenize = str.split) 
 
 
 def self_bleu(texts: Sequence[str], max_n: int = 4, tokenize: Tokenize = str.split) -> float:
-    """Mean BLEU of each text against the others of the pool (nltk, smoothing method1); needs >= 2 texts."""
+    """Corpus-pool Self-BLEU in [0, 1]: mean BLEU-`max_n` (nltk, smoothing method1) of each text against all the
+    others; needs >= 2 texts. An empty text scores 1 against an empty pool and 0 otherwise."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     tokens = [tokenize(t) for t in texts]
@@ -52,6 +63,34 @@ def self_bleu(texts: Sequence[str], max_n: int = 4, tokenize: Tokenize = str.spl
             continue
         scores.append(sentence_bleu(references, hypothesis, weights=weights, smoothing_function=smoothing))
     return sum(scores) / len(scores)
+
+
+def self_bleu_per_prompt(groups: Sequence[Sequence[str]], max_n: int = 4, tokenize: Tokenize = str.split) -> float:
+    """Per-prompt Self-BLEU in [0, 1]: each group (the k >= 2 samples of one prompt) is its own pool; the mean of
+    the groups' Self-BLEU, every prompt weighing the same."""
+    if not groups:
+        raise ValueError("per-prompt Self-BLEU needs at least one group of samples")
+    return sum(self_bleu(group, max_n, tokenize) for group in groups) / len(groups)
+
+
+def mean_token_entropy(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                       temperature: float = 1.0, micro_batch_size: int = 64) -> float:
+    """Mean entropy (nats) of the model's next-token distribution over all completion tokens (teacher forcing on
+    the given completions, typically the model's own samples; at `temperature`)."""
+    import torch
+
+    from langplay.policy import build_batch, sequence_logprobs
+
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(prompt_ids), micro_batch_size):
+            batch = build_batch(prompt_ids[start : start + micro_batch_size],
+                                completion_ids[start : start + micro_batch_size], pad_id, device)
+            entropy = sequence_logprobs(model, batch, temperature, with_entropy=True).entropy
+            total += float((entropy * batch["completion_mask"]).sum())
+            tokens += float(batch["completion_mask"].sum())
+    return total / tokens if tokens else 0.0
 
 
 def win_rate(scores: Sequence[float], baseline_scores: Sequence[float], tie_margin: float = 1e-9) -> dict:

@@ -54,6 +54,10 @@ def scorer_from_spec(spec: RewardSpec) -> Scorer:
         from langplay.rewards.reward_model import RewardModelScorer
 
         return RewardModelScorer(spec.model)
+    if spec.kind == "irl":  # the implicit reward of an IRL-trained model, summed over the completion
+        from langplay.rewards.implicit import ImplicitRewardScorer
+
+        return ImplicitRewardScorer(spec.model)
     from langplay.rewards import verifiers
 
     return verifiers.make(spec.kind, spec.answer_column)

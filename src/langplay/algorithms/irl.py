@@ -1,0 +1,145 @@
+"""IRL: inverse soft-Q learning on demonstrations, written as MLE plus a temporal-difference regulariser.
+
+Wulfmeier et al., "Imitating Language via Scalable Inverse Reinforcement Learning" (NeurIPS 2024), built on
+IQ-Learn (Garg et al. 2021; reference code Div99/IQ-Learn, iq_learn/iq.py, `iq_loss`). See reference/irl.md.
+
+Token MDP: s_t = (x, y_<t), a_t = y_t. The logits are the Q-values, Q(s, .) = logits(s); V(s) = logsumexp Q(s, .);
+pi = softmax Q. After EOS the state is terminal (V = 0); a demonstration cut at sft.max_length without EOS is
+truncated, and its last V(s_{T+1}) is bootstrapped from the model.
+
+Per step, on demonstrations (IQ-Learn's method.loss=value_expert, method.chi=True, phi = identity):
+    r_t = Q(s_t, a_t) - gamma V(s_{t+1}) = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1})      implicit reward
+    L   = -E_expert[r_t] + E_expert[V(s_t) - gamma V(s_{t+1})] + 1/(4 alpha) E_expert[r_t^2]
+        =  E_expert[-log pi(a_t|s_t)]  +  lambda E_expert[r_t^2]                         (lambda = 1/(4 alpha))
+i.e. MLE plus a squared TD error; lambda = 0 is SFT exactly. Gradients flow through V(s') (no target network).
+
+Online (irl.online_fraction > 0, IQ-Learn's method.loss=value): some rows of the batch are the model's own
+samples for the same prompts. They only define which states are visited (no REINFORCE gradient): the value term
+becomes E_mixture[V(s) - gamma V(s')], which pushes values down on model-visited prefixes, and with irl.online_td
+the chi-squared term covers the mixture too (IQ-Learn's method.regularize=True in place of method.chi).
+
+Where the paper is silent, the defaults (config.IRLConfig) are:
+- gamma = 1.0: episodes end at EOS or the length limit, so no discount is needed to keep values finite, and with
+  gamma = 1 the summed reward telescopes to log pi(y|x) + V(s_0); LM reimplementations use 1.0, IQ-Learn's
+  control default is 0.99;
+- lambda = 0.5: IQ-Learn's default alpha = 0.5 (lambda = 1/(4 alpha)); the paper's grid is not published;
+- every expectation is a mean over completion tokens (IQ-Learn averages over transitions in a batch), taken over
+  the whole step so micro-batches add up; prompt and padding positions are not transitions and carry no loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms.sft import SFT
+from langplay.data import sft_pair
+from langplay.losses import masked_sum
+from langplay.policy import build_batch
+from langplay.rewards.implicit import ends_with_eos, next_state_values
+
+
+def iq_loss(logp, values, final_values, mask, terminal, is_expert, counts, gamma=1.0, td_weight=0.5,
+            online_td=False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IQ-Learn's chi-squared objective on token transitions, normalised by the step's token counts.
+
+    logp, values, mask: (sequences, tokens) from `sequence_logprobs(..., with_values=True)`, final_values and
+    terminal: (sequences,), is_expert: (sequences,) 1 for demonstrations, 0 for the model's samples. counts:
+    expert_tokens, mixture_tokens (all rows) and td_tokens (the rows the chi-squared term covers), global.
+    Returns the loss and its monitored parts (detached; each this micro-batch's share of the step's mean): nll,
+    td (the mean squared TD error r^2), value (mean V) and implicit_reward (mean r) on demonstration tokens;
+    online also value_shift (loss = nll + td_weight * td + value_shift) and value/sampled (mean V on samples).
+    """
+    n_expert, n_mixture = counts["expert_tokens"], counts["mixture_tokens"]
+    expert = mask * is_expert.unsqueeze(1)
+    target = gamma * next_state_values(values, final_values, mask, terminal)  # y = (1 - done) gamma V(s')
+    reward = (logp + values - target) * mask  # r = Q(s, a) - y
+    value_step = (values - target) * mask  # V(s) - y
+    # -E_expert[Q - y] + E_expert[V - y] = E_expert[-log pi]: written as the NLL itself, so lambda = 0 is SFT exactly
+    nll = -masked_sum(logp, expert) / n_expert
+    td = masked_sum(reward**2, mask if online_td else expert) / counts["td_tokens"]
+    loss = nll + td_weight * td
+    parts = {"nll": nll, "td": td, "value": masked_sum(values, expert) / n_expert,
+             "implicit_reward": masked_sum(reward, expert) / n_expert}
+    if n_mixture > n_expert:  # online: the value term is a mean over the mixture, not over the experts only
+        value_shift = masked_sum(value_step, mask) / n_mixture - masked_sum(value_step, expert) / n_expert
+        loss = loss + value_shift
+        parts["value_shift"] = value_shift
+        parts["value/sampled"] = masked_sum(values, mask - expert) / (n_mixture - n_expert)
+    return loss, {key: value.detach() for key, value in parts.items()}
+
+
+class IRL:
+    name = "irl"
+    needs_reference = False
+
+    def __init__(self, config, policy, sampler, accelerator):
+        self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
+        self.args = config.irl
+        self.demonstrations = SFT(config, policy, accelerator)  # expert rows are encoded exactly as for SFT
+
+    def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
+        experience = self.demonstrations.collect(rows, seeds)
+        batch, samples = experience.batch, []
+        is_expert = [1.0] * len(rows)
+        if self.args.online_fraction > 0:
+            batch, samples = self.add_model_samples(batch, rows, seeds)
+            is_expert += [0.0] * len(samples)
+        eos = self.policy.tokenizer.eos_token_id
+        batch["is_expert"] = torch.tensor(is_expert, device=batch["input_ids"].device)
+        batch["terminal"] = ends_with_eos(batch, eos).float()  # EOS: terminal; cut at the length limit: bootstrap
+        mask = batch["completion_mask"]
+        expert_tokens = gather_sum(self.accelerator, (mask * batch["is_expert"].unsqueeze(1)).sum())
+        mixture_tokens = gather_sum(self.accelerator, mask.sum())
+        counts = {"expert_tokens": expert_tokens, "mixture_tokens": mixture_tokens,
+                  "td_tokens": mixture_tokens if self.args.online_td else expert_tokens}
+        metrics = {"tokens": expert_tokens,
+                   "truncated": gather_sum(self.accelerator, (1 - batch["terminal"]) @ batch["is_expert"])
+                   / gather_sum(self.accelerator, len(rows))}
+        if samples:
+            metrics["sampled_tokens"] = mixture_tokens - expert_tokens
+        return Experience(batch, counts, metrics, samples[: self.config.run.samples_per_step])
+
+    def online_sample_count(self, rows: int) -> int:
+        """Samples to add to `rows` demonstrations so they make up online_fraction of the batch's rows."""
+        fraction = self.args.online_fraction
+        return max(1, round(fraction * rows / (1 - fraction)))
+
+    @torch.no_grad()
+    def add_model_samples(self, batch: dict, rows: list[dict], seeds: list[int]) -> tuple[dict, list[dict]]:
+        """The batch with the model's own completions of the same prompts appended (rows after the experts')."""
+        data, count = self.config.data, self.online_sample_count(len(rows))
+        per_prompt = math.ceil(count / len(rows))
+        used = math.ceil(count / per_prompt)
+        prompts = [self.policy.format_prompt(sft_pair(row, data)[0], data.system_prompt) for row in rows[:used]]
+        drawn = self.sampler.generate(prompts, per_prompt, seeds[:used])
+        prompt_ids, completion_ids = unpack_batch(batch)
+        prompt_ids += drawn.prompt_ids[:count]
+        completion_ids += drawn.completion_ids[:count]
+        merged = build_batch(prompt_ids, completion_ids, self.policy.tokenizer.pad_token_id, batch["input_ids"].device)
+        shown = [{"prompt": prompts[i // per_prompt], "completion": drawn.texts[i], "source": "model"}
+                 for i in range(count)]
+        return merged, shown
+
+    def loss(self, batch, counts):
+        # Temperature 1: the logits themselves are the Q-values (sampling.temperature only shapes online samples).
+        out = self.policy.logprobs(batch, with_values=True)
+        args, mask = self.args, batch["completion_mask"]
+        loss, parts = iq_loss(out.logp, out.values, out.final_values, mask, batch["terminal"], batch["is_expert"],
+                              counts, args.gamma, args.td_weight, args.online_td)
+        # V is a free shift of the logits that leaves pi unchanged: td and value are logged apart (reference/irl.md).
+        return loss, {key: value.item() for key, value in parts.items()}
+
+
+def unpack_batch(batch: dict) -> tuple[list[list[int]], list[list[int]]]:
+    """The prompt and completion ids of each row of a `build_batch` batch, without padding."""
+    width = batch["completion_mask"].shape[1]
+    prompt_width = batch["input_ids"].shape[1] - width
+    prompts, completions = [], []
+    for ids, attention, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
+                                    batch["completion_mask"].tolist()):
+        prompts.append([t for t, a in zip(ids[:prompt_width], attention[:prompt_width]) if a])
+        completions.append([t for t, m in zip(ids[prompt_width:], mask) if m])
+    return prompts, completions

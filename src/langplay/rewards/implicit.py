@@ -1,0 +1,89 @@
+"""The reward a language model implies when its logits are read as soft Q-values (inverse soft-Q learning).
+
+Token MDP (reference/irl.md): state s_t = (x, y_<t), action a_t = y_t. Q(s, a) = logits(s)[a],
+V(s) = logsumexp_a Q(s, a), pi = softmax Q, so Q = log pi + V, and the implicit per-token reward is
+
+    r(s_t, a_t) = Q(s_t, a_t) - gamma V(s_{t+1}) = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}).
+
+After EOS the state is terminal (V = 0). A response cut without EOS is truncated, not terminal: the value of the
+state after its last token is bootstrapped from the model. With gamma = 1 and a terminal response the sum of r
+telescopes to log pi(y|x) + V(s_0).
+
+The IRL algorithm trains with these quantities; `ImplicitRewardScorer` (RewardSpec kind "irl") scores responses
+with an IRL-trained model for RL, by the sum of r over the response (the paper's extracted reward).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from langplay.config import ModelConfig
+from langplay.policy import Policy, build_batch, sequence_logprobs
+
+
+def ends_with_eos(batch: dict, eos_id: int) -> torch.Tensor:
+    """(sequences,) bool: the last completion token is EOS, i.e. the episode ended (terminal, V after it = 0)."""
+    mask = batch["completion_mask"]
+    width = mask.shape[1]
+    last = ((mask > 0) * torch.arange(1, width + 1, device=mask.device)).amax(1) - 1  # -1: empty completion
+    completion = batch["input_ids"][:, -width:]
+    last_token = completion.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return (last >= 0) & (last_token == eos_id)
+
+
+def next_state_values(values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
+                      terminal: torch.Tensor) -> torch.Tensor:
+    """V(s_{t+1}) at each completion position: the next position's value inside the completion; after the last
+    token 0 when the row is terminal (EOS) and the bootstrapped value of the state after it when truncated."""
+    inside = torch.cat([values[:, 1:] * mask[:, 1:], torch.zeros_like(values[:, :1])], 1)
+    is_last = mask * torch.cat([1 - mask[:, 1:], torch.ones_like(mask[:, :1])], 1)  # prefix masks: one per row
+    bootstrap = final_values * (1 - terminal.to(values.dtype))
+    return inside + is_last * bootstrap.unsqueeze(1)
+
+
+def implicit_token_rewards(logp: torch.Tensor, values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
+                           terminal: torch.Tensor, gamma: float) -> torch.Tensor:
+    """r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}) at completion positions, 0 elsewhere."""
+    target = gamma * next_state_values(values, final_values, mask, terminal)
+    return (logp + values - target) * mask
+
+
+@torch.no_grad()
+def implicit_rewards(policy: Policy, prompts: list[str], responses: list[str], gamma: float = 1.0,
+                     terminal: bool = True, micro_batch_size: int = 16) -> tuple[list[list[float]], list[float]]:
+    """Per-token implicit rewards of each response after its (already formatted) prompt, and their sums.
+
+    `terminal`: the response is complete, so EOS is appended and scored as its last action (the value after it is
+    0); False scores the text as a truncated prefix (the value after it is bootstrapped from the model).
+    """
+    eos = policy.tokenizer.eos_token_id
+    prompt_ids = [policy.encode(p) for p in prompts]
+    response_ids = [policy.encode(r) + ([eos] if terminal else []) for r in responses]
+    per_token: list[list[float]] = []
+    for start in range(0, len(prompts), micro_batch_size):
+        stop = start + micro_batch_size
+        batch = build_batch(prompt_ids[start:stop], response_ids[start:stop], policy.tokenizer.pad_token_id,
+                            policy.device)
+        out = sequence_logprobs(policy.model, batch, chunk_tokens=policy.chunk_tokens, with_values=True)
+        rewards = implicit_token_rewards(out.logp, out.values, out.final_values, batch["completion_mask"],
+                                         ends_with_eos(batch, eos), gamma)
+        lengths = batch["completion_mask"].sum(1).long().tolist()
+        per_token += [row[:n] for row, n in zip(rewards.tolist(), lengths)]
+    return per_token, [sum(row) for row in per_token]
+
+
+class ImplicitRewardScorer:
+    """Scores each completion by the sum of its implicit rewards under an IRL-trained model (RewardSpec kind irl).
+
+    `prompts` are the texts the policy continued (trainers pass formatted prompts), tokenised by this model's
+    tokenizer as they are: the reward model should share the policy's tokenizer and chat template.
+    """
+
+    def __init__(self, name_or_path: str, gamma: float = 1.0, device: str = "auto", batch_size: int = 16):
+        self.__name__ = f"irl:{name_or_path}"
+        self.policy = Policy.from_config(ModelConfig(name_or_path=name_or_path, device=device), with_reference=False)
+        self.policy.model.eval().requires_grad_(False)
+        self.gamma, self.batch_size = gamma, batch_size
+
+    def __call__(self, prompts: list[str], completions: list[str], **_) -> list[float]:
+        return implicit_rewards(self.policy, prompts, completions, self.gamma, micro_batch_size=self.batch_size)[1]
