@@ -44,10 +44,8 @@ def base():
 
 
 def test_shipped_base_model_is_stronger_on_easy_levels(base):
-    """The shipped checkpoint: its recipe, its size, and easy levels clearly above the hardest.
-
-    (The issue's bar of 80% on easy instances is not met yet: see the recipe's note; the measured figures are
-    easy ~0.55, hardest ~0.31 mean checker score.)"""
+    """The shipped checkpoint: its recipe, its size, at least 80% on easy instances and clearly lower on the hardest
+    (measured over 24 per cell when it was built: level 1 0.90, level 4 0.43)."""
     config = json.loads((base_model_path() / "recipe.json").read_text())
     assert config["recipe"] == {**BASE_RECIPE, "steps": config["recipe"]["steps"]}
     weights = base_model_path() / "model.safetensors"
@@ -58,7 +56,7 @@ def test_shipped_base_model_is_stronger_on_easy_levels(base):
     by_level = {}
     for task, response in zip(tasks, responses):
         by_level.setdefault(task.level, []).append(check(task, response))
-    assert statistics.mean(by_level[1]) >= 0.45
+    assert statistics.mean(by_level[1]) >= 0.8
     assert statistics.mean(by_level[4]) <= statistics.mean(by_level[1]) - 0.15  # room to learn on the hardest
 
 
@@ -80,5 +78,8 @@ def test_demo_runs_end_to_end_in_miniature(tmp_path):
 
     report = run_demo(tmp_path / "demo", steps=2, per_level=1)
     assert "versus_baseline" in report
+    queries = report["queries"]  # where the challenger's queries went: all 16 queries of each step are recorded
+    assert queries["first"]["queries"] == 2 * 16 and 0 <= queries["last"]["valid"] <= 1
+    assert abs(sum(queries["first"]["levels"].values()) - 1) < 1e-9 or queries["first"]["valid"] == 0
     for name in ("metrics.jsonl", "samples.jsonl", "eval.json", "eval.png", "training.png", "final/model.safetensors"):
         assert (tmp_path / "demo" / name).is_file(), name
