@@ -13,7 +13,6 @@ import json
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,19 +45,6 @@ def run_one(method: str, seed: int, steps: int, work: Path) -> Path:
     return out
 
 
-def query_mix(samples_path: Path, steps: range) -> dict:
-    """Fraction of valid queries and the mix of levels among the challenger's queries over some steps."""
-    from langplay.tinyworld.tasks import parse
-
-    queries = [json.loads(l)["query"] for l in samples_path.read_text().splitlines() if json.loads(l)["step"] in steps]
-    parsed = [parse(q) for q in queries]
-    levels = Counter(t.level for t in parsed if t is not None)
-    valid = [t for t in parsed if t is not None]
-    return {"valid": len(valid) / max(1, len(queries)),
-            "levels": {str(lvl): levels[lvl] / max(1, len(valid)) for lvl in sorted(levels)},
-            "families": dict(Counter(t.family for t in valid).most_common())}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -77,7 +63,7 @@ def main(argv=None) -> int:
     from langplay.cli import quiet_libraries
 
     quiet_libraries()
-    from langplay.evaluation.tinyworld import evaluate_world
+    from langplay.evaluation.tinyworld import evaluate_world, query_mix
     from langplay.tinyworld.base import base_model_path
 
     args.results.mkdir(parents=True, exist_ok=True)

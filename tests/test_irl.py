@@ -373,3 +373,22 @@ def test_tinyworld_preset_runs(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     assert math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["td"])
+
+
+def test_sft_entropy_bonus_subtracts_the_mean_token_entropy(tiny_model):
+    """MLE with an entropy bonus (the experiment's diversity baseline): NLL - c * mean entropy, by hand."""
+    config = load_config(overrides=["algorithm=sft", f"model.name_or_path={tiny_model}", "sft.entropy_bonus=0.5"])
+    policy = Policy.from_config(config.model, with_reference=False)
+    sft = SFT(config, policy, Accelerator(cpu=True))
+    exp = sft.collect([{"prompt": "say a", "completion": "aaa"}, {"prompt": "say bb", "completion": "b"}], [0, 1])
+    loss, metrics = sft.loss(exp.batch, exp.counts)
+    batch = exp.batch
+    width = batch["completion_mask"].shape[1]
+    logits = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp_all = logits[:, -width - 1 : -1].log_softmax(-1)
+    logp = logp_all.gather(2, batch["input_ids"][:, -width:, None]).squeeze(2)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    mask = batch["completion_mask"]
+    nll, mean_entropy = -(logp * mask).sum() / mask.sum(), (entropy * mask).sum() / mask.sum()
+    assert metrics["entropy"] == pytest.approx(mean_entropy.item(), rel=1e-4)
+    assert loss.item() == pytest.approx((nll - 0.5 * mean_entropy).item(), rel=1e-4)

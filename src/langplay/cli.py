@@ -167,7 +167,7 @@ def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="run folder"),
     steps: int = typer.Option(50, "--steps", help="training steps"),
 ):
-    """A few minutes of RL on a built-in task, then a before/after table and a plot."""
+    """A few minutes of Language Self-Play on tinyworld (no data), then a before/after table and plots."""
     quiet_libraries()
     from langplay.demo import run_demo
 

@@ -120,6 +120,7 @@ class GRPOConfig(Section):
 
 class SFTConfig(Section):
     completion_only: bool = True  # loss on completion tokens only
+    entropy_bonus: float = Field(0.0, ge=0)  # MLE with an entropy bonus: loss = NLL - c * mean token entropy
     max_length: int = Field(1024, gt=0)
 
 

@@ -1,6 +1,9 @@
-"""The demo: a few minutes of GRPO on tinyworld from the shipped base model, then a before/after evaluation.
+"""The demo: a few minutes of Language Self-Play on tinyworld from the shipped base model, no data at all.
 
-Everything is local: the base model ships with the package, the tasks are generated, the judge is code.
+The model writes its own tasks (challenger) and answers them (solver); tinyworld's judge scores the answers and
+its quality judge plays LSP's self-reward. Then: a held-out before/after evaluation against the base model, and
+where the challenger's queries went (valid fraction and difficulty mix, first steps against last steps).
+Everything is local: the base model ships with the package, the tasks are generated, the judges are code.
 """
 
 from __future__ import annotations
@@ -11,53 +14,73 @@ from pathlib import Path
 from rich.console import Console
 
 from langplay.config import load_config
-from langplay.evaluation.tinyworld import evaluate_world, plot_report, render_table
+from langplay.evaluation.tinyworld import evaluate_world, plot_report, query_mix, render_table
 from langplay.tinyworld.base import base_model_path
-from langplay.tinyworld.datasets import judge_reward, task_dataset
 
-DEMO_SETTINGS = [
-    "algorithm=grpo", "train.prompts_per_step=16", "grpo.group_size=8", "grpo.beta=0.01",
-    "train.lr=1e-4", "train.warmup_steps=2", "train.micro_batch_size=64", "sampling.max_new_tokens=96",
-    "sampling.temperature=1.0", "run.save_every=20", "run.samples_per_step=4", "model.device=cpu",
-]
+PRESET = Path(__file__).resolve().parent / "tinyworld" / "lsp_demo.yaml"
+FIRST_STEPS = 5  # the challenger's queries are compared over the first and the last FIRST_STEPS steps
 
 
 def run_demo(output_dir: str | Path = "runs/demo", steps: int = 50, per_level: int = 8, seed: int = 0) -> dict:
     console = Console()
     output_dir = Path(output_dir)
     base = base_model_path()
-    console.rule("[bold]langplay demo: GRPO on tinyworld, from the shipped base model")
-    config = load_config(overrides=DEMO_SETTINGS + [
+    console.rule("[bold]langplay demo: Language Self-Play on tinyworld (no data), from the shipped base model")
+    config = load_config(PRESET, [
         f"model.name_or_path={base}", f"train.steps={steps}", f"train.seed={seed}", f"run.output_dir={output_dir}",
     ])
     from langplay.trainer import Trainer
 
-    trainer = Trainer(config, dataset=task_dataset("train", 4000, seed, verifiable_only=True), rewards=[judge_reward])
+    trainer = Trainer(config)
     history = trainer.train(resume=(output_dir / "checkpoints").is_dir())
-    console.print(f"trained {trainer.step} steps; reward {history[0]['reward']:.3f} -> {history[-1]['reward']:.3f}"
-                  if history else "nothing left to train (resumed a finished run)")
+    console.print(f"trained {trainer.step} steps; solver reward {history[0]['reward']:.3f} -> "
+                  f"{history[-1]['reward']:.3f}" if history else "nothing left to train (resumed a finished run)")
     console.rule("[bold]held-out evaluation: trained model against the base model")
     report = evaluate_world(output_dir / "final", baseline=base, per_level=per_level, seed=seed)
     console.print(render_table(report))
+    samples = output_dir / "samples.jsonl"
+    last = trainer.step
+    report["queries"] = {"first": query_mix(samples, range(1, min(FIRST_STEPS, last) + 1)),
+                         "last": query_mix(samples, range(max(1, last - FIRST_STEPS + 1), last + 1))}
+    console.print(describe_queries(report["queries"]))
     (output_dir / "eval.json").write_text(json.dumps(report, indent=2))
     plot_report(report, output_dir / "eval.png")
-    plot_training(output_dir / "metrics.jsonl", output_dir / "training.png")
+    plot_training(output_dir / "metrics.jsonl", report["queries"], output_dir / "training.png")
     console.print(f"run folder: {output_dir} (metrics.jsonl, samples.jsonl, eval.json, eval.png, training.png, final/)")
     return report
 
 
-def plot_training(metrics_path: Path, path: Path) -> None:
+def describe_queries(queries: dict) -> str:
+    def mix(part: dict) -> str:
+        levels = ", ".join(f"L{level} {share:.0%}" for level, share in part["levels"].items()) or "none valid"
+        return f"{part['valid']:.0%} valid ({levels})"
+
+    return (f"challenger's queries, first {FIRST_STEPS} steps: {mix(queries['first'])}\n"
+            f"challenger's queries, last {FIRST_STEPS} steps:  {mix(queries['last'])}")
+
+
+def plot_training(metrics_path: Path, queries: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["reward"] for r in rows], label="mean reward")
-    ax.set_xlabel("step")
-    ax.set_ylabel("judge reward")
-    ax.set_title("GRPO on tinyworld")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [r["step"] for r in rows]
+    left.plot(steps, [r["reward"] for r in rows], label="solver reward (judge)")
+    if "valid_queries" in rows[0]:
+        left.plot(steps, [r["valid_queries"] for r in rows], label="valid queries")
+    left.set_xlabel("step")
+    left.set_title("Language Self-Play on tinyworld")
+    left.legend(fontsize=8)
+    levels = sorted(set(queries["first"]["levels"]) | set(queries["last"]["levels"]))
+    for offset, (name, part) in enumerate(queries.items()):
+        right.bar([int(level) + 0.4 * offset for level in levels], [part["levels"].get(level, 0) for level in levels],
+                  0.4, label=f"{name} {FIRST_STEPS} steps")
+    right.set_xlabel("difficulty level of valid queries")
+    right.set_title("where the challenger's queries went")
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""SFT: maximum likelihood of the reference completion, loss on completion tokens only."""
+"""SFT: maximum likelihood of the reference completion (optionally with an entropy bonus), on completion tokens."""
 
 from __future__ import annotations
 
@@ -33,7 +33,11 @@ class SFT:
         return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})
 
     def loss(self, batch, counts):
-        logp = self.policy.logprobs(batch).logp
+        bonus = self.config.sft.entropy_bonus
+        out = self.policy.logprobs(batch, with_entropy=bonus > 0)
         mask = batch["completion_mask"]
-        nll = -(logp * mask).sum() / counts["num_tokens"]  # mean NLL per completion token over the whole step
-        return nll, {"nll": nll.item()}
+        nll = -(out.logp * mask).sum() / counts["num_tokens"]  # mean NLL per completion token over the whole step
+        if not bonus:
+            return nll, {"nll": nll.item()}
+        entropy = (out.entropy * mask).sum() / counts["num_tokens"]  # the usual diversity baseline for IRL
+        return nll - bonus * entropy, {"nll": nll.item(), "entropy": entropy.item()}

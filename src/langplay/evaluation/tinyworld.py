@@ -211,3 +211,19 @@ def save_report(report: dict, folder: str | Path) -> Path:
     (folder / "eval.txt").write_text(render_table(report))
     plot_report(report, folder / "eval.png")
     return folder
+
+
+def query_mix(samples_path: Path, steps: range) -> dict:
+    """The challenger's queries in samples.jsonl over some steps: the valid fraction, the level and family mix."""
+    from collections import Counter
+
+    from langplay.tinyworld.tasks import parse
+
+    rows = [json.loads(line) for line in Path(samples_path).read_text().splitlines()]
+    queries = [row["query"] for row in rows if row.get("step") in steps and "query" in row]
+    valid = [t for t in (parse(q) for q in queries) if t is not None]
+    levels = Counter(t.level for t in valid)
+    return {"queries": len(queries), "valid": len(valid) / max(1, len(queries)),
+            "levels": {str(level): levels[level] / max(1, len(valid)) for level in sorted(levels)},
+            "families": dict(Counter(t.family for t in valid).most_common())}
+

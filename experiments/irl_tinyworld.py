@@ -1,0 +1,631 @@
+"""The IRL paper's experiment in tinyworld: MLE vs MLE + entropy bonus vs offline IRL (a lambda sweep) vs online IRL.
+
+    python experiments/irl_tinyworld.py [--seeds 0 1 2] [--steps 40] [--per-level 6]
+
+Demonstrations: training-split prompts of tinyworld's exact families (add, count, max, reverse: the one reference)
+and open families (between, letters, sum_to: 4 different valid answers per prompt, kept in the same batch, so
+there are states with several expert continuations, the case where the TD term acts; reference/irl.md). Half
+the rows are exact prompts, half open ones. From the shipped base model, the same budget for every method: the
+steps, lr, batch (16 rows per step) and length limit of `configs/irl_tinyworld.yaml`.
+  MLE              algorithm sft
+  MLE + entropy    sft.entropy_bonus 0.05 (loss = NLL - 0.05 mean token entropy)
+  IRL lambda       offline IRL, irl.td_weight 0.05 / 0.2 / 0.5 (gamma 1)
+  IRL online       irl.td_weight 0.2 and irl.online_fraction 0.25 (a quarter of each batch's rows are the model's
+                   own samples of the step's prompts, temperature 1)
+Held-out evaluation (exact and open families, every level): k samples per prompt at each temperature; accuracy
+(checker == 1) and mean checker score, against diversity: per-prompt Self-BLEU over the k samples (characters,
+BLEU-2, nltk smoothing method1, 0-1, higher = less diverse) and distinct-2 (characters, per prompt); the per-token
+NLL of held-out references; Spearman correlation, over the samples at temperature 1, between the extracted reward
+(sum of the implicit rewards under the trained model itself, gamma 1) and the checker's score.
+Small-data regime: a few hundred demonstrations, several epochs, MLE vs IRL, held-out and training NLL over
+training; from scratch (a small character Llama, tinyworld.base.init_model) by default, or from the base model.
+Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to runs/irl_experiment/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "irl_tinyworld.yaml"
+KINDS = ("exact", "open")
+K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
+EVAL_SEED = 123
+PROBE_SEED = 456
+SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answers are a few characters long)
+ANSWER_TOKENS = 40  # sampling limit (evaluation and online samples): the longest reference here has 18 characters
+SCRATCH_LR = 1e-3  # from scratch a higher learning rate is needed (the base model was built with 1.5e-3)
+SCRATCH_WARMUP = 20
+METHODS = {  # slug: (label, overrides of configs/irl_tinyworld.yaml)
+    "mle": ("MLE", ["algorithm=sft"]),
+    "mle-entropy": ("MLE + entropy 0.05", ["algorithm=sft", "sft.entropy_bonus=0.05"]),
+    "irl-0.05": ("IRL λ 0.05", ["algorithm=irl", "irl.td_weight=0.05"]),
+    "irl-0.2": ("IRL λ 0.2", ["algorithm=irl", "irl.td_weight=0.2"]),
+    "irl-0.5": ("IRL λ 0.5", ["algorithm=irl", "irl.td_weight=0.5"]),
+    "irl-online": ("IRL online λ 0.2", ["algorithm=irl", "irl.td_weight=0.2", "irl.online_fraction=0.25"]),
+}
+TRAIN_CURVES = ("loss", "nll", "td", "value", "entropy", "value_shift", "value/sampled")
+
+
+def families() -> list[str]:
+    from langplay.tinyworld.tasks import FAMILIES
+
+    return [name for name in sorted(FAMILIES) if FAMILIES[name].kind in KINDS]
+
+
+def kind_of(task) -> str:
+    from langplay.tinyworld.tasks import FAMILIES
+
+    return FAMILIES[task.family].kind
+
+
+# -- demonstrations ----------------------------------------------------------------------------------------------
+def units(rows: int, seed: int) -> list[list[dict]]:
+    """About `rows` demonstrations from the training split in units of K_OPEN rows: an open prompt with K_OPEN
+    different valid answers (tinyworld.tasks.reference_samples), or K_OPEN different exact prompts with their
+    reference. Half the units of each kind, so half the rows are exact and half open."""
+    from langplay.tinyworld.tasks import FAMILIES, reference_samples, sample_tasks
+
+    count = max(2, rows // K_OPEN)
+    exact = [f for f in families() if FAMILIES[f].kind == "exact"]
+    opened = [f for f in families() if FAMILIES[f].kind == "open"]
+    n_exact = count // 2
+    exact_tasks = sample_tasks("train", n_exact * K_OPEN, 1000 * seed + 1, families=exact)
+    open_tasks = sample_tasks("train", count - n_exact, 1000 * seed + 2, families=opened)
+    row = lambda task, reference: {"prompt": task.prompt, "reference": reference, "family": task.family,
+                                   "level": task.level}
+    out = [[row(t, t.reference) for t in exact_tasks[i : i + K_OPEN]] for i in range(0, len(exact_tasks), K_OPEN)]
+    out += [[row(t, answer) for answer in reference_samples(t, K_OPEN, t.seed)] for t in open_tasks]
+    return out
+
+
+def ordered_rows(pool: list[list[dict]], total: int, seed: int, per_step: int) -> list[dict]:
+    """`total` rows in training order (the trainer reads them with data.shuffle=false): the units reshuffled every
+    epoch, a step's units kept whole in that step, their rows interleaved (the online variant samples for the first
+    rows of a step: that way they are different prompts)."""
+    per_block = per_step // K_OPEN
+    out, epoch = [], 0
+    while len(out) < total:
+        order = list(range(len(pool)))
+        random.Random(f"irl-demos/{seed}/{epoch}").shuffle(order)
+        for start in range(0, len(order) - per_block + 1, per_block):
+            block = [pool[i] for i in order[start : start + per_block]]
+            out += [unit[j] for j in range(K_OPEN) for unit in block]
+        epoch += 1
+    return out[:total]
+
+
+def training_dataset(pool_rows: int, steps: int, seed: int, per_step: int):
+    import datasets
+
+    pool = units(pool_rows, seed)
+    return datasets.Dataset.from_list(ordered_rows(pool, steps * per_step, seed, per_step)), pool
+
+
+def per_step() -> int:
+    from langplay.config import load_config
+
+    size = load_config(CONFIG).train.prompts_per_step
+    if size % K_OPEN:
+        raise SystemExit(f"train.prompts_per_step ({size}) in {CONFIG} must be a multiple of {K_OPEN}")
+    return size
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = None) -> tuple[Path, float]:
+    from langplay.config import load_config
+    from langplay.tinyworld.base import base_model_path
+    from langplay.trainer import Trainer
+
+    out = work / "main" / f"{method}-seed{seed}"
+    if (out / "final" / "model.safetensors").is_file():
+        return out, float("nan")
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts again (its metrics.jsonl would be appended to)
+    rows, _ = training_dataset(2000, steps, seed, per_step())
+    config = load_config(CONFIG, [
+        f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
+        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", "data.shuffle=false",
+        f"sampling.max_new_tokens={ANSWER_TOKENS}", *([f"train.lr={lr}"] if lr else []), *METHODS[method][1],
+    ])
+    started = time.time()
+    Trainer(config, dataset=rows).train()
+    return out, time.time() - started
+
+
+def training_curves(out: Path) -> dict:
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    curves = {key: [m.get(key) for m in metrics] for key in TRAIN_CURVES if any(key in m for m in metrics)}
+    curves["seconds_per_step"] = statistics.mean(m["time/step"] for m in metrics)
+    return curves
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's on average ranks (ties share their mean rank), as
+    scipy.stats.spearmanr (scipy is not installed). NaN when either side is constant."""
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
+
+
+def ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for m in range(i, j + 1):
+            out[order[m]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def targets_of(task) -> list[str]:
+    """The references whose likelihood is measured: an open task's K_OPEN valid answers, an exact task's one."""
+    from langplay.tinyworld.tasks import reference_samples
+
+    return reference_samples(task, K_OPEN, task.seed) if kind_of(task) == "open" else [task.reference]
+
+
+def reference_nll(policy, pairs: list[tuple[str, str, str]]) -> dict:
+    """Per-token NLL (nats, EOS included) of (kind, prompt, target) pairs, by kind and overall."""
+    from langplay.policy import completion_logprob_sums
+
+    policy.model.eval()
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    prompts = [policy.encode(policy.format_prompt(prompt)) for _, prompt, _ in pairs]
+    targets = [policy.encode(target) + [eos] for _, _, target in pairs]
+    sums = completion_logprob_sums(policy.model, prompts, targets, pad)
+    out = {}
+    for kind in ("all", *KINDS):
+        index = [i for i, (k, _, _) in enumerate(pairs) if kind in ("all", k)]
+        if index:
+            out[kind] = -sum(sums[i] for i in index) / sum(len(targets[i]) for i in index)
+    return out
+
+
+def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """k responses per task and whether each ended with EOS: tinyworld.evaluation's `answer` (the same keyed noise
+    per task), with the length limit ANSWER_TOKENS (a model that lost EOS is not decoded to 96 tokens) and all
+    prompts in one batch (the keyed sampler's draws do not depend on batching)."""
+    from langplay.config import SamplingConfig
+    from langplay.evaluation.tinyworld import stable_id
+    from langplay.sampling.hf import HFSampler, key_of
+
+    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=ANSWER_TOKENS), policy)
+    drawn = sampler.generate([policy.format_prompt(t.prompt) for t in tasks], k,
+                             [key_of(seed, t.seed, stable_id(t.family)) for t in tasks])
+    return ([drawn.texts[i * k : (i + 1) * k] for i in range(len(tasks))],
+            [drawn.finished[i * k : (i + 1) * k] for i in range(len(tasks))])
+
+
+def pool_stats(tasks, pools, scores, finished) -> dict:
+    from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
+
+    flat = [s for row in scores for s in row]
+    return {
+        "accuracy": statistics.mean(float(s == 1.0) for s in flat),
+        "score": statistics.mean(flat),
+        "self_bleu": self_bleu_per_prompt(pools, max_n=SELF_BLEU_N, tokenize=characters),
+        "distinct_2": statistics.mean(distinct_n(pool, 2, characters) for pool in pools),
+        "distinct_answers": statistics.mean(len({p.strip() for p in pool}) / len(pool) for pool in pools),
+        "length": statistics.mean(len(p) for pool in pools for p in pool),
+        "truncated": statistics.mean(float(not f) for row in finished for f in row),
+    }
+
+
+def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
+    """Spearman, over all sampled responses, of the checker's score with the extracted reward (sum of the implicit
+    rewards under this model, gamma 1; a response that ended with EOS is terminal, one cut at the length limit is
+    bootstrapped) and with log pi(y|x) for comparison; and the mean per-token entropy of the model on its own
+    samples."""
+    from langplay.evaluation.metrics import mean_token_entropy
+    from langplay.policy import completion_logprob_sums
+    from langplay.rewards.implicit import implicit_rewards
+
+    policy.model.eval()
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    kinds = [kind_of(t) for t, pool in zip(tasks, pools) for _ in pool]
+    prompts = [policy.format_prompt(t.prompt) for t, pool in zip(tasks, pools) for _ in pool]
+    responses = [r for pool in pools for r in pool]
+    flat_scores = [s for row in scores for s in row]
+    ended = [f for row in finished for f in row]
+    extracted = [0.0] * len(responses)
+    for terminal in (True, False):
+        index = [i for i, f in enumerate(ended) if f == terminal]
+        if index:
+            _, sums = implicit_rewards(policy, [prompts[i] for i in index], [responses[i] for i in index],
+                                       gamma=1.0, terminal=terminal)
+            for i, value in zip(index, sums):
+                extracted[i] = value
+    prompt_ids = [policy.encode(p) for p in prompts]
+    response_ids = [policy.encode(r) + ([eos] if f else []) for r, f in zip(responses, ended)]
+    loglik = completion_logprob_sums(policy.model, prompt_ids, response_ids, pad)
+    out = {}
+    for kind in ("all", *KINDS):
+        index = [i for i, k in enumerate(kinds) if kind in ("all", k)]
+        pick = lambda values: [values[i] for i in index]
+        out[kind] = {
+            "spearman_reward": spearman(pick(extracted), pick(flat_scores)),
+            "spearman_loglik": spearman(pick(loglik), pick(flat_scores)),
+            "mean_reward": statistics.mean(pick(extracted)),
+            "token_entropy": mean_token_entropy(policy.model, pick(prompt_ids), pick(response_ids), pad),
+        }
+    return out
+
+
+def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
+    from langplay.evaluation.tinyworld import held_out_tasks, load_policy
+    from langplay.tinyworld.tasks import check
+
+    policy = load_policy(model)
+    tasks = held_out_tasks(per_level, seed=EVAL_SEED, families=families())
+    pairs = [(kind_of(t), t.prompt, target) for t in tasks for target in targets_of(t)]
+    report = {"reference_nll": reference_nll(policy, pairs), "temperatures": {}}
+    reward_temperature = 1.0 if 1.0 in temperatures else max(temperatures)
+    for temperature in temperatures:
+        pools, finished = sample_answers(policy, tasks, k, temperature, EVAL_SEED)
+        scores = [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
+        cell = {}
+        for kind in KINDS:
+            index = [i for i, t in enumerate(tasks) if kind_of(t) == kind]
+            cell[kind] = pool_stats(*([part[i] for i in index] for part in (tasks, pools, scores, finished)))
+        report["temperatures"][f"{temperature:g}"] = cell
+        if temperature == reward_temperature:
+            report["rewards"] = {"temperature": temperature,
+                                 **reward_analysis(policy, tasks, pools, scores, finished)}
+            report["examples"] = [{"prompt": tasks[i].prompt, "samples": pools[i], "scores": scores[i]}
+                                  for i in range(0, len(tasks), max(1, len(tasks) // 8))]
+    return report
+
+
+# -- small-data regime -------------------------------------------------------------------------------------------
+def small_probe(pool: list[list[dict]], probe_per_level: int):
+    """The trainer's evaluate hook: per-token NLL of held-out references (by kind) and of the first 64 training
+    demonstrations, so over-fitting shows as the gap between the two."""
+    from langplay.evaluation.tinyworld import held_out_tasks
+
+    tasks = held_out_tasks(probe_per_level, seed=PROBE_SEED, families=families())
+    held_out = [(kind_of(t), t.prompt, target) for t in tasks for target in targets_of(t)]
+    from langplay.tinyworld.tasks import FAMILIES
+
+    seen = [(FAMILIES[r["family"]].kind, r["prompt"], r["reference"]) for unit in pool for r in unit][:64]
+
+    def probe(policy, step: int) -> dict:
+        nll = reference_nll(policy, held_out)
+        return {"heldout_nll": nll["all"], **{f"heldout_nll_{k}": nll[k] for k in KINDS if k in nll},
+                "train_nll": reference_nll(policy, seen)["all"]}
+
+    return probe, tasks
+
+
+def run_small(method: str, seed: int, args) -> dict:
+    import datasets
+
+    from langplay.config import load_config
+    from langplay.evaluation.tinyworld import EVAL_TEMPERATURE, load_policy
+    from langplay.policy import Policy
+    from langplay.tinyworld.base import BASE_RECIPE, base_model_path, init_model
+    from langplay.tinyworld.tasks import check
+    from langplay.trainer import Trainer
+
+    out = args.work / "small" / f"{method}-{args.small_init}-seed{seed}"
+    size = per_step()
+    pool = units(args.small_demos, 10_000 + seed)
+    rows = datasets.Dataset.from_list(ordered_rows(pool, args.small_steps * size, seed, size))
+    probe, tasks = small_probe(pool, args.small_probe_per_level)
+    overrides = [f"train.steps={args.small_steps}", f"train.seed={seed}", f"run.output_dir={out}",
+                 f"sampling.max_new_tokens={ANSWER_TOKENS}",
+                 "run.progress=false", "run.save_every=0", "data.shuffle=false",
+                 f"run.eval_every={args.small_eval_every}", *METHODS[method][1]]
+    if args.small_init == "scratch":
+        recipe = {**BASE_RECIPE, **SMALL_RECIPE, "seed": seed}
+        model, tokenizer = init_model(recipe)
+        policy = Policy(model, tokenizer)
+        overrides += ["model.name_or_path=tinyworld-scratch", f"train.lr={SCRATCH_LR}",
+                      f"train.warmup_steps={SCRATCH_WARMUP}"]
+    else:
+        policy = load_policy(base_model_path())
+        overrides += [f"model.name_or_path={base_model_path()}"]
+    start = probe(policy, 0)
+    trained = float("nan")
+    if not (out / "final" / "model.safetensors").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        config = load_config(CONFIG, overrides)
+        started = time.time()
+        Trainer(config, policy=policy, dataset=rows, evaluate=probe).train()
+        trained = time.time() - started
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in metrics if "eval/heldout_nll" in m]
+    curve = {"step": [0] + [m["step"] for m in logged]}
+    for key in start:
+        curve[key] = [start[key]] + [m[f"eval/{key}"] for m in logged]
+    final = load_policy(out / "final")
+    responses = [r[0] for r in sample_answers(final, tasks, 1, EVAL_TEMPERATURE, PROBE_SEED)[0]]
+    scores = [check(t, r) for t, r in zip(tasks, responses)]
+    return {"method": method, "seed": seed, "init": args.small_init, "demos": sum(len(u) for u in pool),
+            "train_seconds": trained, **curve,
+            "accuracy": statistics.mean(float(s == 1.0) for s in scores), "score": statistics.mean(scores)}
+
+
+SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+# -- the experiment ----------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=40, help="training steps of every main run (16 rows each)")
+    parser.add_argument("--per-level", type=int, default=6, help="held-out prompts per family and level")
+    parser.add_argument("--lr", type=float, default=None, help="every main run's lr (default: the preset's)")
+    parser.add_argument("--k", type=int, default=4, help="samples per held-out prompt (Self-BLEU pool)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--small-demos", type=int, default=300, help="demonstrations in the small-data regime")
+    parser.add_argument("--small-steps", type=int, default=240, help="small-data training steps (16 rows each)")
+    parser.add_argument("--small-eval-every", type=int, default=20)
+    parser.add_argument("--small-probe-per-level", type=int, default=3)
+    parser.add_argument("--small-init", choices=["scratch", "base"], default="scratch")
+    parser.add_argument("--small-methods", nargs="*", default=["mle", "irl-0.2"], choices=list(METHODS))
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "irl_experiment")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the tables and plot from the saved JSON")
+    args = parser.parse_args(argv)
+    path = args.results / "irl_tinyworld.json"
+    if args.report_only:
+        results = json.loads(path.read_text())
+    else:
+        sys.path.insert(0, str(ROOT / "src"))
+        from langplay.cli import quiet_libraries
+        from langplay.tinyworld.base import base_model_path
+
+        quiet_libraries()
+        args.results.mkdir(parents=True, exist_ok=True)
+        settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
+        started = time.time()
+        results = {"settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),
+                   "runs": [], "small": []}
+        results["base_eval_seconds"] = time.time() - started
+        path.write_text(json.dumps(results, indent=2))
+        for seed in args.seeds:
+            for method in args.methods:
+                started = time.time()
+                out, trained = run_one(method, seed, args.steps, args.work, args.lr)
+                evaluated = time.time()
+                report = evaluate(out / "final", args.per_level, args.k, args.temperatures)
+                run = {"method": method, "seed": seed, "train_seconds": trained,
+                       "eval_seconds": time.time() - evaluated,
+                       "minutes": (time.time() - started) / 60, "train": training_curves(out), **report}
+                results["runs"].append(run)
+                hot = report["temperatures"][f"{max(args.temperatures):g}"]
+                print(f"{method:12s} seed {seed}: T {max(args.temperatures):g} accuracy exact "
+                      f"{hot['exact']['accuracy']:.3f} open {hot['open']['accuracy']:.3f}, Self-BLEU open "
+                      f"{hot['open']['self_bleu']:.3f}, rho {report['rewards']['all']['spearman_reward']:.3f}; "
+                      f"train {trained:.0f} s, {run['minutes']:.1f} min", flush=True)
+                path.write_text(json.dumps(results, indent=2))
+        for seed in args.seeds:
+            for method in args.small_methods:
+                started = time.time()
+                run = run_small(method, seed, args)
+                run["minutes"] = (time.time() - started) / 60
+                results["small"].append(run)
+                print(f"small {method:8s} seed {seed}: held-out NLL {run['heldout_nll'][0]:.3f} -> min "
+                      f"{min(run['heldout_nll']):.3f} -> {run['heldout_nll'][-1]:.3f}, train NLL "
+                      f"{run['train_nll'][-1]:.3f}; {run['minutes']:.1f} min", flush=True)
+                path.write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.results)
+    plot(results, args.results)
+    return 0
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+def finite(values) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
+def mean_sd(values) -> str:
+    values = finite(values)
+    if not values:
+        return "—"
+    if len(values) < 2:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def mean_of(values) -> float:
+    values = finite(values)
+    return statistics.mean(values) if values else float("nan")
+
+
+def label(method: str) -> str:
+    return METHODS[method][0] if method in METHODS else method
+
+
+def methods_in(runs: list[dict]) -> list[str]:
+    return [m for m in METHODS if any(r["method"] == m for r in runs)]
+
+
+def tail_mean(values, n: int = 5) -> float:
+    values = [v for v in (values or []) if v is not None]
+    return statistics.mean(values[-n:]) if values else float("nan")
+
+
+def write_markdown(results: dict, folder: Path) -> None:
+    s, runs, base = results["settings"], results["runs"], results["base"]
+    temps = [f"{t:g}" for t in s["temperatures"]]
+    hot = temps[-1] if "1" not in temps else "1"
+    command = (f"python experiments/irl_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
+               f"--per-level {s['per_level']} --k {s['k']} --temperatures {' '.join(temps)} "
+               f"--small-demos {s['small_demos']} --small-steps {s['small_steps']} "
+               f"--small-eval-every {s['small_eval_every']} --small-init {s['small_init']}")
+    if s["methods"] != list(METHODS):
+        command += f" --methods {' '.join(s['methods'])}"
+    if s["small_methods"] != ["mle", "irl-0.2"]:
+        command += f" --small-methods {' '.join(s['small_methods'])}"
+    lr_note = f" except lr {s['lr']:g}" if s.get("lr") else ""
+    if s.get("lr"):
+        command += f" --lr {s['lr']:g}"
+    lines = [
+        "# IRL in tinyworld: MLE vs MLE + entropy vs offline IRL (λ sweep) vs online IRL", "",
+        f"Regenerate: `{command}` (tables and plot alone: add `--report-only`). From the shipped base model; "
+        "demonstrations from the training split, families of kind exact (add, count, max, reverse: one reference) "
+        f"and open (between, letters, sum_to: {K_OPEN} different valid answers per prompt, in the same batch), half "
+        f"the rows each. Every method: {s['steps']} steps of 16 rows, the lr and length limit of "
+        f"`configs/irl_tinyworld.yaml`{lr_note}, gamma 1; online IRL: a quarter of each batch's rows are the model's own "
+        f"samples of the step's prompts (temperature 1, at most {ANSWER_TOKENS} tokens). Held-out prompts: "
+        f"{s['per_level']} per family and level ({s['per_level'] * 28} prompts), {s['k']} samples each at "
+        f"temperatures {', '.join(temps)}. Accuracy: checker == 1, over all samples; score: mean checker score. "
+        f"Self-BLEU: per prompt over its {s['k']} samples (pool = the other samples), BLEU-{SELF_BLEU_N} on "
+        "characters, nltk smoothing method1, 0-1, higher = less diverse; distinct-2: distinct character bigrams / "
+        "all, per prompt then averaged (0 for one-character answers); distinct answers: distinct samples / k. "
+        f"Samples are cut at {ANSWER_TOKENS} tokens (the longest reference has 18 characters; \"cut at limit\": "
+        "the share of samples without EOS, a sign of a model that lost its stopping); token entropy: the model's "
+        "mean next-token entropy on its own samples. "
+        "Reference NLL: per-token NLL of held-out references (open prompts: "
+        f"{K_OPEN} valid answers each). Mean ± standard deviation over seeds.", "",
+        f"## Held-out results at temperature {hot}", "",
+        "| method | acc exact | acc open | score open | Self-BLEU exact | Self-BLEU open | distinct-2 open | "
+        "distinct answers open | ref NLL exact | ref NLL open | token entropy | cut at limit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(name: str, reports: list[dict]) -> str:
+        cell = lambda kind, key: mean_sd([r["temperatures"][hot][kind][key] for r in reports])
+        return (f"| {name} | {cell('exact', 'accuracy')} | {cell('open', 'accuracy')} | {cell('open', 'score')} | "
+                f"{cell('exact', 'self_bleu')} | {cell('open', 'self_bleu')} | {cell('open', 'distinct_2')} | "
+                f"{cell('open', 'distinct_answers')} | "
+                f"{mean_sd([r['reference_nll'].get('exact') for r in reports])} | "
+                f"{mean_sd([r['reference_nll'].get('open') for r in reports])} | "
+                f"{mean_sd([r['rewards']['all']['token_entropy'] for r in reports if 'rewards' in r])} | "
+                f"{mean_sd([mean_of([r['temperatures'][hot][k].get('truncated') for k in KINDS]) for r in reports])} |")
+
+    lines.append(row("base model", [base]))
+    for method in methods_in(runs):
+        lines.append(row(label(method), [r for r in runs if r["method"] == method]))
+    lines += ["", "## Accuracy–diversity frontier (means over seeds)", "",
+              "| method | T | acc exact | Self-BLEU exact | distinct answers exact | acc open | score open | "
+              "Self-BLEU open | distinct-2 open |", "|---|---|---|---|---|---|---|---|---|"]
+    for method in ["base"] + methods_in(runs):
+        reports = [base] if method == "base" else [r for r in runs if r["method"] == method]
+        for t in temps:
+            m = lambda kind, key: f"{mean_of([r['temperatures'][t][kind][key] for r in reports]):.3f}"
+            lines.append(f"| {'base model' if method == 'base' else label(method)} | {t} | {m('exact', 'accuracy')} | "
+                         f"{m('exact', 'self_bleu')} | {m('exact', 'distinct_answers')} | {m('open', 'accuracy')} | "
+                         f"{m('open', 'score')} | {m('open', 'self_bleu')} | {m('open', 'distinct_2')} |")
+    rt = float(base.get("rewards", {}).get("temperature", hot))
+    lines += ["", f"## Extracted reward vs checker score (Spearman, samples at temperature {rt:g})", "",
+              "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - V(s_t+1) under the trained "
+              "model itself (gamma 1, EOS appended: terminal, so it equals log pi(y|x) + V(s_0)); pooled over all "
+              f"{s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.", "",
+              "| method | ρ reward, all | ρ reward, exact | ρ reward, open | ρ log-lik, all | ρ log-lik, open |",
+              "|---|---|---|---|---|---|"]
+    for method in ["base"] + methods_in(runs):
+        reports = [base] if method == "base" else [r for r in runs if r["method"] == method and "rewards" in r]
+        rho = lambda kind, key: mean_sd([r["rewards"][kind][key] for r in reports])
+        lines.append(f"| {'base model' if method == 'base' else label(method)} | {rho('all', 'spearman_reward')} | "
+                     f"{rho('exact', 'spearman_reward')} | {rho('open', 'spearman_reward')} | "
+                     f"{rho('all', 'spearman_loglik')} | {rho('open', 'spearman_loglik')} |")
+    lines += ["", "## Training (mean of the last 5 steps)", "",
+              "The TD term (mean squared implicit reward on demonstration tokens) and V (mean soft value on them) "
+              "are logged apart: V is a free shift of the logits (reference/irl.md).", "",
+              "| method | NLL | TD term | mean V | entropy | s/step | train s/run |", "|---|---|---|---|---|---|---|"]
+    for method in methods_in(runs):
+        mine = [r for r in runs if r["method"] == method]
+        tail = lambda key: mean_sd([tail_mean(r["train"].get(key)) for r in mine])
+        lines.append(f"| {label(method)} | {tail('nll')} | {tail('td')} | {tail('value')} | {tail('entropy')} | "
+                     f"{mean_sd([r['train']['seconds_per_step'] for r in mine])} | "
+                     f"{mean_sd([r['train_seconds'] for r in mine])} |")
+    small = results.get("small", [])
+    if small:
+        init = small[0]["init"]
+        where = ("from scratch (character Llama, hidden 128, 2 layers, lr "
+                 f"{SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})" if init == "scratch"
+                 else "from the shipped base model (lr of the preset)")
+        epochs = s["small_steps"] * 16 / max(1, small[0]["demos"])
+        lines += ["", "## Small-data regime", "",
+                  f"{small[0]['demos']} demonstrations (the same mix), {s['small_steps']} steps of 16 rows (about "
+                  f"{epochs:.0f} epochs), {where}; the same settings for both methods. NLL: per token, of held-out "
+                  f"references ({s['small_probe_per_level']} prompts per family and level) and of the first 64 "
+                  f"training demonstrations, every {s['small_eval_every']} steps. Accuracy: near-greedy, the "
+                  "held-out probe prompts, at the end.", "",
+                  "| method | held-out NLL start | min (step) | final | final − min | train NLL final | "
+                  "accuracy | score |", "|---|---|---|---|---|---|---|---|"]
+        for method in methods_in(small):
+            mine = [r for r in small if r["method"] == method]
+            best = [min(range(len(r["heldout_nll"])), key=r["heldout_nll"].__getitem__) for r in mine]
+            steps = ", ".join(str(r["step"][i]) for r, i in zip(mine, best))
+            lines.append(
+                f"| {label(method)} | {mean_sd([r['heldout_nll'][0] for r in mine])} | "
+                f"{mean_sd([r['heldout_nll'][i] for r, i in zip(mine, best)])} ({steps}) | "
+                f"{mean_sd([r['heldout_nll'][-1] for r in mine])} | "
+                f"{mean_sd([r['heldout_nll'][-1] - r['heldout_nll'][i] for r, i in zip(mine, best)])} | "
+                f"{mean_sd([r['train_nll'][-1] for r in mine])} | {mean_sd([r['accuracy'] for r in mine])} | "
+                f"{mean_sd([r['score'] for r in mine])} |")
+    lines += ["", "Plot: `irl_tinyworld.png` (accuracy against Self-BLEU, one point per method and temperature, "
+              "exact and open families; small-data NLL curves, held-out solid, training dashed).", ""]
+    reading = folder / "irl_tinyworld_reading.md"
+    if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
+        lines += [reading.read_text()]
+    (folder / "irl_tinyworld.md").write_text("\n".join(lines))
+
+
+def plot(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs, base, small = results["runs"], results["base"], results.get("small", [])
+    temps = [f"{t:g}" for t in results["settings"]["temperatures"]]
+    markers = ["o", "s", "^", "D", "v"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    colours = {m: f"C{i}" for i, m in enumerate(["base", *METHODS])}
+    for ax, kind in zip(axes[:2], KINDS):
+        for method in ["base"] + methods_in(runs):
+            reports = [base] if method == "base" else [r for r in runs if r["method"] == method]
+            xs = [mean_of([r["temperatures"][t][kind]["self_bleu"] for r in reports]) for t in temps]
+            ys = [mean_of([r["temperatures"][t][kind]["accuracy"] for r in reports]) for t in temps]
+            ax.plot(xs, ys, "-", color=colours[method], alpha=0.5)
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                ax.scatter([x], [y], color=colours[method], marker=markers[i % len(markers)],
+                           label=("base model" if method == "base" else label(method)) if i == 0 else None)
+        ax.set(title=f"{kind} families: accuracy vs diversity", xlabel=f"per-prompt Self-BLEU (lower = more diverse)",
+               ylabel="accuracy (checker == 1)")
+        ax.grid(alpha=0.3)
+    for i, t in enumerate(temps):  # marker key: one marker per sampling temperature
+        axes[0].scatter([], [], color="grey", marker=markers[i % len(markers)], label=f"T = {t}")
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for method in methods_in(small):
+        mine = [r for r in small if r["method"] == method]
+        steps = mine[0]["step"]
+        for key, style in (("heldout_nll", "-"), ("train_nll", "--")):
+            curve = [mean_of([r[key][i] for r in mine if i < len(r[key])]) for i in range(len(steps))]
+            ax.plot(steps, curve, style, color=colours[method],
+                    label=f"{label(method)}, {'held-out' if key == 'heldout_nll' else 'train'}")
+    if small:
+        ax.set(title=f"small data ({small[0]['demos']} demos, {small[0]['init']}): NLL per token", xlabel="step",
+               ylabel="NLL (nats / token)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    else:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(folder / "irl_tinyworld.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
