@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,18 @@ def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
+
+
+def with_cache(model, cache) -> dict:
+    """Keyword arguments that pass a KV cache to `model`, by the name its transformers version uses."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_argument(type(base)): cache, "use_cache": True}
+
+
+@functools.lru_cache
+def _cache_argument(model_class) -> str:
+    # transformers 5.24 renamed `past_key_values` to `cache` (the old name still works, with a warning)
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -295,10 +309,10 @@ def completion_states(model, input_ids, attention_mask, width: int, one_more: bo
     cache = DynamicCache()
     prompt_out = decoder(input_ids=input_ids[::group, :prompt_width],
                          attention_mask=None if mask is None else mask[::group, :prompt_width],
-                         position_ids=positions[::group, :prompt_width], past_key_values=cache, use_cache=True)
+                         position_ids=positions[::group, :prompt_width], **with_cache(decoder, cache))
     cache.batch_repeat_interleave(group)
     completion_out = decoder(input_ids=input_ids[:, prompt_width:], attention_mask=mask,
-                             position_ids=positions[:, prompt_width:], past_key_values=cache, use_cache=True)
+                             position_ids=positions[:, prompt_width:], **with_cache(decoder, cache))
     last_prompt_state = prompt_out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
     return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1 + one_more]], 1)
 

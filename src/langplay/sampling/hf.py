@@ -11,6 +11,7 @@ import torch
 from transformers import DynamicCache
 
 from langplay.config import SamplingConfig
+from langplay.policy import with_cache
 from langplay.sampling import Samples
 
 _M31 = (1 << 31) - 1
@@ -95,7 +96,7 @@ def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, 
     padded = not bool(attention.all())  # without left padding no mask is needed (causal attention, rows dropped)
     cache = DynamicCache()
     logits = model(input_ids=input_ids, attention_mask=attention if padded else None, position_ids=positions,
-                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                   **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
     # One prefill per prompt, then n rows per prompt.
     cache.batch_repeat_interleave(n)
     logits, attention = logits.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)
@@ -122,7 +123,7 @@ def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, 
             picked, attention, next_position = picked[index], attention[index], next_position[index]
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
         logits = model(input_ids=picked.unsqueeze(-1).to(device), attention_mask=attention if padded else None,
-                       position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True).logits[:, -1]
+                       position_ids=next_position.unsqueeze(-1), **with_cache(model, cache)).logits[:, -1]
         next_position = next_position + 1
     model.train(was_training)
     return tokens, token_logps, done
