@@ -1,6 +1,6 @@
 """The JEPO paper's experiment in tinyworld: SFT vs RL with a verifier vs JEPO (single, multi) vs JEPO + RL.
 
-    python experiments/jepo_tinyworld.py [--seeds 0 1 2] [--steps 30] [--per-level 12]
+    python experiments/jepo_tinyworld.py [--seeds 0 1 2] [--steps 30] [--per-level 40]
 
 From the shipped base model, the same budget for every method: 16 prompts per step, 4 samples each (SFT: the 16
 reference solutions), the same steps and learning rate. Three splits of tinyworld's reasoning families:
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--per-level", type=int, default=12)
+    parser.add_argument("--per-level", type=int, default=40)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "jepo_experiment")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
@@ -135,7 +135,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "# JEPO in tinyworld: SFT vs RL with a verifier vs JEPO vs JEPO + RL", "",
         f"Regenerate: `python experiments/jepo_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
         f"--per-level {s['per_level']}`. From the shipped base model, {s['steps']} steps of 16 prompts x 4 samples "
-        "(SFT: 16 reference solutions per step), lr 2e-4, the rest as `configs/jepo_tinyworld.yaml`. Held-out "
+        "(SFT: 16 reference solutions per step), lr 5e-5, the rest as `configs/jepo_tinyworld.yaml`. Held-out "
         f"instances ({s['per_level']} per family and level), near-greedy decoding; accuracy by the checker (withheld "
         "from training where the split says so); proxy NLL = -log (1/4) sum_i pi(a*|x, c_i) over 4 sampled chains "
         "(lower is better). Mean ± standard deviation over seeds.", "",

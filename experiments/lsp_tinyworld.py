@@ -23,22 +23,22 @@ METHODS = {
 }
 
 
-def run_one(method: str, seed: int, steps: int, work: Path) -> Path:
+def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = None) -> Path:
     from langplay.config import load_config
     from langplay.tinyworld.base import base_model_path
-    from langplay.tinyworld.datasets import judge_reward, task_dataset
+    from langplay.tinyworld.datasets import task_dataset
     from langplay.trainer import Trainer
 
     out = work / f"{method.split()[0].lower()}-seed{seed}"
     config = load_config(ROOT / METHODS[method], [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
         f"run.output_dir={out}", "run.progress=false", "run.samples_per_step=16", "run.save_every=0",
-        "grpo.group_size=4", "train.prompts_per_step=16",
+        "grpo.group_size=4", "train.prompts_per_step=16", *([f"train.lr={lr}"] if lr else []),
     ])
     if (out / "final" / "model.safetensors").is_file():
         return out
     if config.algorithm == "grpo":  # the data baseline: tinyworld's training prompts, every family
-        trainer = Trainer(config, dataset=task_dataset("train", 4000, seed), rewards=[judge_reward])
+        trainer = Trainer(config, dataset=task_dataset("train", 4000, seed))  # the preset names the judge as reward
     else:
         trainer = Trainer(config)
     trainer.train()
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--per-level", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=None, help="every run's lr (default: each preset's)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_experiment")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for method in METHODS:
             started = time.time()
-            out = run_one(method, seed, args.steps, args.work)
+            out = run_one(method, seed, args.steps, args.work, args.lr)
             report = evaluate_world(out / "final", baseline=base_model_path(), per_level=args.per_level, seed=123)
             metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
             run = {
@@ -123,7 +124,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "# LSP in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data)",
         "",
         f"Regenerate: `python experiments/lsp_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
-        f"--per-level {s['per_level']}`. From the shipped base model; reward: tinyworld's judge for all; 16 prompts "
+        f"--per-level {s['per_level']}" + (f" --lr {s['lr']:g}" if s.get("lr") else "") + "`. From the shipped base model; reward: tinyworld's judge for all; 16 prompts "
         "(GRPO) or 16 challenger queries (LSP) x 4 solver answers per step; evaluation on held-out instances "
         f"({s['per_level']} per family and level), near-greedy decoding; win rate against the base model (judge "
         "decides each prompt, ties count half). Mean ± standard deviation over seeds.",
@@ -166,23 +167,10 @@ def write_markdown(results: dict, folder: Path) -> None:
                                         for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
             lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
                          f"{mix('queries_last')}")
-    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", "",
-              "## Reading (40 steps, lr 2e-4, the presets' settings)", "",
-              "- No method beat the base model on held-out prompts: every win rate is below 0.5 and every mean score",
-              "  is at or below the base's. At these settings the updates mostly add noise (KL grows, reward stays",
-              "  flat); this is a negative result of the presets, not yet a comparison of the methods at their best.",
-              "- GRPO on data lost least; LSP (with the quality self-reward) did better than LSP-Zero on score and",
-              "  accuracy, in the direction the paper reports, but within one standard deviation over 3 seeds.",
-              "- The challenger learned to write valid tasks in both variants (parseable queries from about 0.3 to",
-              "  about 0.85): unparseable queries get the judge's surface score, which is high, so they are *easy*",
-              "  for the solver and bad for the challenger. LSP-Zero did not degenerate into nonsense here, unlike",
-              "  the paper's observation with a neural reward model; tinyworld's judge rewards tidy short answers",
-              "  to nonsense, but the challenger gains nothing from that hole.",
-              "- Unexpectedly, the valid queries drifted to *easier* levels (level 1 from ~0.15 to 0.47 in LSP-Zero,",
-              "  0.80 in LSP), not to the hard ones eq. 3 favours. Our reading, not yet tested: leaving nonsense (the",
-              "  large gain in -V) dominates, and the base model writes mostly easy valid tasks (it was trained on",
-              "  them); in LSP the quality score (correct answers earn criteria 5-6) pulls further towards easy.",
-              "- Next: a learning-rate sweep (5e-5, 1e-4) and longer runs, on a stronger base model.", ""]
+    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", ""]
+    reading = folder / "lsp_tinyworld_reading.md"
+    if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
+        lines += [reading.read_text()]
     (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
 
 
