@@ -112,6 +112,32 @@ def test_losses_and_gradients_by_hand(tiny_model, reduction):
         assert torch.allclose(a, p.grad, atol=1e-5)
 
 
+def test_kl_as_a_reward_penalty_by_hand(tiny_model):
+    """kl_penalty=reward: -(1/NG) sum ratio * (A - beta sg(log pi/pi_Ref)), and alpha_Ch times the challenger's twin."""
+    lsp = make_lsp(tiny_model, "lsp.kl_penalty=reward")
+    exp = lsp.collect([{}] * 3, [1, 2, 3])
+    batch, model = exp.batch, lsp.policy.model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    loss, _ = lsp.loss(batch, exp.counts)
+    loss.backward()
+    ours = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    s = hand_sequence_logprobs(model, batch, "mean")
+    with torch.no_grad():
+        s_ref = hand_sequence_logprobs(lsp.policy.reference, batch, "mean")
+    A, beta, alpha = batch["advantages"], 0.1, 0.5
+    shaped = A - beta * (s - s_ref).detach()
+    per_sequence = -torch.exp(s - s.detach()) * shaped
+    hand = per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3
+    assert loss.item() == pytest.approx(hand.item(), abs=1e-5)
+    hand.backward()
+    for a, p in zip(ours, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
 def test_challenger_reference_is_taken_under_the_challenger_prompt(tiny_model):
     lsp = make_lsp(tiny_model)
     exp = lsp.collect([{}] * 3, [1, 2, 3])

@@ -165,7 +165,7 @@ def build_base_command(
 @friendly
 def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="run folder"),
-    steps: int = typer.Option(50, "--steps", help="training steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the demo preset's)"),
 ):
     """A few minutes of Language Self-Play on tinyworld (no data), then a before/after table and plots."""
     quiet_libraries()

@@ -131,6 +131,9 @@ class LSPConfig(Section):
     beta: float = Field(0.05, ge=0)  # log-ratio KL to the reference, both roles (paper: 0.05)
     alpha_challenger: float = Field(1.0, ge=0)  # weight of L_Ch in L_Sol + alpha L_Ch (not reported)
     logprob_reduction: Literal["mean", "sum"] = "mean"  # log pi(seq): token mean (TRL-like) or the sum of eq. 4-5
+    # "loss": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient is zero in expectation (see lsp.py);
+    # "reward": the same term as a penalty on the advantage, whose gradient is the KL's
+    kl_penalty: Literal["loss", "reward"] = "loss"
     self_reward: bool = False  # False: LSP-Zero; True: LSP, adding the quality score R_Q
     self_reward_function: str | None = None  # "module:name" scorer for R_Q; None: the reference model as judge (Box 3)
     self_reward_weight: float = 1.0  # R + w R_Q (the paper adds them unscaled)

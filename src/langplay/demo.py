@@ -21,13 +21,14 @@ PRESET = Path(__file__).resolve().parent / "tinyworld" / "lsp_demo.yaml"
 FIRST_STEPS = 5  # the challenger's queries are compared over the first and the last FIRST_STEPS steps
 
 
-def run_demo(output_dir: str | Path = "runs/demo", steps: int = 50, per_level: int = 8, seed: int = 0) -> dict:
+def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per_level: int = 8, seed: int = 0) -> dict:
     console = Console()
     output_dir = Path(output_dir)
     base = base_model_path()
     console.rule("[bold]langplay demo: Language Self-Play on tinyworld (no data), from the shipped base model")
     config = load_config(PRESET, [
-        f"model.name_or_path={base}", f"train.steps={steps}", f"train.seed={seed}", f"run.output_dir={output_dir}",
+        f"model.name_or_path={base}", *([f"train.steps={steps}"] if steps else []), f"train.seed={seed}",
+        f"run.output_dir={output_dir}",
     ])
     from langplay.trainer import Trainer
 

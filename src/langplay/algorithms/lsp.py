@@ -14,7 +14,12 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
 - log pi of a sequence: the mean over its tokens (`logprob_reduction="mean"`, like TRL's token-level GRPO that
   the paper's baseline used); "sum" follows eq. 4-5 literally.
 - alpha_Ch = 1; G = 4 answers per query; R and R_Q are added unscaled (`self_reward_weight=1`).
-- The KL term is the plain log-ratio of the sampled sequence (k1), as in eq. 4-5, for both roles.
+- The KL term is the plain log-ratio of the sampled sequence (k1), as in eq. 4-5, for both roles. Written so,
+  its gradient is beta * grad log pi(a) for sampled a, which is zero in expectation: it does not pull the policy
+  towards the reference (in tinyworld the solver's KL grew to 1-3 nats within 100 steps at lr 1e-4).
+  `kl_penalty="reward"` moves the same term into the advantage, A - beta * sg(log pi/pi_Ref), whose expected
+  gradient is the gradient of KL(pi || pi_Ref) (the usual "KL in the reward" of RLHF). "loss" stays the default:
+  it is the paper's equation.
 - Queries that are empty or overlong (cut at max_query_tokens) are kept: they are answered, scored and trained
   on like any other, so the challenger learns to avoid them.
 """
@@ -165,7 +170,10 @@ class LSP:
         seq_ref = sequence_logprob(batch["ref_logp"], mask, args.logprob_reduction)
         ratio = torch.exp(seq_logp - seq_logp.detach())  # pi / sg(pi): 1, with gradient grad log pi
         log_ratio = seq_logp - seq_ref  # log(pi / pi_Ref)
-        per_sequence = -(ratio * batch["advantages"] - args.beta * log_ratio)
+        if args.kl_penalty == "loss":  # eq. 4-5 as written
+            per_sequence = -(ratio * batch["advantages"] - args.beta * log_ratio)
+        else:  # the KL as a penalty on the advantage: its expected gradient is grad KL(pi || pi_Ref)
+            per_sequence = -ratio * (batch["advantages"] - args.beta * log_ratio.detach())
         challenger = batch["is_challenger"]
         weight = (1 - challenger) / counts["solver_sequences"] + challenger * args.alpha_challenger / counts["challenger_sequences"]
         return (weight * per_sequence).sum(), {}
