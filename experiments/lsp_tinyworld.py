@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     results: dict = {"settings": vars(args) | {"work": str(args.work), "results": str(args.results)}, "runs": []}
     base_report = evaluate_world(base_model_path(), per_level=args.per_level, seed=123)
-    results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"]}
+    results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"],
+                       "by_family": family_means(base_report["table"]), "by_level": level_means(base_report["table"])}
     for seed in args.seeds:
         for method in METHODS:
             started = time.time()
@@ -144,6 +145,8 @@ def write_markdown(results: dict, folder: Path) -> None:
     families = sorted(runs[0]["by_family"])
     lines += ["", "Mean score by family (held-out):", "",
               "| method | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    if "by_family" in results["base"]:
+        lines.append("| base model | " + " | ".join(f"{results['base']['by_family'][f]:.3f}" for f in families) + " |")
     for method in METHODS:
         mine = [r for r in runs if r["method"] == method]
         if mine:
@@ -152,6 +155,8 @@ def write_markdown(results: dict, folder: Path) -> None:
     levels = sorted(runs[0]["by_level"])
     lines += ["", "Mean score by level (held-out):", "", "| method | " + " | ".join(f"level {l}" for l in levels) + " |",
               "|---|" + "---|" * len(levels)]
+    if "by_level" in results["base"]:
+        lines.append("| base model | " + " | ".join(f"{results['base']['by_level'][l]:.3f}" for l in levels) + " |")
     for method in METHODS:
         mine = [r for r in runs if r["method"] == method]
         if mine:
