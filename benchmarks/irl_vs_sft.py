@@ -3,8 +3,9 @@
     python benchmarks/irl_vs_sft.py [--rounds 3] [--steps 6] [--threads 2]
 
 Both start from tinyworld's shipped base model with `configs/irl_tinyworld.yaml` (16 demonstrations per step):
-SFT, and IRL at lambda 0.5 (the TD term needs the soft values, a logsumexp over the vocabulary at each position,
-and one more position for bootstrapping). They alternate in blocks (benchmarks/step_cost.py).
+SFT, and IRL at the preset's lambda (the cost does not depend on it: the TD term needs the soft values, a
+logsumexp over the vocabulary at each position, and one more position for bootstrapping). They alternate in
+blocks (benchmarks/step_cost.py).
 """
 
 from __future__ import annotations

@@ -22,7 +22,10 @@ Where the paper is silent, the defaults (config.IRLConfig) are:
 - gamma = 1.0: episodes end at EOS or the length limit, so no discount is needed to keep values finite, and with
   gamma = 1 the summed reward telescopes to log pi(y|x) + V(s_0); LM reimplementations use 1.0, IQ-Learn's
   control default is 0.99;
-- lambda = 0.5: IQ-Learn's default alpha = 0.5 (lambda = 1/(4 alpha)); the paper's grid is not published;
+- lambda = 0.5: IQ-Learn's default alpha = 0.5 (lambda = 1/(4 alpha)); the paper's grid is not published. It
+  suits training from scratch, where values start near 0. Fine-tuning a model trained without the TD term, r^2
+  starts large (tinyworld's base: V about 11 nats, r^2 about 90 per token against an NLL about 1.3), so lambda
+  >= 0.05 swamps the NLL and wrecks the model; results/irl_tinyworld.md measured 0.001-0.01 as the usable range;
 - every expectation is a mean over completion tokens (IQ-Learn averages over transitions in a batch), taken over
   the whole step so micro-batches add up; prompt and padding positions are not transitions and carry no loss.
 """
