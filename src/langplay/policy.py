@@ -169,16 +169,15 @@ class Policy:
                  with_values: bool = False) -> TokenLogprobs:
         return sequence_logprobs(self.model, batch, temperature, self.chunk_tokens, with_entropy, with_values)
 
-    @torch.no_grad()
     def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:
         """Log-probs of the completion tokens under the frozen reference, micro-batch by micro-batch."""
-        out = torch.zeros(batch["completion_mask"].shape, dtype=torch.float32, device=batch["completion_mask"].device)
-        with self.reference_model() as reference:
+        with torch.inference_mode(), self.reference_model() as reference:  # no autograd bookkeeping at all
+            out = torch.zeros(batch["completion_mask"].shape, dtype=torch.float32, device=batch["completion_mask"].device)
             for start in range(0, out.shape[0], micro_batch_size):
                 part = slice_batch(batch, start, start + micro_batch_size)
                 logp = sequence_logprobs(reference, part, temperature, self.chunk_tokens).logp
                 out[start : start + micro_batch_size, : logp.shape[1]] = logp
-        return out
+        return out.clone()  # outside inference mode: an ordinary tensor, usable in the loss under autograd
 
     @contextlib.contextmanager
     def reference_model(self):
