@@ -10,17 +10,12 @@ They alternate in blocks (benchmarks/step_cost.py). Prints median step times, le
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from step_cost import compare, report  # noqa: E402
+import step_cost  # noqa: E402
 
 FAMILIES = ["word_problem", "multiply", "spell"]
 RL = ["algorithm=grpo", "grpo.group_size=4", "grpo.leave_one_out=true", "grpo.scale_rewards=none", "grpo.beta=1e-3",
@@ -39,32 +34,12 @@ def trainer_for(overrides: list[str], work: Path):
         f"model.name_or_path={base_model_path()}", "train.steps=100000", "train.prompts_per_step=16",
         f"run.output_dir={work}", "run.progress=false", "run.save_every=0", *overrides,
     ])
-    trainer = Trainer(config, dataset=datasets.Dataset.from_list(task_rows("train", 2000, 0, families=FAMILIES)))
-    trainer.trackers = None
-    return trainer
+    return Trainer(config, dataset=datasets.Dataset.from_list(task_rows("train", 2000, 0, families=FAMILIES)))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from langplay.cli import quiet_libraries
-
-    quiet_libraries()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainers = {"RL": trainer_for(RL, Path(tmp) / "rl"), "JEPO": trainer_for([], Path(tmp) / "jepo")}
-        result = compare(trainers, args.rounds, args.steps)
-    report(result, "RL")
-    ratio = result["JEPO"]["median_step_s"] / result["RL"]["median_step_s"]
-    print(f"JEPO / RL: {ratio:.3f}  (target <= 1.5)")
-    if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "methods": result, "ratio_jepo_over_rl": ratio},
-                                        indent=2))
-    return 0
+    trainers = {"RL": lambda work: trainer_for(RL, work), "JEPO": lambda work: trainer_for([], work)}
+    return step_cost.run(argv, trainers, peer="RL", target=1.5, rounds=3, steps=4)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ ratio can be explained (longer completions, or more passes).
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 DETAILS = ("completion_length", "answer_length", "query_length", "time/generate", "time/reference", "time/bound",
            "time/reward", "time/collect", "time/loss_backward")
@@ -39,3 +44,35 @@ def report(result: dict, peer: str) -> None:
         details = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k not in ("median_step_s", "steps"))
         print(f"{method:9s} median step {row['median_step_s']:.3f} s over {row['steps']} steps "
               f"(x{row['median_step_s'] / result[peer]['median_step_s']:.2f} {peer}; {details})")
+
+
+def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: float, rounds: int, steps: int) -> int:
+    """The benchmarks' command line: build each trainer (a function of its work folder), compare them against
+    `peer`, print the ratios against `target`, and write them as JSON with --json."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    import torch
+
+    from langplay.cli import quiet_libraries
+
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    with tempfile.TemporaryDirectory() as tmp:
+        built = {method: make(Path(tmp) / method) for method, make in trainers.items()}
+        for trainer in built.values():
+            trainer.trackers = None
+        result = compare(built, args.rounds, args.steps)
+    report(result, peer)
+    ratios = {}
+    for method in result:
+        if method != peer:
+            ratio = result[method]["median_step_s"] / result[peer]["median_step_s"]
+            ratios[f"ratio_{method.lower().replace('-', '_')}_over_{peer.lower()}"] = ratio
+            print(f"{method} / {peer}: {ratio:.3f}  (target <= {target:g})")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "methods": result, **ratios}, indent=2))
+    return 0

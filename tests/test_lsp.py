@@ -83,20 +83,31 @@ def test_values_and_advantages_by_hand(tiny_model, self_reward):
     assert exp.metrics["reward"] == pytest.approx(R.mean().item())
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_losses_and_gradients_by_hand(tiny_model, reduction):
-    lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}")
+def loss_and_gradients_after_a_move(lsp):
+    """Collect a step, move the policy off the reference (so the KL term is not zero), then take our loss and grads."""
     exp = lsp.collect([{}] * 3, [1, 2, 3])
-    batch, model = exp.batch, lsp.policy.model
-    # the reference starts equal to the policy: move the policy so that the KL term is not zero
+    model = lsp.policy.model
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    loss, _ = lsp.loss(batch, exp.counts)
+    loss, _ = lsp.loss(exp.batch, exp.counts)
     loss.backward()
     ours = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    return exp.batch, model, loss, ours
 
+
+def assert_same_loss_and_gradients(loss, ours, hand, model):
+    assert loss.item() == pytest.approx(hand.item(), abs=1e-5)
+    hand.backward()
+    for a, p in zip(ours, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_losses_and_gradients_by_hand(tiny_model, reduction):
+    lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}")
+    batch, model, loss, ours = loss_and_gradients_after_a_move(lsp)
     s = hand_sequence_logprobs(model, batch, reduction)
     with torch.no_grad():
         s_ref = hand_sequence_logprobs(lsp.policy.reference, batch, reduction)
@@ -105,37 +116,20 @@ def test_losses_and_gradients_by_hand(tiny_model, reduction):
     L_sol = -(1 / 9) * (A[solver] * torch.exp(s[solver] - s[solver].detach()) - beta * (s[solver] - s_ref[solver])).sum()
     L_ch = -(1 / 3) * (A[challenger] * torch.exp(s[challenger] - s[challenger].detach())
                        - beta * (s[challenger] - s_ref[challenger])).sum()
-    hand = L_sol + alpha * L_ch
-    assert loss.item() == pytest.approx(hand.item(), abs=1e-5)
-    hand.backward()
-    for a, p in zip(ours, model.parameters()):
-        assert torch.allclose(a, p.grad, atol=1e-5)
+    assert_same_loss_and_gradients(loss, ours, L_sol + alpha * L_ch, model)
 
 
 def test_kl_as_a_reward_penalty_by_hand(tiny_model):
     """kl_penalty=reward: -(1/NG) sum ratio * (A - beta sg(log pi/pi_Ref)), and alpha_Ch times the challenger's twin."""
     lsp = make_lsp(tiny_model, "lsp.kl_penalty=reward")
-    exp = lsp.collect([{}] * 3, [1, 2, 3])
-    batch, model = exp.batch, lsp.policy.model
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    loss, _ = lsp.loss(batch, exp.counts)
-    loss.backward()
-    ours = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-
+    batch, model, loss, ours = loss_and_gradients_after_a_move(lsp)
     s = hand_sequence_logprobs(model, batch, "mean")
     with torch.no_grad():
         s_ref = hand_sequence_logprobs(lsp.policy.reference, batch, "mean")
     A, beta, alpha = batch["advantages"], 0.1, 0.5
     shaped = A - beta * (s - s_ref).detach()
     per_sequence = -torch.exp(s - s.detach()) * shaped
-    hand = per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3
-    assert loss.item() == pytest.approx(hand.item(), abs=1e-5)
-    hand.backward()
-    for a, p in zip(ours, model.parameters()):
-        assert torch.allclose(a, p.grad, atol=1e-5)
+    assert_same_loss_and_gradients(loss, ours, per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3, model)
 
 
 def test_challenger_reference_is_taken_under_the_challenger_prompt(tiny_model):
