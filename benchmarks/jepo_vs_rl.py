@@ -4,7 +4,8 @@
 
 Both start from tinyworld's shipped base model on the reasoning families: 16 prompts x 4 samples per step.
 RL: GRPO with a leave-one-out baseline and tinyworld's 0/1 verifier (the JEPO paper's RL baseline). JEPO: the
-multi-sample bound (one extra teacher-forced pass on [x, c_i, a*], forward without and then with gradient).
+multi-sample bound, the default rows [x | c_i, a*] (one no-grad pass for S_i, then one training pass). JEPO-generation:
+the paper's update written literally, rows [x | y_i] plus rows [x, c_i | a*] (twice the training tokens).
 They alternate in blocks (benchmarks/step_cost.py). Prints median step times, lengths and timing parts.
 """
 
@@ -38,7 +39,8 @@ def trainer_for(overrides: list[str], work: Path):
 
 
 def main(argv=None) -> int:
-    trainers = {"RL": lambda work: trainer_for(RL, work), "JEPO": lambda work: trainer_for([], work)}
+    trainers = {"RL": lambda work: trainer_for(RL, work), "JEPO": lambda work: trainer_for([], work),
+                "JEPO-generation": lambda work: trainer_for(["jepo.policy_gradient=generation"], work)}
     return step_cost.run(argv, trainers, peer="RL", target=1.5, rounds=3, steps=4)
 
 

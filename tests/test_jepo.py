@@ -219,28 +219,50 @@ def answer_loglik(policy, prompt, chain, answer=" 7"):
     return logp.gather(1, torch.tensor(target)[:, None]).sum().item()
 
 
+def completion_span(batch, row, mask):
+    """The token ids of a row's completion where `mask` (pg_mask or sup_mask) is 1."""
+    width = batch["completion_mask"].shape[1]
+    return batch["input_ids"][row, -width:][batch[mask][row].bool()].tolist()
+
+
 def test_collect_masks_unformatted_generations_and_penalises_them(tiny_model):
     jepo = make_jepo(tiny_model, "jepo.estimator=single")
     rows = [{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}]
     exp = jepo.collect(rows, [0, 1])
-    coef = exp.batch["coef"]
+    batch, encode = exp.batch, jepo.policy.encode
+    eos = jepo.policy.tokenizer.eos_token_id
     # prompt 1: generations 0 and 2 are formatted; 1 has no marker: out of the bound, format reward -10
     s0 = answer_loglik(jepo.policy, "q one", "so The answer is")
     s2 = answer_loglik(jepo.policy, "q one", "x The answer is")
     fmt = torch.tensor([5.0, -10.0, 5.0])  # leave-one-out of [0, -10, 0]
     bound = torch.tensor([s0 - s2, 0.0, s2 - s0])
-    assert torch.allclose(coef[:3], (bound + fmt) / 3, atol=1e-4)
-    # answer rows follow the 6 generations: 2 (prompt 1) + 2 (prompt 2), supervised weight beta_sup / m
-    assert len(coef) == 6 + 4 and torch.allclose(coef[6:], torch.full((4,), 0.5 / 2))
-    assert exp.batch["is_generation"].tolist() == [1.0] * 6 + [0.0] * 4
+    assert torch.allclose(batch["pg_coef"][:3], (bound + fmt) / 3, atol=1e-4)
+    # one row per generation: a formatted one is [x | chain, a*], the chain under the policy gradient and
+    # a* = " 7" + EOS under the supervised term (beta_sup / m, m = 2 formatted); the unformatted one is [x | y]
+    assert len(batch["pg_coef"]) == 6
+    assert torch.allclose(batch["sup_coef"], torch.tensor([0.25, 0, 0.25, 0.25, 0.25, 0]))
+    assert completion_span(batch, 0, "pg_mask") == encode("so The answer is")
+    assert completion_span(batch, 0, "sup_mask") == encode(" 7") + [eos]
+    assert completion_span(batch, 1, "pg_mask") == encode("no marker here") + [eos]
+    assert completion_span(batch, 1, "sup_mask") == []
     assert exp.metrics["formatted"] == pytest.approx(4 / 6)
-    # the answer row's completion is a* = " 7" + EOS after [x, chain]
-    eos = jepo.policy.tokenizer.eos_token_id
-    width = exp.batch["completion_mask"].shape[1]
-    first_answer = exp.batch["input_ids"][6, -width:][: int(exp.batch["completion_mask"][6].sum())].tolist()
-    assert first_answer == jepo.policy.encode(" 7") + [eos]
-    loss, _ = jepo.loss(exp.batch, exp.counts)
+    loss, _ = jepo.loss(batch, exp.counts)
     assert torch.isfinite(loss)
+
+
+def test_generation_mode_gives_a_star_rows_of_its_own(tiny_model):
+    jepo = make_jepo(tiny_model, "jepo.estimator=single", "jepo.policy_gradient=generation")
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    batch, encode = exp.batch, jepo.policy.encode
+    eos = jepo.policy.tokenizer.eos_token_id
+    # 6 generation rows [x | y_i] (own answer included), then 4 answer rows [x, c_i | a*]
+    assert len(batch["pg_coef"]) == 6 + 4
+    assert completion_span(batch, 0, "pg_mask") == encode("so The answer is 7") + [eos]
+    assert torch.allclose(batch["sup_coef"], torch.tensor([0.0] * 6 + [0.25] * 4))
+    assert torch.all(batch["pg_coef"][6:] == 0) and completion_span(batch, 6, "sup_mask") == encode(" 7") + [eos]
+    chain_mode = make_jepo(tiny_model, "jepo.estimator=single").collect(
+        [{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    assert torch.allclose(batch["pg_coef"][:6], chain_mode.batch["pg_coef"])  # same advantages, other tokens
 
 
 def test_multi_sample_weights_follow_the_softmax_of_scores(tiny_model):
@@ -248,18 +270,21 @@ def test_multi_sample_weights_follow_the_softmax_of_scores(tiny_model):
     exp = jepo.collect([{"prompt": "q one", "answer": "7"}], [0])
     s = torch.tensor([answer_loglik(jepo.policy, "q one", "so The answer is"),
                       answer_loglik(jepo.policy, "q one", "x The answer is")])
-    assert torch.allclose(exp.batch["coef"][3:], 0.5 * torch.softmax(s, 0), atol=1e-4)
+    assert torch.allclose(exp.batch["sup_coef"][[0, 2]], 0.5 * torch.softmax(s, 0), atol=1e-4)
     assert exp.metrics["bound"] == pytest.approx(float(torch.logsumexp(s, 0) - math.log(2)), abs=1e-4)
 
 
 def test_verifier_switch_uses_rl_where_a_sample_passes(tiny_model):
     jepo = make_jepo(tiny_model, rewards=[passes_if_seven])
     exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
-    coef = exp.batch["coef"]
-    # both prompts have a passing sample: ordinary RL, 0/1 reward with a leave-one-out baseline, no answer rows
+    coef = exp.batch["pg_coef"]
+    # both prompts have a passing sample: ordinary RL on whole generations, 0/1 reward with a leave-one-out
+    # baseline, nothing under the supervised term
     assert torch.allclose(coef[:3], torch.tensor([1.0, -0.5, -0.5]) / 3)
     assert torch.allclose(coef[3:6], torch.tensor([0.5, 0.5, -1.0]) / 3)
-    assert len(coef) == 6 and exp.metrics["rl_prompts"] == 1.0
+    assert len(coef) == 6 and exp.metrics["rl_prompts"] == 1.0 and not exp.batch["sup_mask"].any()
+    assert completion_span(exp.batch, 0, "pg_mask") == jepo.policy.encode("so The answer is 7") + [
+        jepo.policy.tokenizer.eos_token_id]
 
 
 def test_loss_gradient_is_the_weighted_sum_of_sequence_logprobs(tiny_model):
@@ -270,8 +295,11 @@ def test_loss_gradient_is_the_weighted_sum_of_sequence_logprobs(tiny_model):
     logits = jepo.policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     width = batch["completion_mask"].shape[1]
     logp = logits[:, -width - 1 : -1].log_softmax(-1).gather(2, batch["input_ids"][:, -width:, None]).squeeze(2)
-    expected = -(batch["coef"] * (logp * batch["completion_mask"]).sum(1)).sum() / 1
+    chain, answer = (logp * batch["pg_mask"]).sum(1), (logp * batch["sup_mask"]).sum(1)
+    expected = -(batch["pg_coef"] * chain + batch["sup_coef"] * answer).sum() / 1
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+    # the same pass gives S_i: the a* span of a formatted row is log pi(a*|x, c_i), computed independently
+    assert answer[0].item() == pytest.approx(answer_loglik(jepo.policy, "q one", "so The answer is"), abs=1e-4)
 
 
 def test_jepo_runs_from_the_cli(tmp_path, tiny_model):

@@ -158,6 +158,7 @@ class JEPOConfig(Section):
     normalize: Literal["group", "batch", "none"] = "batch"  # A / std(A) over the group or the step; none: unbiased
     advantage_clip: float | None = Field(1.0, gt=0)  # clip(A / std(A), -c, c); None: no clip
     format_penalty: float = Field(10.0, ge=0)  # reward -p for generations without the marker (paper: 10)
+    policy_gradient: Literal["chain", "generation"] = "chain"  # tokens under the score function: c_i, or all of y_i
     beta_sup: float = Field(0.01, ge=0)  # weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)
     beta: float = Field(1e-3, ge=0)  # KL to the reference over the whole generation (paper: 1e-3)
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"

@@ -22,8 +22,13 @@ Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
   first). Groups with fewer than two formatted generations have no bound advantage.
 - The marker is matched case-insensitively, the last occurrence counts; a* is preceded by a space when it does
   not start with one, and ends with EOS (`answer_suffix_eos`): its likelihood includes stopping after it.
-- The policy-gradient term covers the whole generation y_i, as in the paper's update; the KL (k3 by default)
-  is a token mean over all generations of the step, as in GRPO.
+- The score function is grad log pi(c_i|x), the chain's tokens (`policy_gradient="chain"`), as in the bound's
+  derivation (reference/jepo.md, single-sample estimator): the generation's own answer after the marker is not
+  part of the latent c and is replaced by a*. Then the rows [x | c_i, a*] give log pi(c_i|x) and S_i in one
+  pass, and the step costs about an RL step plus the no-grad pass for S_i. The paper's update line writes
+  grad log pi(y_i|x) over the whole generation: `policy_gradient="generation"` does that, with a* in rows of its
+  own (twice the tokens in the training pass). Generations without a marker and RL prompts always use all of y_i.
+  The KL (k3 by default) is a token mean over the policy-gradient tokens of the step, as in GRPO.
 """
 
 from __future__ import annotations
@@ -179,30 +184,29 @@ class JEPO:
             bounds.append(float(torch.logsumexp(scores, 0) - math.log(len(formatted))))
         advantage = self.normalized(raw_advantage, in_bound)
 
-        # One batch: the n generations of every prompt (policy gradient and KL), then the answer rows [x, c_i | a*]
-        # (supervised term). Each row's loss is -coef * log pi(row's completion); see `loss`.
+        # One batch, one pass: each row's completion is the tokens under the policy gradient (pg_mask), then the
+        # reference answer a* under the supervised term (sup_mask); see `training_rows`.
         pg_coef = (advantage + format_advantage + rl_advantage) / n
-        gen_rows = len(samples.completion_ids)
-        answer_rows = [i for i in scored if sup_weight[i] > 0] if args.beta_sup > 0 else []
-        batch = build_batch(samples.prompt_ids + [samples.prompt_ids[i] + chains[i] for i in answer_rows],
-                            samples.completion_ids + [answers[i // n] for i in answer_rows],
-                            tokenizer.pad_token_id, acc.device)
-        batch["coef"] = torch.cat([pg_coef, args.beta_sup * sup_weight[answer_rows]]).to(acc.device)
-        batch["is_generation"] = (torch.arange(batch["coef"].numel()) < gen_rows).float().to(acc.device)
-        if self.needs_reference:
+        sup_coef = args.beta_sup * sup_weight
+        layout, gen_rows = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
+        batch = build_batch(layout["prompts"], layout["completions"], tokenizer.pad_token_id, acc.device)
+        for key in ("pg_mask", "sup_mask"):
+            batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], acc.device)
+        batch["pg_coef"] = torch.tensor(layout["pg_coef"], device=acc.device)
+        batch["sup_coef"] = torch.tensor(layout["sup_coef"], device=acc.device)
+        if self.needs_reference:  # the KL covers the policy-gradient tokens, all in the first gen_rows rows
             generations = {k: v[:gen_rows] for k, v in batch.items()}
             ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
-            batch["ref_logp"] = torch.cat([ref, ref.new_zeros(len(answer_rows), ref.shape[1])])
+            batch["ref_logp"] = torch.cat([ref, ref.new_zeros(batch["pg_coef"].numel() - gen_rows, ref.shape[1])])
 
-        generation_tokens = batch["completion_mask"][:gen_rows].sum()
-        counts = {"num_prompts": float(gather_sum(acc, len(rows))), "num_tokens": gather_sum(acc, generation_tokens)}
+        counts = {"num_prompts": float(gather_sum(acc, len(rows))), "num_tokens": gather_sum(acc, batch["pg_mask"].sum())}
         total = counts["num_prompts"] * n
         metrics = {
             "bound": gather_sum(acc, sum(bounds)) / max(1.0, gather_sum(acc, len(bounds))),
             "log_likelihood": gather_sum(acc, sum(sums)) / max(1.0, gather_sum(acc, len(sums))),
             "formatted": gather_sum(acc, sum(c is not None for c in chains)) / total,
             "rl_prompts": gather_sum(acc, sum(use_rl)) / counts["num_prompts"],
-            "completion_length": counts["num_tokens"] / total,
+            "completion_length": gather_sum(acc, sum(map(len, samples.completion_ids))) / total,
             "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / total,
             "time/generate": generated - started,
             "time/bound": bounded - generated,
@@ -213,9 +217,41 @@ class JEPO:
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
              "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
-            for i in range(min(cfg.run.samples_per_step, gen_rows))
+            for i in range(min(cfg.run.samples_per_step, len(chains)))
         ]
         return Experience(batch, counts, metrics, shown)
+
+    def training_rows(self, samples, chains, scored, answers, pg_coef, sup_coef) -> tuple[dict, int]:
+        """The training rows: prompts, completions, the spans of each completion under the policy gradient and
+        under the supervised term, their coefficients; and how many rows come first with generations.
+
+        policy_gradient="chain": a generation scored by the bound gets the row [x | c_i, a*], so one pass gives
+        log pi(c_i|x) (policy gradient, KL) and S_i (supervised term); its own answer after the marker plays no
+        part in the bound and is left out. Other generations (no marker, or RL prompts): [x | y_i].
+        "generation" (the paper's update written literally): every generation is [x | y_i], and each a* under the
+        supervised term gets a row [x, c_i | a*] of its own.
+        """
+        n, by_chain = self.args.group_size, self.args.policy_gradient == "chain"
+        layout = {"prompts": [], "completions": [], "pg_mask": [], "sup_mask": [], "pg_coef": [], "sup_coef": []}
+
+        def add(prompt, pg_tokens, sup_tokens, pg, sup):
+            layout["prompts"].append(prompt)
+            layout["completions"].append(pg_tokens + sup_tokens)
+            layout["pg_mask"].append((0, len(pg_tokens)))
+            layout["sup_mask"].append((len(pg_tokens), len(pg_tokens) + len(sup_tokens)))
+            layout["pg_coef"].append(float(pg))
+            layout["sup_coef"].append(float(sup))
+
+        supervised = [i for i in sorted(scored) if sup_coef[i] > 0]
+        for i, generation in enumerate(samples.completion_ids):
+            if by_chain and i in scored:
+                add(samples.prompt_ids[i], chains[i], answers[i // n] if sup_coef[i] > 0 else [], pg_coef[i], sup_coef[i])
+            else:
+                add(samples.prompt_ids[i], generation, [], pg_coef[i], 0.0)
+        if not by_chain:
+            for i in supervised:
+                add(samples.prompt_ids[i] + chains[i], [], answers[i // n], 0.0, sup_coef[i])
+        return layout, len(chains)
 
     def normalized(self, advantages: torch.Tensor, in_bound: torch.Tensor) -> torch.Tensor:
         args, n = self.args, self.args.group_size
@@ -237,15 +273,22 @@ class JEPO:
     def loss(self, batch, counts):
         args = self.args
         out = self.policy.logprobs(batch, self.config.sampling.temperature)
-        mask = batch["completion_mask"]
-        sequence_logp = masked_sum(out.logp, mask, dim=1)  # sums: the estimators need log pi of whole sequences
-        surrogate = -(batch["coef"] * sequence_logp).sum() / counts["num_prompts"]
+        # Sums, not means: the estimators need log pi of whole chains and S_i = log pi(a*|x, c_i) summed over a*.
+        chain_logp = masked_sum(out.logp, batch["pg_mask"], dim=1)
+        answer_logp = masked_sum(out.logp, batch["sup_mask"], dim=1)
+        surrogate = -(batch["pg_coef"] * chain_logp + batch["sup_coef"] * answer_logp).sum() / counts["num_prompts"]
         metrics = {}
         loss = surrogate
         if self.needs_reference:
             kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
-            kl_mask = mask * batch["is_generation"].unsqueeze(1)
-            kl_mean = masked_sum(kl, kl_mask) / counts["num_tokens"]
+            kl_mean = masked_sum(kl, batch["pg_mask"]) / counts["num_tokens"]
             loss = loss + args.beta * kl_mean
             metrics["kl"] = kl_mean.item()
         return loss, metrics
+
+
+def token_mask(spans: list[tuple[int, int]], width: int, device) -> torch.Tensor:
+    """A (rows, width) float mask that is 1 on each row's [start, stop) completion positions."""
+    positions = torch.arange(width)
+    starts, stops = (torch.tensor(column).view(-1, 1) for column in zip(*spans))
+    return ((positions >= starts) & (positions < stops)).float().to(device)
