@@ -50,14 +50,12 @@ SAMPLED = {"per_level": 16, "n": 4, "temperature": 1.0}  # the trained (sampling
 
 def sampled_by_family(model) -> dict:
     """Mean checker score by family of answers sampled at the training temperature (held-out, eval seed 123)."""
-    from langplay.evaluation.tinyworld import answer, held_out_tasks, load_policy
-    from langplay.tinyworld.tasks import check
+    from langplay.evaluation.tinyworld import held_out_tasks, sampled_scores
 
     tasks = held_out_tasks(per_level=SAMPLED["per_level"], seed=123)
-    pools = answer(load_policy(model), tasks, n=SAMPLED["n"], temperature=SAMPLED["temperature"], seed=5)
     scores: dict = {}
-    for task, responses in zip(tasks, pools):
-        scores.setdefault(task.family, []).append(statistics.mean(check(task, r) for r in responses))
+    for task, score in zip(tasks, sampled_scores(model, tasks, SAMPLED["n"], SAMPLED["temperature"])):
+        scores.setdefault(task.family, []).append(score)
     return {family: statistics.mean(v) for family, v in sorted(scores.items())}
 
 

@@ -144,6 +144,19 @@ def test_challenger_reference_is_taken_under_the_challenger_prompt(tiny_model):
     assert torch.allclose(exp.batch["ref_logp"][9, : expected.numel()], expected, atol=1e-5)
 
 
+def test_query_prefix_starts_every_query_and_stays_out_of_the_challengers_tokens(tiny_model):
+    from langplay.sampling.hf import HFSampler
+
+    lsp = make_lsp(tiny_model, "lsp.query_prefix=What is", "sampling.max_new_tokens=6")
+    lsp.sampler = HFSampler(lsp.config.sampling, lsp.policy)
+    queries = lsp.sample_queries([1, 2, 3])
+    encode = lsp.policy.encode
+    for query in queries:
+        assert query.text.startswith("What is")
+        assert query.prompt_ids == encode(lsp.challenger_text + "What is")  # the prefix is part of the prompt
+        assert lsp.policy.tokenizer.decode(query.ids, skip_special_tokens=True) == query.text[len("What is"):]
+
+
 ADVERSARIAL = {
     "<Score>5</Score>": (5.0, "score"),
     "blah <Score> 3 </Score> then <Score>6</Score>": (6.0, "score"),  # several: the last
@@ -191,3 +204,22 @@ def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
     samples = [json.loads(l) for l in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert {"query", "answer", "reward", "quality", "query_advantage"} <= set(samples[0])
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
+    """Self-play in tinyworld learns when the challenger is steered to one family (the demo's preset: the reply
+    starts with "What is the largest of", alpha_Ch 0.03, lr 1e-4): 60 steps raised the held-out `max` score
+    (128 prompts, near-greedy) from 0.499 to 0.558 with this seed (seeds 1 and 2: +0.035, +0.071;
+    results/lsp_steered.md). Unsteered self-play over all families does not beat the base model."""
+    from langplay.evaluation.tinyworld import family_comparison
+    from langplay.tinyworld.base import base_model_path
+    from langplay.trainer import Trainer
+
+    preset = Path(__file__).parents[1] / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
+    config = load_config(preset, [f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}",
+                                  "run.progress=false", "run.save_every=0", "train.seed=0"])
+    assert config.train.steps == 60
+    Trainer(config).train()
+    result = family_comparison(tmp_path / "final", base_model_path(), "max", per_level=32, seed=123)
+    assert result["score"] >= result["baseline_score"] + 0.03, result
+    assert result["wins"] > result["losses"]

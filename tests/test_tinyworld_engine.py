@@ -9,7 +9,8 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from langplay.cli import app
-from langplay.evaluation.tinyworld import answer, evaluate_world, held_out_tasks, load_policy, render_table
+from langplay.evaluation.tinyworld import (answer, evaluate_world, held_out_tasks, load_policy, render_table,
+                                          sampled_scores)
 from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, training_rows
 from langplay.tinyworld.tasks import CHALLENGER_PROMPT, EVAL_SEEDS, parse
@@ -76,12 +77,6 @@ def test_evaluation_report_and_cli(base, tmp_path):
     assert result.exit_code == 2 and "model folder not found" in result.output
 
 
-def sampled_score(model, tasks) -> float:
-    """Mean checker score of 4 answers per task sampled at temperature 1: the policy that RL trains."""
-    pools = answer(load_policy(model), tasks, n=4, temperature=1.0, seed=5)
-    return statistics.mean(check(task, r) for task, responses in zip(tasks, pools) for r in responses)
-
-
 def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(tmp_path):
     """Sampling, the judge's reward, group advantages, the loss and the update learn on tinyworld end to end:
     60 GRPO steps on `count` (16 prompts x 8, lr 1e-4, 10 s) raised the held-out count score from 0.410 to 0.525
@@ -96,7 +91,7 @@ def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(
     ])
     Trainer(config, dataset=task_dataset("train", 4000, 0, families=["count"])).train()
     tasks = held_out_tasks(per_level=32, seed=123, families=["count"])
-    before, after = sampled_score(base_model_path(), tasks), sampled_score(tmp_path / "final", tasks)
+    before, after = (statistics.mean(sampled_scores(model, tasks)) for model in (base_model_path(), tmp_path / "final"))
     assert after >= before + 0.05, (before, after)
 
 
@@ -105,6 +100,9 @@ def test_demo_runs_end_to_end_in_miniature(tmp_path):
 
     report = run_demo(tmp_path / "demo", steps=2, per_level=1)
     assert "versus_baseline" in report
+    focus = report["focus"]  # the family the challenger is steered to, on its own held-out prompts
+    assert focus["family"] == "max" and focus["prompts"] == 4 * 32 and 0 <= focus["score"] <= 1
+    assert focus["wins"] + focus["ties"] + focus["losses"] == focus["prompts"]
     queries = report["queries"]  # where the challenger's queries went: all 16 queries of each step are recorded
     assert queries["first"]["queries"] == 2 * 16 and 0 <= queries["last"]["valid"] <= 1
     assert abs(sum(queries["first"]["levels"].values()) - 1) < 1e-9 or queries["first"]["valid"] == 0

@@ -140,6 +140,7 @@ class LSPConfig(Section):
     challenger_prompt: str | None = None  # None: the paper's Box 1 prompt filled with task/template
     task: str = ""  # Box 1's {task}
     template: str = ""  # Box 1's {template}
+    query_prefix: str = ""  # the challenger's reply starts with this text: it steers the queries to one kind of task
     max_query_tokens: int = Field(128, gt=0)
     judge_max_new_tokens: int = Field(256, gt=0)
     query_check: str | None = None  # optional "module:name": f(queries) -> list[bool], logged as the valid fraction

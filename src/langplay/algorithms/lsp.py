@@ -22,6 +22,10 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
   it is the paper's equation.
 - Queries that are empty or overlong (cut at max_query_tokens) are kept: they are answered, scored and trained
   on like any other, so the challenger learns to avoid them.
+- `query_prefix` (not in the paper) starts the challenger's reply with fixed text, e.g. "What is the largest of":
+  Box 1's {task} and {template} steer an instruction-following model to one kind of task; a small model that knows
+  only one challenger prompt is steered by the start of its reply instead. The query is the prefix plus what the
+  challenger writes; the challenger's loss and KL cover only what it wrote.
 """
 
 from __future__ import annotations
@@ -153,9 +157,11 @@ class LSP:
 
     def sample_queries(self, seeds: list[int]) -> list[Query]:
         """N_local queries after the challenger prompt, one per keyed seed (empty and overlong ones included)."""
-        samples = self.sampler.generate([self.challenger_text] * len(seeds), 1, seeds, self.args.max_query_tokens)
-        return [Query(*fields) for fields in zip(samples.texts, samples.completion_ids, samples.prompt_ids,
-                                                 samples.finished, samples.logprobs)]
+        prefix = self.args.query_prefix
+        prompts = [self.challenger_text + prefix] * len(seeds)
+        samples = self.sampler.generate(prompts, 1, seeds, self.args.max_query_tokens)
+        return [Query(prefix + text, *fields) for text, *fields in zip(
+            samples.texts, samples.completion_ids, samples.prompt_ids, samples.finished, samples.logprobs)]
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         acc = self.accelerator

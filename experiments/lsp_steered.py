@@ -1,0 +1,136 @@
+"""Self-play steered to one family: LSP in tinyworld with the challenger's reply starting "What is the largest of".
+
+    python experiments/lsp_steered.py [--seeds 0 1 2] [--steps 60]
+
+From the shipped base model, the demo's preset (src/langplay/tinyworld/lsp_demo.yaml: 16 queries x 4 answers,
+lr 1e-4, quality self-reward), with the challenger's weight alpha_Ch swept; beside it LSP-Zero (no self-reward)
+and GRPO on `max` training prompts (the data baseline: 16 prompts x 4, same lr and steps). Held-out metrics:
+the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 32 prompts per level, and the
+near-greedy score of the other nine families (8 per family and level), each against the base model.
+Writes results/lsp_steered.{md,json}; runs go to runs/lsp_steered/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
+FAMILY = "max"
+RUNS = {  # name -> overrides of the demo preset
+    "LSP, alpha_Ch 0": ["lsp.alpha_challenger=0"],
+    "LSP, alpha_Ch 0.01": ["lsp.alpha_challenger=0.01"],
+    "LSP, alpha_Ch 0.03 (the demo)": [],
+    "LSP, alpha_Ch 0.1": ["lsp.alpha_challenger=0.1"],
+    "LSP, alpha_Ch 1": ["lsp.alpha_challenger=1"],
+    "LSP-Zero, alpha_Ch 0.03": ["lsp.self_reward=false"],
+    "GRPO on max prompts (data)": ["algorithm=grpo", "grpo.group_size=4", "grpo.beta=0.01",
+                                   "grpo.rewards=[{kind: function, function: 'langplay.tinyworld.datasets:judge_reward'}]"],
+}
+
+
+def run_one(name: str, seed: int, steps: int, work: Path) -> Path:
+    import datasets
+
+    from langplay.config import load_config
+    from langplay.tinyworld.base import base_model_path
+    from langplay.tinyworld.datasets import task_rows
+    from langplay.trainer import Trainer
+
+    out = work / f"run{list(RUNS).index(name)}-seed{seed}"
+    if (out / "final" / "model.safetensors").is_file():
+        return out
+    config = load_config(PRESET, [
+        f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
+        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", *RUNS[name],
+    ])
+    rows = datasets.Dataset.from_list(task_rows("train", 4000, seed, families=[FAMILY]))
+    Trainer(config, dataset=rows if config.algorithm == "grpo" else None).train()
+    return out
+
+
+def evaluate(model, against_base: bool = True) -> dict:
+    from langplay.evaluation.tinyworld import family_comparison, held_out_tasks, sampled_scores
+    from langplay.evaluation.tinyworld import EVAL_TEMPERATURE
+    from langplay.tinyworld import FAMILIES
+    from langplay.tinyworld.base import base_model_path
+
+    focus = held_out_tasks(32, seed=123, families=[FAMILY])
+    others = held_out_tasks(8, seed=123, families=[f for f in sorted(FAMILIES) if f != FAMILY])
+    near_greedy = sampled_scores(model, others, n=1, temperature=EVAL_TEMPERATURE, seed=0)
+    out = {"sampled": statistics.mean(sampled_scores(model, focus)), "others": statistics.mean(near_greedy)}
+    if against_base:
+        out |= family_comparison(model, base_model_path(), FAMILY, per_level=32, seed=123)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_steered")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from the saved JSON")
+    args = parser.parse_args(argv)
+    path = args.results / "lsp_steered.json"
+    if args.report_only:
+        results = json.loads(path.read_text())
+    else:
+        sys.path.insert(0, str(ROOT / "src"))
+        from langplay.cli import quiet_libraries
+        from langplay.tinyworld.base import base_model_path
+
+        quiet_libraries()
+        results = {"settings": {"seeds": args.seeds, "steps": args.steps},
+                   "base": evaluate(base_model_path(), against_base=False), "runs": []}
+        for seed in args.seeds:
+            for name in RUNS:
+                report = evaluate(run_one(name, seed, args.steps, args.work) / "final")
+                results["runs"].append({"name": name, "seed": seed, **report})
+                print(f"{name:30s} seed {seed}: max {report['baseline_score']:.3f} -> {report['score']:.3f}, "
+                      f"sampled {results['base']['sampled']:.3f} -> {report['sampled']:.3f}, "
+                      f"others {results['base']['others']:.3f} -> {report['others']:.3f}", flush=True)
+                path.write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.results)
+    return 0
+
+
+def write_markdown(results: dict, folder: Path) -> None:
+    s, base = results["settings"], results["base"]
+    base_max = results["runs"][0]["baseline_score"]
+
+    def cell(runs, key, reference):
+        values = [r[key] - reference for r in runs]
+        spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):+.3f}{spread}"
+
+    lines = [
+        "# Self-play steered to one family (tinyworld, `max`)", "",
+        f"Regenerate: `python experiments/lsp_steered.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']}`. "
+        f"From the shipped base model, {s['steps']} steps of the demo's preset (`src/langplay/tinyworld/lsp_demo.yaml`: "
+        "16 challenger queries x 4 answers, the reply starts with \"What is the largest of\", lr 1e-4, quality "
+        "self-reward) with the challenger's weight alpha_Ch varied; GRPO: 16 `max` training prompts x 4, same lr and "
+        "steps. Held-out: `max` near-greedy score (the checker) and win rate, 128 prompts; the same prompts sampled at "
+        "temperature 1 (4 answers each); the other nine families near-greedy, 8 prompts per family and level. "
+        "Differences to the base model, mean ± standard deviation over seeds.", "",
+        f"Base model: `max` {base_max:.3f} near-greedy, {base['sampled']:.3f} sampled; other families {base['others']:.3f}.",
+        "", "| run | `max` near-greedy | win rate on `max` | `max` sampled | other families |", "|---|---|---|---|---|",
+    ]
+    for name in RUNS:
+        runs = [r for r in results["runs"] if r["name"] == name]
+        if runs:
+            wins = statistics.mean(r["win_rate"] for r in runs)
+            lines.append(f"| {name} | {cell(runs, 'score', base_max)} | {wins:.3f} | "
+                         f"{cell(runs, 'sampled', base['sampled'])} | {cell(runs, 'others', base['others'])} |")
+    reading = folder / "lsp_steered_reading.md"
+    if reading.is_file():
+        lines += ["", reading.read_text()]
+    (folder / "lsp_steered.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
