@@ -5,7 +5,7 @@
 From the shipped base model, the demo's preset (src/langplay/tinyworld/lsp_demo.yaml: 16 queries x 4 answers,
 lr 1e-4, quality self-reward), with the challenger's weight alpha_Ch swept; beside it LSP-Zero (no self-reward)
 and GRPO on `max` training prompts (the data baseline: 16 prompts x 4, same lr and steps). Held-out metrics:
-the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 32 prompts per level, and the
+the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 128 prompts per level, and the
 near-greedy score of the other nine families (8 per family and level), each against the base model.
 Writes results/lsp_steered.{md,json}; runs go to runs/lsp_steered/.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
 FAMILY = "max"
+FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
 RUNS = {  # name -> overrides of the demo preset
     "LSP, alpha_Ch 0": ["lsp.alpha_challenger=0"],
     "LSP, alpha_Ch 0.01": ["lsp.alpha_challenger=0.01"],
@@ -59,12 +60,12 @@ def evaluate(model, against_base: bool = True) -> dict:
     from langplay.tinyworld import FAMILIES
     from langplay.tinyworld.base import base_model_path
 
-    focus = held_out_tasks(32, seed=123, families=[FAMILY])
+    focus = held_out_tasks(FOCUS_PER_LEVEL, seed=123, families=[FAMILY])
     others = held_out_tasks(8, seed=123, families=[f for f in sorted(FAMILIES) if f != FAMILY])
     near_greedy = sampled_scores(model, others, n=1, temperature=EVAL_TEMPERATURE, seed=0)
     out = {"sampled": statistics.mean(sampled_scores(model, focus)), "others": statistics.mean(near_greedy)}
     if against_base:
-        out |= family_comparison(model, base_model_path(), FAMILY, per_level=32, seed=123)
+        out |= family_comparison(model, base_model_path(), FAMILY, per_level=FOCUS_PER_LEVEL, seed=123)
     return out
 
 
@@ -114,7 +115,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         f"From the shipped base model, {s['steps']} steps of the demo's preset (`src/langplay/tinyworld/lsp_demo.yaml`: "
         "16 challenger queries x 4 answers, the reply starts with \"What is the largest of\", lr 1e-4, quality "
         "self-reward) with the challenger's weight alpha_Ch varied; GRPO: 16 `max` training prompts x 4, same lr and "
-        "steps. Held-out: `max` near-greedy score (the checker) and win rate, 128 prompts; the same prompts sampled at "
+        f"steps. Held-out: `max` near-greedy score (the checker) and win rate, {4 * FOCUS_PER_LEVEL} prompts; the same prompts sampled at "
         "temperature 1 (4 answers each); the other nine families near-greedy, 8 prompts per family and level. "
         "Differences to the base model, mean ± standard deviation over seeds.", "",
         f"Base model: `max` {base_max:.3f} near-greedy, {base['sampled']:.3f} sampled; other families {base['others']:.3f}.",

@@ -101,7 +101,7 @@ def test_demo_runs_end_to_end_in_miniature(tmp_path):
     report = run_demo(tmp_path / "demo", steps=2, per_level=1)
     assert "versus_baseline" in report
     focus = report["focus"]  # the family the challenger is steered to, on its own held-out prompts
-    assert focus["family"] == "max" and focus["prompts"] == 4 * 32 and 0 <= focus["score"] <= 1
+    assert focus["family"] == "max" and focus["prompts"] == 4 * 128 and 0 <= focus["score"] <= 1
     assert focus["wins"] + focus["ties"] + focus["losses"] == focus["prompts"]
     queries = report["queries"]  # where the challenger's queries went: all 16 queries of each step are recorded
     assert queries["first"]["queries"] == 2 * 16 and 0 <= queries["last"]["valid"] <= 1
