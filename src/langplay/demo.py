@@ -39,8 +39,9 @@ def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per
 
     trainer = Trainer(config)
     history = trainer.train(resume=(output_dir / "checkpoints").is_dir())
-    console.print(f"trained {trainer.step} steps; solver reward {history[0]['reward']:.3f} -> "
-                  f"{history[-1]['reward']:.3f}" if history else "nothing left to train (resumed a finished run)")
+    console.print(f"trained {trainer.step} steps; solver reward on the challenger's queries {history[0]['reward']:.3f} -> "
+                  f"{history[-1]['reward']:.3f} (it falls as the queries get harder: see their levels below)"
+                  if history else "nothing left to train (resumed a finished run)")
     console.rule("[bold]held-out evaluation: trained model against the base model")
     report = evaluate_world(output_dir / "final", baseline=base, per_level=per_level, seed=seed)
     console.print(render_table(report))
