@@ -7,7 +7,7 @@ lr 1e-4, quality self-reward), with the challenger's weight alpha_Ch swept; besi
 and GRPO on `max` training prompts (the data baseline: 16 prompts x 4, same lr and steps). Held-out metrics:
 the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 128 prompts per level, and the
 near-greedy score of the other nine families (8 per family and level), each against the base model.
-Writes results/lsp_steered.{md,json}; runs go to runs/lsp_steered/.
+Writes results/lsp_steered.{md,json,png}; runs go to runs/lsp_steered/.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
                       f"others {results['base']['others']:.3f} -> {report['others']:.3f}", flush=True)
                 path.write_text(json.dumps(results, indent=2))
     write_markdown(results, args.results)
+    plot(results, args.results / "lsp_steered.png")
     return 0
 
 
@@ -127,10 +128,40 @@ def write_markdown(results: dict, folder: Path) -> None:
             wins = statistics.mean(r["win_rate"] for r in runs)
             lines.append(f"| {name} | {cell(runs, 'score', base_max)} | {wins:.3f} | "
                          f"{cell(runs, 'sampled', base['sampled'])} | {cell(runs, 'others', base['others'])} |")
+    lines += ["", "Plot: `lsp_steered.png` (the gains by run; dots are seeds)."]
     reading = folder / "lsp_steered_reading.md"
     if reading.is_file():
         lines += ["", reading.read_text()]
     (folder / "lsp_steered.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(results: dict, path: Path) -> None:
+    """The held-out `max` gain of every run (near-greedy and sampled) and the other families' change, by seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base, base_max = results["base"], results["runs"][0]["baseline_score"]
+    names = [n for n in RUNS if any(r["name"] == n for r in results["runs"])]
+    metrics = [("score", base_max, "`max`, near-greedy"), ("sampled", base["sampled"], "`max`, sampled"),
+               ("others", base["others"], "other families")]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for k, (key, reference, label) in enumerate(metrics):
+        for i, name in enumerate(names):
+            values = [r[key] - reference for r in results["runs"] if r["name"] == name]
+            x = i + (k - 1) * 0.27
+            ax.bar(x, statistics.mean(values), 0.25, color=f"C{k}", alpha=0.7, label=label if i == 0 else None)
+            ax.scatter([x] * len(values), values, color="black", s=8, zorder=3)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(names)), [n.replace(" (the demo)", "\n(the demo)").replace(", ", "\n") for n in names],
+                  fontsize=8)
+    ax.set_ylabel("held-out score minus the base model's")
+    ax.set_title("Self-play steered to `max`: gain by challenger weight (bars: mean, dots: seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
