@@ -24,7 +24,6 @@ Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import experiment_parser, finite, mean_sd  # noqa: E402
 CONFIG = ROOT / "configs" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
 K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
@@ -368,8 +369,7 @@ SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers
 
 # -- the experiment ----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = experiment_parser("irl_experiment", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="training steps of every main run (16 rows each)")
     parser.add_argument("--per-level", type=int, default=6, help="held-out prompts per family and level")
     parser.add_argument("--lr", type=float, default=None, help="every main run's lr (default: the preset's)")
@@ -382,9 +382,6 @@ def main(argv=None) -> int:
     parser.add_argument("--small-probe-per-level", type=int, default=3)
     parser.add_argument("--small-init", choices=["scratch", "base"], default="scratch")
     parser.add_argument("--small-methods", nargs="*", default=["mle", "irl-0.2"], choices=list(METHODS))
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "irl_experiment")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the tables and plot from the saved JSON")
     args = parser.parse_args(argv)
     path = args.results / "irl_tinyworld.json"
     if args.report_only:
@@ -434,17 +431,6 @@ def main(argv=None) -> int:
 
 
 # -- report ------------------------------------------------------------------------------------------------------
-def finite(values) -> list[float]:
-    return [v for v in values if v is not None and not math.isnan(v)]
-
-
-def mean_sd(values) -> str:
-    values = finite(values)
-    if not values:
-        return "—"
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def mean_of(values) -> float:

@@ -15,7 +15,6 @@ bound, n 4). Writes results/jepo_tinyworld.{md,json} and a plot; runs go to runs
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import experiment_parser, mean_sd  # noqa: E402
 SPLITS = {
     "verifiable": {"families": ["word_problem"], "verified": ["word_problem"]},
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
@@ -84,13 +85,9 @@ def evaluate(model, families: list[str], per_level: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = experiment_parser("jepo_experiment")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--per-level", type=int, default=40)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "jepo_experiment")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
     args = parser.parse_args(argv)
     path = args.results / "jepo_tinyworld.json"
     if args.report_only:
@@ -125,11 +122,6 @@ def main(argv=None) -> int:
     plot(results, args.results)
     return 0
 
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def write_markdown(results: dict, folder: Path) -> None:

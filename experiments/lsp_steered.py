@@ -12,13 +12,14 @@ Writes results/lsp_steered.{md,json,png}; runs go to runs/lsp_steered/.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import experiment_parser  # noqa: E402
 PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
@@ -49,33 +50,30 @@ def run_one(name: str, seed: int, steps: int, work: Path) -> Path:
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
         f"run.output_dir={out}", "run.progress=false", "run.save_every=0", *RUNS[name],
     ])
-    rows = datasets.Dataset.from_list(task_rows("train", 4000, seed, families=[FAMILY]))
-    Trainer(config, dataset=rows if config.algorithm == "grpo" else None).train()
+    data = None  # self-play writes its own prompts; GRPO trains on `max` prompts of the training split
+    if config.algorithm == "grpo":
+        data = datasets.Dataset.from_list(task_rows("train", 4000, seed, families=[FAMILY]))
+    Trainer(config, dataset=data).train()
     return out
 
 
 def evaluate(model, against_base: bool = True) -> dict:
-    from langplay.evaluation.tinyworld import family_comparison, held_out_tasks, sampled_scores
-    from langplay.evaluation.tinyworld import EVAL_TEMPERATURE
+    from langplay.evaluation.tinyworld import family_comparison, held_out_tasks, task_scores
     from langplay.tinyworld import FAMILIES
     from langplay.tinyworld.base import base_model_path
 
     focus = held_out_tasks(FOCUS_PER_LEVEL, seed=123, families=[FAMILY])
     others = held_out_tasks(8, seed=123, families=[f for f in sorted(FAMILIES) if f != FAMILY])
-    near_greedy = sampled_scores(model, others, n=1, temperature=EVAL_TEMPERATURE, seed=0)
-    out = {"sampled": statistics.mean(sampled_scores(model, focus)), "others": statistics.mean(near_greedy)}
+    sampled = task_scores(model, focus, n=4, temperature=1.0, seed=5)
+    out = {"sampled": statistics.mean(sampled), "others": statistics.mean(task_scores(model, others))}
     if against_base:
         out |= family_comparison(model, base_model_path(), FAMILY, per_level=FOCUS_PER_LEVEL, seed=123)
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = experiment_parser("lsp_steered")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_steered")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the table from the saved JSON")
     args = parser.parse_args(argv)
     path = args.results / "lsp_steered.json"
     if args.report_only:

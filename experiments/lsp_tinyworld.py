@@ -8,7 +8,6 @@ Writes results/lsp_tinyworld.md, results/lsp_tinyworld.json and plots in results
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import experiment_parser, mean_sd  # noqa: E402
 METHODS = {
     "GRPO (data)": "configs/grpo_tinyworld.yaml",
     "LSP-Zero": "configs/lsp_zero_tinyworld.yaml",
@@ -45,29 +46,25 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
     return out
 
 
-SAMPLED = {"per_level": 16, "n": 4, "temperature": 1.0}  # the trained (sampling) policy, 4 answers per prompt
+SAMPLED = {"per_level": 16, "n": 4, "temperature": 1.0, "seed": 5}  # the trained (sampling) policy, 4 answers per prompt
 
 
 def sampled_by_family(model) -> dict:
     """Mean checker score by family of answers sampled at the training temperature (held-out, eval seed 123)."""
-    from langplay.evaluation.tinyworld import held_out_tasks, sampled_scores
+    from langplay.evaluation.tinyworld import held_out_tasks, task_scores
 
     tasks = held_out_tasks(per_level=SAMPLED["per_level"], seed=123)
     scores: dict = {}
-    for task, score in zip(tasks, sampled_scores(model, tasks, SAMPLED["n"], SAMPLED["temperature"])):
+    for task, score in zip(tasks, task_scores(model, tasks, SAMPLED["n"], SAMPLED["temperature"], SAMPLED["seed"])):
         scores.setdefault(task.family, []).append(score)
     return {family: statistics.mean(v) for family, v in sorted(scores.items())}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = experiment_parser("lsp_experiment")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--per-level", type=int, default=8)
     parser.add_argument("--lr", type=float, default=None, help="every run's lr (default: each preset's)")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lsp_experiment")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
     args = parser.parse_args(argv)
     if args.report_only:
         results = json.loads((args.results / "lsp_tinyworld.json").read_text())
@@ -128,11 +125,6 @@ def level_means(table: list[dict]) -> dict:
         out.setdefault(row["level"], []).append(row["score"])
     return {str(l): statistics.mean(v) for l, v in sorted(out.items())}
 
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def write_markdown(results: dict, folder: Path) -> None:

@@ -188,7 +188,8 @@ class JEPO:
         # reference answer a* under the supervised term (sup_mask); see `training_rows`.
         pg_coef = (advantage + format_advantage + rl_advantage) / n
         sup_coef = args.beta_sup * sup_weight
-        layout, gen_rows = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
+        layout = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
+        gen_rows = len(chains)  # one row per generation first, then (policy_gradient="generation") the a* rows
         batch = build_batch(layout["prompts"], layout["completions"], tokenizer.pad_token_id, acc.device)
         for key in ("pg_mask", "sup_mask"):
             batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], acc.device)
@@ -221,9 +222,9 @@ class JEPO:
         ]
         return Experience(batch, counts, metrics, shown)
 
-    def training_rows(self, samples, chains, scored, answers, pg_coef, sup_coef) -> tuple[dict, int]:
-        """The training rows: prompts, completions, the spans of each completion under the policy gradient and
-        under the supervised term, their coefficients; and how many rows come first with generations.
+    def training_rows(self, samples, chains, scored, answers, pg_coef, sup_coef) -> dict:
+        """The training rows, one per generation first: prompts, completions, the spans of each completion under
+        the policy gradient and under the supervised term, and their coefficients.
 
         policy_gradient="chain": a generation scored by the bound gets the row [x | c_i, a*], so one pass gives
         log pi(c_i|x) (policy gradient, KL) and S_i (supervised term); its own answer after the marker plays no
@@ -242,16 +243,15 @@ class JEPO:
             layout["pg_coef"].append(float(pg))
             layout["sup_coef"].append(float(sup))
 
-        supervised = [i for i in sorted(scored) if sup_coef[i] > 0]
         for i, generation in enumerate(samples.completion_ids):
             if by_chain and i in scored:
                 add(samples.prompt_ids[i], chains[i], answers[i // n] if sup_coef[i] > 0 else [], pg_coef[i], sup_coef[i])
             else:
                 add(samples.prompt_ids[i], generation, [], pg_coef[i], 0.0)
         if not by_chain:
-            for i in supervised:
+            for i in sorted(i for i in scored if sup_coef[i] > 0):
                 add(samples.prompt_ids[i] + chains[i], [], answers[i // n], 0.0, sup_coef[i])
-        return layout, len(chains)
+        return layout
 
     def normalized(self, advantages: torch.Tensor, in_bound: torch.Tensor) -> torch.Tensor:
         args, n = self.args, self.args.group_size

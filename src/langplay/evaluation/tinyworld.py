@@ -60,8 +60,10 @@ def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = E
     return responses
 
 
-def sampled_scores(model, tasks: list[Task], n: int = 4, temperature: float = 1.0, seed: int = 5) -> list[float]:
-    """Per task, the mean checker score of n answers sampled at `temperature` (1: the policy that RL trains)."""
+def task_scores(model, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE,
+                seed: int = 0) -> list[float]:
+    """Per task, the mean checker score of n answers: near-greedy by default; at temperature 1, of the policy
+    that RL trains."""
     pools = answer(load_policy(model), tasks, n=n, temperature=temperature, seed=seed)
     return [statistics.mean(check(task, r) for r in responses) for task, responses in zip(tasks, pools)]
 
@@ -69,7 +71,7 @@ def sampled_scores(model, tasks: list[Task], n: int = 4, temperature: float = 1.
 def family_comparison(model, baseline, family: str, per_level: int = 32, seed: int = 0) -> dict:
     """One family's held-out score (near-greedy, the checker), model against baseline, and the pairwise win rate."""
     tasks = held_out_tasks(per_level, seed, families=[family])
-    mine, theirs = ([check(t, r[0]) for t, r in zip(tasks, answer(load_policy(m), tasks))] for m in (model, baseline))
+    mine, theirs = task_scores(model, tasks), task_scores(baseline, tasks)
     return {"family": family, "prompts": len(tasks), "score": statistics.mean(mine),
             "baseline_score": statistics.mean(theirs), **win_rate(mine, theirs)}
 
