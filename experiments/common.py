@@ -4,7 +4,9 @@ their tables. (The scripts run as `python experiments/NAME.py`, so this folder i
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import statistics
 from pathlib import Path
 
@@ -33,3 +35,16 @@ def mean_sd(values) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def saved_results(args, path: Path) -> dict | None:
+    """The results saved at `path` with --report-only; otherwise None, once a fresh run is set up (the package's
+    source on the import path, libraries quiet, the results folder made)."""
+    if args.report_only:
+        return json.loads(path.read_text())
+    sys.path.insert(0, str(ROOT / "src"))
+    from langplay.cli import quiet_libraries
+
+    quiet_libraries()
+    args.results.mkdir(parents=True, exist_ok=True)
+    return None

@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finite, mean_sd  # noqa: E402
+from common import experiment_parser, finite, mean_sd, saved_results  # noqa: E402
 CONFIG = ROOT / "configs" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
 K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
@@ -384,15 +384,10 @@ def main(argv=None) -> int:
     parser.add_argument("--small-methods", nargs="*", default=["mle", "irl-0.2"], choices=list(METHODS))
     args = parser.parse_args(argv)
     path = args.results / "irl_tinyworld.json"
-    if args.report_only:
-        results = json.loads(path.read_text())
-    else:
-        sys.path.insert(0, str(ROOT / "src"))
-        from langplay.cli import quiet_libraries
+    results = saved_results(args, path)
+    if results is None:
         from langplay.tinyworld.base import base_model_path
 
-        quiet_libraries()
-        args.results.mkdir(parents=True, exist_ok=True)
         settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
         started = time.time()
         results = {"settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),

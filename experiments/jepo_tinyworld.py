@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, mean_sd  # noqa: E402
+from common import experiment_parser, mean_sd, saved_results  # noqa: E402
 SPLITS = {
     "verifiable": {"families": ["word_problem"], "verified": ["word_problem"]},
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
@@ -90,15 +90,10 @@ def main(argv=None) -> int:
     parser.add_argument("--per-level", type=int, default=40)
     args = parser.parse_args(argv)
     path = args.results / "jepo_tinyworld.json"
-    if args.report_only:
-        results = json.loads(path.read_text())
-    else:
-        sys.path.insert(0, str(ROOT / "src"))
-        from langplay.cli import quiet_libraries
+    results = saved_results(args, path)
+    if results is None:
         from langplay.tinyworld.base import base_model_path
 
-        quiet_libraries()
-        args.results.mkdir(parents=True, exist_ok=True)
         results = {"settings": {"seeds": args.seeds, "steps": args.steps, "per_level": args.per_level},
                    "base": {s: evaluate(base_model_path(), SPLITS[s]["families"], args.per_level) for s in SPLITS},
                    "runs": []}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser  # noqa: E402
+from common import experiment_parser, saved_results  # noqa: E402
 PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
@@ -76,14 +76,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args(argv)
     path = args.results / "lsp_steered.json"
-    if args.report_only:
-        results = json.loads(path.read_text())
-    else:
-        sys.path.insert(0, str(ROOT / "src"))
-        from langplay.cli import quiet_libraries
+    results = saved_results(args, path)
+    if results is None:
         from langplay.tinyworld.base import base_model_path
 
-        quiet_libraries()
         results = {"settings": {"seeds": args.seeds, "steps": args.steps},
                    "base": evaluate(base_model_path(), against_base=False), "runs": []}
         for seed in args.seeds:
