@@ -303,3 +303,19 @@ def test_check_never_raises_and_stays_in_range(name_level, seed, response):
     task = make_task(*name_level, seed)
     assert 0.0 <= check(task, response) <= 1.0
     assert 0.0 <= check(task, task.reference + response) <= 1.0
+
+
+def test_checker_reward_is_the_verifier_on_every_family_even_withheld_ones():
+    """verifier_reward leaves JEPO's unverifiable families without a reward (NaN); checker_reward, the oracle of
+    the experiments, scores them too, 0/1, and 0 for a query that is no task."""
+    import math
+
+    from langplay.tinyworld.datasets import checker_reward, verifier_reward
+
+    spell, add = make_task("spell", 3, 1), make_task("add", 2, 1)
+    assert not FAMILIES["spell"].verifiable and FAMILIES["add"].verifiable
+    queries = [spell.prompt, spell.prompt, add.prompt, add.prompt, "glorp?"]
+    answers = [spell.reference, spell.reference.replace("hundred", "thousand"), add.answer, add.answer + "1", "42"]
+    assert checker_reward(queries, answers) == [1.0, 0.0, 1.0, 0.0, 0.0]
+    withheld = verifier_reward(queries, answers)
+    assert math.isnan(withheld[0]) and withheld[2:4] == [1.0, 0.0]

@@ -61,11 +61,12 @@ def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = E
 
 
 def task_scores(model, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE,
-                seed: int = 0) -> list[float]:
+                seed: int = 0, exact: bool = False) -> list[float]:
     """Per task, the mean checker score of n answers: near-greedy by default; at temperature 1, of the policy
-    that RL trains."""
+    that RL trains. `exact`: the share of answers that are fully right (accuracy) instead of partial credit."""
     pools = answer(load_policy(model), tasks, n=n, temperature=temperature, seed=seed)
-    return [statistics.mean(check(task, r) for r in responses) for task, responses in zip(tasks, pools)]
+    grade = (lambda task, r: float(check(task, r) == 1.0)) if exact else check
+    return [statistics.mean(grade(task, r) for r in responses) for task, responses in zip(tasks, pools)]
 
 
 def family_comparison(model, baseline, family: str, per_level: int = 32, seed: int = 0) -> dict:

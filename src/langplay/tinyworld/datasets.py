@@ -50,6 +50,14 @@ def verifier_reward(prompts: list[str], completions: list[str], raw_prompt: list
     return out
 
 
+def checker_reward(prompts: list[str], completions: list[str], raw_prompt: list[str] | None = None, **_) -> list[float]:
+    """The checker as a 0/1 reward on every family, verifiable or not: an oracle for experiments (in JEPO's
+    setting the checker of a `verifiable=False` family is withheld from training; RL with it is an upper
+    reference, not a method that setting allows)."""
+    queries = raw_prompt if raw_prompt is not None else prompts
+    return [float((task := parse(q)) is not None and check(task, c) == 1.0) for q, c in zip(queries, completions)]
+
+
 def quality_reward(prompts: list[str], completions: list[str], raw_prompt: list[str] | None = None, **_) -> list[float]:
     """tinyworld's quality judge (0..7) as a scorer: LSP's self-reward R_Q in tinyworld."""
     queries = raw_prompt if raw_prompt is not None else prompts
