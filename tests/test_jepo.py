@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,32 @@ def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
     bad = CliRunner().invoke(app, ["train", "jepo", f"model.name_or_path={tiny_model}", f"data.path={data}",
                                    "jepo.answer_column=gold"])
     assert bad.exit_code == 2 and "gold" in bad.output
+
+
+def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path):
+    """JEPO learns where no verifier exists: 60 steps of the JEPO preset (16 prompts x 4 chains, lr 1e-4) on
+    `spell` level 3 (long-form answers, the checker withheld) raised the held-out sampled accuracy of that level
+    from 0.631 to 0.707 with this seed (128 prompts x 4 answers; 40 prompts better, 16 worse; 66 s). Seeds 1 and 2:
+    +0.115, +0.094; RL with the checker as an oracle +0.150, SFT +0.179 (results/jepo_focused.md)."""
+    import datasets
+
+    from langplay.evaluation.tinyworld import held_out_tasks, task_scores
+    from langplay.tinyworld.base import base_model_path
+    from langplay.tinyworld.datasets import task_rows
+    from langplay.trainer import Trainer
+
+    root = Path(__file__).parents[1]
+    rows = datasets.Dataset.from_list(task_rows("train", 2000, 0, families=["spell"], levels=[3]))
+    config = load_config(root / "configs" / "jepo_tinyworld.yaml", [
+        f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
+        "run.save_every=0", "train.steps=60", "train.lr=1e-4", "train.seed=0",
+    ])
+    assert config.jepo.rewards == [] and config.jepo.estimator == "multi"  # JEPO alone: no verifier anywhere
+    Trainer(config, dataset=rows).train()
+    tasks = [t for t in held_out_tasks(128, seed=123, families=["spell"]) if t.level == 3]
+    before, after = (task_scores(model, tasks, n=4, temperature=1.0, seed=5, exact=True)
+                     for model in (base_model_path(), tmp_path / "final"))
+    wins = sum(a > b for a, b in zip(after, before))
+    losses = sum(a < b for a, b in zip(after, before))
+    assert statistics.mean(after) >= statistics.mean(before) + 0.04, (statistics.mean(before), statistics.mean(after))
+    assert wins > losses, (wins, losses)
