@@ -37,6 +37,13 @@ def mean_sd(values) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def gain_cell(runs: list[dict], key: str, reference: float) -> str:
+    """'+mean ± sd' of run[key] - reference over the runs (one run: its difference alone)."""
+    values = [r[key] - reference for r in runs]
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):+.3f}{spread}"
+
+
 def saved_results(args, path: Path) -> dict | None:
     """The results saved at `path` with --report-only; otherwise None, once a fresh run is set up (the package's
     source on the import path, libraries quiet, the results folder made)."""

@@ -27,12 +27,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, saved_results  # noqa: E402
+from common import experiment_parser, gain_cell, saved_results  # noqa: E402
 from jepo_tinyworld import VERIFIER, method_overrides  # noqa: E402
 
 ORACLE = "langplay.tinyworld.datasets:checker_reward"
 FOCUS = {  # name -> family, level, methods
-    "spell, level 3 (no verifier)": ("spell", 3, ["SFT", "JEPO-1", "JEPO-n", "JEPO-n, beta_sup 0", "RL, checker as oracle"]),
+    "spell, level 3 (no verifier)":
+        ("spell", 3, ["SFT", "JEPO-1", "JEPO-n", "JEPO-n, beta_sup 0", "RL, checker as oracle"]),
     "word_problem, level 2 (verifiable)": ("word_problem", 2, ["SFT", "RL", "JEPO-n", "JEPO+RL"]),
     "multiply, level 2 (no verifier)": ("multiply", 2, ["JEPO-n", "RL, checker as oracle"]),
 }
@@ -108,7 +109,8 @@ def main(argv=None) -> int:
                     results["runs"].append({"focus": focus, "method": method, "seed": seed, **report,
                                             "minutes": (time.time() - started) / 60})
                     base = results["base"][focus]
-                    print(f"{focus:36s} {method:22s} seed {seed}: sampled {base['sampled']:.3f} -> {report['sampled']:.3f}, "
+                    print(f"{focus:36s} {method:22s} seed {seed}: "
+                          f"sampled {base['sampled']:.3f} -> {report['sampled']:.3f}, "
                           f"greedy {base['greedy']:.3f} -> {report['greedy']:.3f}, nll {base['nll']:.2f} -> "
                           f"{report['nll']:.2f}", flush=True)
                     path.write_text(json.dumps(results, indent=2))
@@ -119,12 +121,6 @@ def main(argv=None) -> int:
 
 def write_markdown(results: dict, folder: Path) -> None:
     s = results["settings"]
-
-    def gain(runs, key, reference):
-        values = [r[key] - reference for r in runs]
-        spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-        return f"{statistics.mean(values):+.3f}{spread}"
-
     lines = [
         "# JEPO focused: one family, at the level the base model half-solves (tinyworld)", "",
         f"Regenerate: `python experiments/jepo_focused.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
@@ -143,8 +139,8 @@ def write_markdown(results: dict, folder: Path) -> None:
         for method in FOCUS[focus][2]:
             runs = [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
             if runs:
-                lines.append(f"| {method} | {gain(runs, 'sampled', base['sampled'])} | "
-                             f"{gain(runs, 'greedy', base['greedy'])} | {gain(runs, 'nll', base['nll'])} | {len(runs)} |")
+                cells = [gain_cell(runs, key, base[key]) for key in ("sampled", "greedy", "nll")]
+                lines.append(f"| {method} | {' | '.join(cells)} | {len(runs)} |")
         lines.append("")
     lines += ["Plot: `jepo_focused.png` (sampled accuracy gain by method; dots are seeds). Absolute values: "
               "`jepo_focused.json`.", ""]

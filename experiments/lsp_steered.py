@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, saved_results  # noqa: E402
+from common import experiment_parser, gain_cell, saved_results  # noqa: E402
 PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
@@ -99,11 +99,6 @@ def write_markdown(results: dict, folder: Path) -> None:
     s, base = results["settings"], results["base"]
     base_max = results["runs"][0]["baseline_score"]
 
-    def cell(runs, key, reference):
-        values = [r[key] - reference for r in runs]
-        spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-        return f"{statistics.mean(values):+.3f}{spread}"
-
     lines = [
         "# Self-play steered to one family (tinyworld, `max`)", "",
         f"Regenerate: `python experiments/lsp_steered.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']}`. "
@@ -120,8 +115,8 @@ def write_markdown(results: dict, folder: Path) -> None:
         runs = [r for r in results["runs"] if r["name"] == name]
         if runs:
             wins = statistics.mean(r["win_rate"] for r in runs)
-            lines.append(f"| {name} | {cell(runs, 'score', base_max)} | {wins:.3f} | "
-                         f"{cell(runs, 'sampled', base['sampled'])} | {cell(runs, 'others', base['others'])} |")
+            lines.append(f"| {name} | {gain_cell(runs, 'score', base_max)} | {wins:.3f} | "
+                         f"{gain_cell(runs, 'sampled', base['sampled'])} | {gain_cell(runs, 'others', base['others'])} |")
     lines += ["", "Plot: `lsp_steered.png` (the gains by run; dots are seeds)."]
     reading = folder / "lsp_steered_reading.md"
     if reading.is_file():
