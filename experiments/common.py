@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

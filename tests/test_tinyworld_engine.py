@@ -40,6 +40,8 @@ def test_base_training_data_is_deterministic_and_from_training_seeds():
     hard_train = {r["prompt"] for r in rows if r["prompt"] != CHALLENGER_PROMPT}
     assert all(t.seed in EVAL_SEEDS for t in held_out_tasks(per_level=3))
     assert len(eval_prompts & hard_train) < 0.05 * len(eval_prompts)  # only tiny easy spaces can coincide
+    one_level = held_out_tasks(per_level=3, seed=7, families=["spell", "add"], levels=[3])
+    assert one_level == [t for t in held_out_tasks(per_level=3, seed=7, families=["spell", "add"]) if t.level == 3]
 
 
 @pytest.fixture(scope="module")

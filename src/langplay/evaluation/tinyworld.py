@@ -31,11 +31,13 @@ def stable_id(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF  # str hash() changes between processes
 
 
-def held_out_tasks(per_level: int = 12, seed: int = 0, families: list[str] | None = None) -> list[Task]:
-    """`per_level` instances of each family and level, from the evaluation seeds only."""
+def held_out_tasks(per_level: int = 12, seed: int = 0, families: list[str] | None = None,
+                   levels: list[int] | None = None) -> list[Task]:
+    """`per_level` instances of each family and level (all levels, or `levels`), from the evaluation seeds only.
+    A level's instances do not depend on which other levels are asked for."""
     tasks = []
     for name in families or sorted(FAMILIES):
-        for level in range(1, FAMILIES[name].levels + 1):
+        for level in levels or range(1, FAMILIES[name].levels + 1):
             tasks += sample_tasks("eval", per_level, seed=key_of(seed, level, stable_id(name)), families=[name],
                                   levels=[level])
     return tasks
