@@ -13,6 +13,9 @@ not timed. A step is everything from taking the prompts to the optimizer step (s
 pass, loss, backward, update); TRL's is timed by a callback from on_step_begin to on_step_end.
 
 It prints the median step time of each, their ratio (langplay / TRL) and the generated tokens per step.
+`--prompt-tokens N` lengthens every prompt to N tokens (langplay runs a prompt once per group, TRL once per
+completion, so the ratio falls as prompts grow); `--profile N` afterwards splits N steps of each by kind of
+operator (matrix products, attention, copies, the rest).
 """
 
 from __future__ import annotations
@@ -32,6 +35,24 @@ import torch
 
 # All the same length, so neither side pads prompts and both process the same number of tokens per step.
 PROMPTS = [f"Item {i:02d}: name a fruit." for i in range(16)]
+# Put before each prompt to lengthen it (--prompt-tokens): a word problem's worth of text.
+CONTEXT = ("A farmer has 3 fields. Each field has 12 rows of apple trees and every row holds 9 trees. "
+           "In autumn each tree gives 40 apples, and the farmer sells them in boxes of 24 apples. ") * 8
+
+
+def prompts_of_length(tokens: int, tokenizer) -> list[str]:
+    """PROMPTS, each lengthened with the start of CONTEXT to `tokens` tokens once the chat template is applied."""
+    def length(text: str) -> int:
+        return len(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                 tokenize=True, return_dict=True)["input_ids"])
+
+    shortest = length(PROMPTS[0])
+    extra = tokens - shortest
+    if extra < 0 or extra > len(CONTEXT):
+        raise SystemExit(f"--prompt-tokens must be between {shortest} and {shortest + len(CONTEXT)}")
+    prompts = [CONTEXT[:extra] + p for p in PROMPTS]
+    assert all(length(p) == tokens for p in prompts), "the tokenizer is character-level: one character, one token"
+    return prompts
 
 
 def fraction_of_a(prompts, completions, **kwargs) -> list[float]:
@@ -89,6 +110,68 @@ def build_trl(args, model_dir: Path, dataset, steps: int, work: Path, times: lis
     return trainer
 
 
+# Where a step's CPU time goes, by the kind of operator (torch.profiler's self time of aten ops).
+OP_KINDS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention": ("scaled_dot_product",),
+    "cat and copies": ("aten::cat", "aten::copy_", "aten::index_select", "aten::repeat_interleave"),
+}
+
+
+def op_kind(name: str) -> str:
+    return next((kind for kind, ops in OP_KINDS.items() if any(name.startswith(op) or op in name for op in ops)),
+                "elementwise and other")
+
+
+def profile_steps(run_steps, steps: int) -> dict:
+    """Self CPU seconds per step by kind of operator, over `steps` steps run by `run_steps(start, stop)`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    run_steps(prof.start, prof.stop)
+    totals: dict[str, float] = {kind: 0.0 for kind in [*OP_KINDS, "elementwise and other"]}
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):  # Python-level and profiler frames are not operators
+            totals[op_kind(event.key)] += event.self_cpu_time_total / 1e6 / steps
+    return totals
+
+
+def profile_both(args, lp, model_dir, dataset, work) -> dict:
+    """Profile `args.profile` steps of each (after a warm-up step) and split their CPU time by kind of operator."""
+    from transformers import TrainerCallback
+
+    def langplay_steps(start, stop):
+        lp.train_step()
+        start()
+        for _ in range(args.profile):
+            lp.train_step()
+        stop()
+
+    def trl_steps(start, stop):
+        class Window(TrainerCallback):
+            def on_step_begin(self, targs, state, control, **kw):
+                if state.global_step == 1:
+                    start()
+
+            def on_train_end(self, targs, state, control, **kw):
+                stop()
+
+        trainer = build_trl(args, model_dir, dataset, args.profile + 1, work, [])
+        trainer.add_callback(Window())
+        trainer.train()
+
+    return {"langplay": profile_steps(langplay_steps, args.profile), "trl": profile_steps(trl_steps, args.profile)}
+
+
+def print_profile(profile: dict) -> None:
+    lp, trl = profile["langplay"], profile["trl"]
+    print("\nCPU time per step by kind of operator (torch.profiler, self time; the profiler adds its own overhead):")
+    print(f"  {'kind':<24}{'langplay':>10}{'TRL':>10}{'ratio':>8}")
+    for kind in [*lp, "all operators"]:
+        a, b = (sum(lp.values()), sum(trl.values())) if kind == "all operators" else (lp[kind], trl[kind])
+        print(f"  {kind:<24}{a:>9.3f}s{b:>9.3f}s{a / b:>8.2f}")
+
+
 def versions() -> dict:
     import accelerate
     import transformers
@@ -124,11 +207,15 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=30,
+                        help="prompt length after the chat template (30: the bare prompts; more: text put before them)")
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--loss", default="dapo", choices=["dapo", "bnpo", "dr_grpo", "grpo"])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both (1: steadiest on a shared machine; see BENCHMARKS.md)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="afterwards, profile N steps of each and split their time by kind of operator")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -148,9 +235,10 @@ def main(argv=None) -> int:
         work = Path(tmp)
         model_dir = save_tiny_model(work / "model", hidden=args.hidden, layers=args.layers)
         data_path = work / "prompts.jsonl"
-        data_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+        prompts = prompts_of_length(args.prompt_tokens, transformers.AutoTokenizer.from_pretrained(model_dir))
+        data_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
         # TRL gets the same prompts as chat messages, so both apply the tokenizer's chat template the same way.
-        dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
+        dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
         n_params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters())
 
         lp = build_langplay(args, model_dir, data_path, work)
@@ -172,15 +260,20 @@ def main(argv=None) -> int:
             print(f"round {r + 1}/{args.rounds}: langplay {', '.join(f'{t:.2f}' for t in lp_times[-(args.steps - 1):])} s"
                   f"  |  TRL {', '.join(f'{t:.2f}' for t in times[1:])} s", flush=True)
             del trainer
+        profile = profile_both(args, lp, model_dir, dataset, work) if args.profile else None
 
-    prompt_tokens = len(lp.policy.encode(lp.policy.format_prompt(PROMPTS[0])))
+    prompt_tokens = len(lp.policy.encode(lp.policy.format_prompt(prompts[0])))
     lp_seq_tokens = args.prompts * args.group * (prompt_tokens + args.tokens)
+    # Tokens each pass (sampling, reference, training) runs through the model: langplay runs a prompt once for
+    # its group, TRL once per completion. Their ratio is the ratio of the two steps' model arithmetic.
+    model_tokens = {"langplay": args.prompts * (prompt_tokens + args.group * args.tokens), "trl": lp_seq_tokens}
     lp_median, trl_median = statistics.median(lp_times), statistics.median(trl_times)
     tokens_per_step = args.prompts * args.group * args.tokens
     result = {
         "machine": machine(), "threads": args.threads, "versions": versions(),
         "model": {"hidden": args.hidden, "layers": args.layers, "parameters": n_params},
-        "settings": {k: getattr(args, k) for k in ("rounds", "steps", "prompts", "group", "tokens", "beta", "lr", "loss")},
+        "settings": {k: getattr(args, k) for k in ("rounds", "steps", "prompts", "group", "tokens", "prompt_tokens",
+                                                   "beta", "lr", "loss")},
         "langplay": {"median_step_s": lp_median, "timed_steps": len(lp_times), "steps_s": lp_times,
                      "median_collect_s": statistics.median(lp_collect),
                      "mean_completion_length": statistics.mean(lp_lengths)},
@@ -189,23 +282,30 @@ def main(argv=None) -> int:
         "ratio_langplay_over_trl": lp_median / trl_median,
         "generated_tokens_per_step": tokens_per_step,
         "sequence_tokens_per_step": {"langplay": lp_seq_tokens, "trl": statistics.median(trl_tokens)},
+        "model_tokens_per_pass": model_tokens,
+        "model_token_ratio": model_tokens["langplay"] / model_tokens["trl"],
     }
     v = result["versions"]
     print()
     print(f"machine: {result['machine']}; torch threads: {args.threads}")
     print(f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
     print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.2f}M parameters, float32, CPU")
-    print(f"step: {args.prompts} prompts x {args.group} completions x {args.tokens} tokens, beta {args.beta}, "
-          f"loss {args.loss}, lr {args.lr}")
+    print(f"step: {args.prompts} prompts of {prompt_tokens} tokens x {args.group} completions x {args.tokens} tokens, "
+          f"beta {args.beta}, loss {args.loss}, lr {args.lr}")
     print(f"mean completion length: langplay {result['langplay']['mean_completion_length']:.2f}, "
           f"TRL {result['trl']['mean_completion_length']:.2f} (of {args.tokens})")
     print(f"tokens per step (prompt + completion): langplay {lp_seq_tokens}, TRL {statistics.median(trl_tokens):.0f}")
+    print(f"tokens through the model per pass: langplay {model_tokens['langplay']}, TRL {model_tokens['trl']} "
+          f"(ratio {result['model_token_ratio']:.3f}: the ratio of their model arithmetic)")
     print(f"langplay: median step {lp_median:.3f} s over {len(lp_times)} steps "
           f"({tokens_per_step / lp_median:.0f} generated tokens/s; sampling+rewards+reference "
           f"{result['langplay']['median_collect_s']:.3f} s, update {lp_median - result['langplay']['median_collect_s']:.3f} s)")
     print(f"TRL:      median step {trl_median:.3f} s over {len(trl_times)} steps "
           f"({tokens_per_step / trl_median:.0f} generated tokens/s)")
     print(f"ratio langplay / TRL: {result['ratio_langplay_over_trl']:.3f}  (target <= 0.7)")
+    if profile:
+        result["profile_s_per_step"] = {"steps": args.profile, **profile}
+        print_profile(profile)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
