@@ -1,0 +1,30 @@
+"""The GRPO vs TRL benchmark (BENCHMARKS.md) runs, and its two sides do the same work."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
+    prompts, group, prompt_tokens, tokens = 2, 2, 40, 8
+    out = tmp_path / "grpo_vs_trl.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/grpo_vs_trl.py", "--hidden", "32", "--layers", "1", "--prompts", str(prompts),
+         "--group", str(group), "--tokens", str(tokens), "--prompt-tokens", str(prompt_tokens), "--rounds", "1",
+         "--steps", "2", "--profile", "1", "--json", str(out)],
+        cwd=ROOT, check=True, capture_output=True, timeout=600,
+    )
+    result = json.loads(out.read_text())
+    # Completions of the full length on both sides, and TRL's own token count agrees with the prompts we built.
+    assert result["langplay"]["mean_completion_length"] == result["trl"]["mean_completion_length"] == tokens
+    sequence_tokens = prompts * group * (prompt_tokens + tokens)
+    assert result["sequence_tokens_per_step"] == {"langplay": sequence_tokens, "trl": sequence_tokens}
+    # langplay runs each prompt once for its group, TRL once per completion.
+    assert result["model_tokens_per_pass"] == {"langplay": prompts * prompt_tokens + prompts * group * tokens,
+                                               "trl": sequence_tokens}
+    assert result["langplay"]["timed_steps"] == result["trl"]["timed_steps"] == 1
+    for side in ("langplay", "trl"):
+        assert result["profile_s_per_step"][side]["matmul"] > 0
