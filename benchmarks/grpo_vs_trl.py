@@ -118,9 +118,11 @@ OP_KINDS = {
 }
 
 
+OTHER_OPS = "elementwise and other"
+
+
 def op_kind(name: str) -> str:
-    return next((kind for kind, ops in OP_KINDS.items() if any(name.startswith(op) or op in name for op in ops)),
-                "elementwise and other")
+    return next((kind for kind, ops in OP_KINDS.items() if any(op in name for op in ops)), OTHER_OPS)
 
 
 def profile_steps(run_steps, steps: int) -> dict:
@@ -129,7 +131,7 @@ def profile_steps(run_steps, steps: int) -> dict:
 
     prof = profile(activities=[ProfilerActivity.CPU])
     run_steps(prof.start, prof.stop)
-    totals: dict[str, float] = {kind: 0.0 for kind in [*OP_KINDS, "elementwise and other"]}
+    totals: dict[str, float] = {kind: 0.0 for kind in [*OP_KINDS, OTHER_OPS]}
     for event in prof.key_averages():
         if event.key.startswith("aten::"):  # Python-level and profiler frames are not operators
             totals[op_kind(event.key)] += event.self_cpu_time_total / 1e6 / steps
