@@ -111,6 +111,30 @@ def test_loss_matches_iq_learn_on_random_logits(gamma, mode):
     assert (halves[0] + halves[1]).item() == pytest.approx(loss.item(), abs=1e-9)
 
 
+def test_online_value_term_moves_values_at_visited_states_only_when_discounted():
+    """sum_t V(s_t) - gamma V(s_t+1) telescopes to V(s_0) at gamma = 1: the online term then pushes nothing at
+    the states the model visits. At gamma < 1 it pushes their values down (samples) and up (demonstrations)."""
+    from langplay.errors import ConfigError
+
+    mask = torch.ones(2, 4, dtype=torch.double)
+    terminal, is_expert = torch.ones(2, dtype=torch.double), torch.tensor([1.0, 0.0], dtype=torch.double)
+    counts = counts_of(mask, is_expert, online_td=False)
+    logp = torch.full((2, 4), -1.0, dtype=torch.double)
+    final = torch.zeros(2, dtype=torch.double)
+    grads = {}
+    for gamma in (1.0, 0.99):
+        values = torch.randn(2, 4, dtype=torch.double, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        loss, _ = iq_loss(logp, values, final, mask, terminal, is_expert, counts, gamma, td_weight=0.0)
+        (grads[gamma],) = torch.autograd.grad(loss, values)
+    intermediate = grads[1.0][:, 1:]
+    assert intermediate.abs().max() < 1e-15  # gamma = 1: only V(s_0) (the same prompt state on both rows) moves
+    assert (grads[0.99][1, 1:] > 0).all() and (grads[0.99][0, 1:] < 0).all()  # samples pushed down, experts up
+    assert grads[0.99][1, 1:].abs().min() > 1e-4
+    with pytest.raises(ConfigError, match="irl.gamma=1 with irl.online_fraction"):
+        load_config(overrides=["irl.online_fraction=0.25", "irl.gamma=1"])
+    assert load_config().irl.gamma == 0.99
+
+
 # -- values from the model --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def policy(tiny_model):
@@ -207,7 +231,7 @@ def test_offline_loss_on_the_model_matches_the_reference(policy, tiny_model):
 
 
 def test_terminal_value_is_zero_and_truncated_bootstraps(policy, tiny_model):
-    irl = IRL(irl_config(tiny_model), policy, None, Accelerator(cpu=True))
+    irl = IRL(irl_config(tiny_model, "irl.gamma=1"), policy, None, Accelerator(cpu=True))  # gamma 1: by hand
     encode, eos, pad = policy.encode, policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
     prompt, text = encode(policy.format_prompt("say a")), encode("aaa")
 
@@ -260,7 +284,7 @@ def test_online_value_term_covers_the_sampled_states(policy, tiny_model, online_
     assert exp.batch["terminal"].tolist() == [1.0, 1.0, 1.0, 0.0]
     assert exp.counts["mixture_tokens"] == exp.counts["expert_tokens"] + 3 + 3
     loss, metrics = irl.loss(exp.batch, exp.counts)
-    expected = reference_loss_on_model(policy.model, exp.batch, 1.0, 0.5, online=True, online_td=online_td)
+    expected = reference_loss_on_model(policy.model, exp.batch, 0.99, 0.5, online=True, online_td=online_td)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-4)
     offline = {**exp.counts, "mixture_tokens": exp.counts["expert_tokens"], "td_tokens": exp.counts["expert_tokens"]}
     experts_only = {k: v[:2] for k, v in exp.batch.items()}
@@ -366,7 +390,7 @@ def test_tinyworld_preset_runs(tmp_path):
     data = tmp_path / "demos.jsonl"
     task_dataset("train", 4, seed=1).to_json(str(data))
     result = CliRunner().invoke(app, [
-        "train", "irl", "--config", str(ROOT / "configs" / "irl_tinyworld.yaml"),
+        "train", "irl", "--config", "irl_tinyworld",
         f"model.name_or_path={base_model_path()}",
         f"data.path={data}", "train.steps=1", "train.prompts_per_step=2", f"run.output_dir={tmp_path}/run",
         "run.progress=false",

@@ -203,7 +203,8 @@ def passes_if_seven(prompts, completions, **_):
 def make_jepo(tiny_model, *more, rewards=None):
     config = load_config(overrides=[
         "algorithm=jepo", f"model.name_or_path={tiny_model}", "jepo.group_size=3", "jepo.answer_marker=The answer is",
-        "jepo.normalize=none", "jepo.beta_sup=0.5", "jepo.format_penalty=10", "train.prompts_per_step=2", *more,
+        "jepo.normalize=none", "jepo.beta_sup=0.5", "jepo.format_penalty=10", "train.prompts_per_step=2",
+        "jepo.answer_suffix_eos=true", *more,
     ])
     policy = Policy.from_config(config.model)
     jepo = JEPO(config, policy, None, Accelerator(cpu=True), rewards=rewards)
@@ -211,12 +212,12 @@ def make_jepo(tiny_model, *more, rewards=None):
     return jepo
 
 
-def answer_loglik(policy, prompt, chain, answer=" 7"):
+def answer_loglik(policy, prompt, chain, answer=" 7", eos=True, temperature=1.0):
     x = policy.encode(policy.format_prompt(prompt)) + policy.encode(chain)
-    target = policy.encode(answer) + [policy.tokenizer.eos_token_id]
+    target = policy.encode(answer) + ([policy.tokenizer.eos_token_id] if eos else [])
     ids = torch.tensor([x + target])
     with torch.no_grad():
-        logp = policy.model(input_ids=ids).logits.log_softmax(-1)[0, len(x) - 1 : -1]
+        logp = (policy.model(input_ids=ids).logits / temperature).log_softmax(-1)[0, len(x) - 1 : -1]
     return logp.gather(1, torch.tensor(target)[:, None]).sum().item()
 
 
@@ -303,6 +304,49 @@ def test_loss_gradient_is_the_weighted_sum_of_sequence_logprobs(tiny_model):
     assert answer[0].item() == pytest.approx(answer_loglik(jepo.policy, "q one", "so The answer is"), abs=1e-4)
 
 
+def test_defaults_follow_the_paper_s_and_normalise_the_format_advantage(tiny_model):
+    """By default S_i = log pi(a*|x, c_i) without EOS, at the sampling temperature (one temperature for S and the
+    surrogate), and the format advantage is normalised and clipped like the bound's (A~fmt)."""
+    jepo = make_jepo(tiny_model, "jepo.estimator=single", "jepo.normalize=batch", "jepo.answer_suffix_eos=false",
+                     "sampling.temperature=0.7")
+    eos = jepo.policy.tokenizer.eos_token_id
+    assert load_config().jepo.answer_suffix_eos is False
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    assert completion_span(exp.batch, 0, "sup_mask") == jepo.policy.encode(" 7")  # no EOS after a*
+    s = [answer_loglik(jepo.policy, "q one", c, eos=False, temperature=0.7) for c in ("so The answer is", "x The answer is")]
+    assert exp.metrics["log_likelihood"] == pytest.approx(
+        (s[0] + s[1] + 2 * answer_loglik(jepo.policy, "q two", "The answer is", eos=False, temperature=0.7)) / 4, abs=1e-4)
+    # raw format advantages [5, -10, 5, 5, 5, -10]: divided by their std over the step's JEPO prompts, clipped at 1
+    fmt = torch.tensor([5.0, -10, 5, 5, 5, -10])
+    expected_fmt = (fmt / fmt.std()).clamp(-1, 1)
+    bound_row1 = exp.batch["pg_coef"][1] * 3  # generation 1 has no marker: only its format advantage
+    assert bound_row1.item() == pytest.approx(expected_fmt[1].item(), abs=1e-5)
+    assert exp.batch["pg_coef"].abs().max() <= 2 / 3 + 1e-6  # |A~| + |A~fmt| <= 2, over n = 3
+
+
+def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
+    """beta KL per generation (summed over its tokens), averaged over the step's B n generations: each token's
+    KL has weight beta / (B n), as the policy gradient's chain log-prob has coef / B."""
+    from types import SimpleNamespace
+
+    jepo = make_jepo(tiny_model, "jepo.beta=0.5")
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    batch = exp.batch
+    torch.manual_seed(0)
+    logp = (batch["ref_logp"] + 0.3 * torch.randn_like(batch["ref_logp"])).requires_grad_()
+    jepo.policy = SimpleNamespace(logprobs=lambda b, temperature: SimpleNamespace(logp=logp))
+    loss, metrics = jepo.loss(batch, exp.counts)
+    jepo.args.beta = 0.0
+    surrogate, _ = jepo.loss(batch, exp.counts)
+    k3 = torch.exp(batch["ref_logp"] - logp) - (batch["ref_logp"] - logp) - 1
+    B, n = 2, 3
+    hand = 0.5 * (k3 * batch["pg_mask"]).sum() / (B * n)
+    assert (loss - surrogate).item() == pytest.approx(hand.item(), rel=1e-4)
+    assert metrics["kl"] == pytest.approx(((k3 * batch["pg_mask"]).sum() / (B * n)).item(), rel=1e-6)
+    chain_tokens = batch["pg_mask"][0].sum().item()
+    assert chain_tokens > 5  # a token mean would have divided by the step's ~40 tokens instead of 6 generations
+
+
 def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
     from typer.testing import CliRunner
 
@@ -338,7 +382,7 @@ def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path)
 
     root = Path(__file__).parents[1]
     rows = datasets.Dataset.from_list(task_rows("train", 2000, 0, families=["spell"], levels=[3]))
-    config = load_config(root / "configs" / "jepo_tinyworld.yaml", [
+    config = load_config("jepo_tinyworld", [
         f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
         "run.save_every=0", "train.steps=60", "train.lr=1e-4", "train.seed=0",
     ])

@@ -105,8 +105,9 @@ def assert_same_loss_and_gradients(loss, ours, hand, model):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_losses_and_gradients_by_hand(tiny_model, reduction):
-    lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}")
+def test_literal_losses_and_gradients_by_hand(tiny_model, reduction):
+    """kl_penalty=loss: eq. 4-5 as written, beta log(pi/pi_Ref) of the sampled sequence in the loss."""
+    lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}", "lsp.kl_penalty=loss")
     batch, model, loss, ours = loss_and_gradients_after_a_move(lsp)
     s = hand_sequence_logprobs(model, batch, reduction)
     with torch.no_grad():
@@ -119,17 +120,119 @@ def test_losses_and_gradients_by_hand(tiny_model, reduction):
     assert_same_loss_and_gradients(loss, ours, L_sol + alpha * L_ch, model)
 
 
-def test_kl_as_a_reward_penalty_by_hand(tiny_model):
-    """kl_penalty=reward: -(1/NG) sum ratio * (A - beta sg(log pi/pi_Ref)), and alpha_Ch times the challenger's twin."""
-    lsp = make_lsp(tiny_model, "lsp.kl_penalty=reward")
+def hand_token_logprobs(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits
+    width = batch["completion_mask"].shape[1]
+    logp = F.log_softmax(logits[:, -width - 1 : -1].float(), -1).gather(-1, batch["input_ids"][:, -width:, None])[..., 0]
+    return logp * batch["completion_mask"]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_kl_in_the_reward_by_hand(tiny_model, reduction):
+    """kl_penalty=reward (the default): each token's log-prob times beta * the log-ratios from it to the end."""
+    lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}")
+    assert lsp.args.kl_penalty == "reward"
     batch, model, loss, ours = loss_and_gradients_after_a_move(lsp)
-    s = hand_sequence_logprobs(model, batch, "mean")
+    s = hand_sequence_logprobs(model, batch, reduction)
+    tokens = hand_token_logprobs(model, batch)
     with torch.no_grad():
-        s_ref = hand_sequence_logprobs(lsp.policy.reference, batch, "mean")
-    A, beta, alpha = batch["advantages"], 0.1, 0.5
-    shaped = A - beta * (s - s_ref).detach()
-    per_sequence = -torch.exp(s - s.detach()) * shaped
+        ref_tokens = hand_token_logprobs(lsp.policy.reference, batch)
+    A, beta, alpha, mask = batch["advantages"], 0.1, 0.5, batch["completion_mask"]
+    per_sequence = []
+    for row in range(len(A)):
+        n = int(mask[row].sum())
+        ratio = (tokens[row, :n] - ref_tokens[row, :n]).detach()
+        to_go = torch.stack([ratio[t:].sum() for t in range(n)])
+        kl = ((tokens[row, :n] - tokens[row, :n].detach()) * to_go).sum() + ratio.sum()
+        per_sequence.append(-torch.exp(s[row] - s[row].detach()) * A[row] + beta * kl)
+    per_sequence = torch.stack(per_sequence)
     assert_same_loss_and_gradients(loss, ours, per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3, model)
+
+
+# -- the KL's expected gradient, by enumerating every sequence of a tiny policy -----------------------------------
+VOCAB, EOS, MAX_LEN = 3, 2, 3  # tokens a, b and EOS; sequences of 1-3 tokens, cut at 3 without EOS
+
+
+def all_sequences():
+    out = [[EOS]]
+    for length in (2, 3):
+        for body in torch.cartesian_prod(*[torch.arange(2)] * (length - 1)).reshape(-1, length - 1).tolist():
+            out.append(body + [EOS])
+            if length == MAX_LEN:
+                out += [body + [last] for last in range(2)]  # cut at the length limit
+    return out
+
+
+def tabular_logprobs(logits: dict, sequence: list[int]) -> torch.Tensor:
+    """Per-token log-probs of a policy whose logits are a table indexed by the prefix."""
+    return torch.stack([torch.log_softmax(logits[tuple(sequence[:t])], -1)[tok] for t, tok in enumerate(sequence)])
+
+
+def expected_kl_gradient(reduction, kl_penalty, role):
+    """(E_{a~pi}[grad of the KL part of LSP's loss for one row of `role`], grad KL(pi || pi_Ref)), exactly."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    prefixes = {tuple(seq[:t]) for seq in all_sequences() for t in range(len(seq))}
+    theta = {p: (2 * torch.randn(VOCAB, dtype=torch.float64)).requires_grad_() for p in prefixes}
+    ref = {p: 2 * torch.randn(VOCAB, dtype=torch.float64) for p in prefixes}
+    beta, alpha = 0.3, 0.7
+    args = SimpleNamespace(beta=beta, kl_penalty=kl_penalty, logprob_reduction=reduction, alpha_challenger=alpha)
+    lsp = LSP.__new__(LSP)  # the algorithm's own loss, with a policy that reads the table
+    lsp.args, lsp.config = args, SimpleNamespace(sampling=SimpleNamespace(temperature=1.0))
+    params = list(theta.values())
+    expected = [torch.zeros(VOCAB, dtype=torch.float64) for _ in params]
+    kl = 0.0
+    for seq in all_sequences():
+        logp = tabular_logprobs(theta, seq)
+        ref_logp = tabular_logprobs(ref, seq)
+        lsp.policy = SimpleNamespace(logprobs=lambda batch, temperature: SimpleNamespace(logp=logp.unsqueeze(0)))
+        batch = {"completion_mask": torch.ones(1, len(seq), dtype=torch.float64), "ref_logp": ref_logp.unsqueeze(0),
+                 "advantages": torch.zeros(1, dtype=torch.float64),
+                 "is_challenger": torch.tensor([float(role == "challenger")], dtype=torch.float64)}
+        loss, _ = lsp.loss(batch, {"solver_sequences": 1.0, "challenger_sequences": 1.0})
+        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        prob = logp.sum().exp().detach()
+        for total, grad in zip(expected, grads):
+            if grad is not None:
+                total += prob * grad
+        kl = kl + logp.sum().exp() * (logp.sum() - ref_logp.sum())
+    scale = beta * (alpha if role == "challenger" else 1.0)
+    true = torch.autograd.grad(scale * kl, params)
+    return torch.cat(expected), torch.cat(true)
+
+
+@pytest.mark.parametrize("role", ["solver", "challenger"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_default_kl_has_the_gradient_of_the_kl(reduction, role):
+    """Summed over every sequence a ~ pi, the KL part's gradient is beta grad KL(pi || pi_Ref), to float64
+    precision, for each role (alpha_Ch scales the challenger's) and each reduction."""
+    expected, true = expected_kl_gradient(reduction, "reward", role)
+    assert true.abs().max() > 0.01  # the policy is far from the reference: there is something to pull
+    assert torch.allclose(expected, true, atol=1e-12), (expected - true).abs().max()
+
+
+def test_the_literal_kl_of_eq_4_5_does_not_regularise():
+    """Why it is not the default: its expected gradient is 0 under "sum" and beta grad E[1/|a|] under "mean"."""
+    expected, true = expected_kl_gradient("sum", "loss", "solver")
+    assert expected.abs().max() < 1e-12 < true.abs().max()
+    expected, true = expected_kl_gradient("mean", "loss", "solver")
+    assert not torch.allclose(expected, true, atol=1e-3)
+
+
+def test_unreadable_judge_scores_are_left_out_of_the_quality_reward():
+    from langplay.algorithms.lsp import lsp_advantages
+
+    nan = float("nan")
+    R = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 1.0]])
+    RQ = torch.tensor([[4.0, nan], [nan, nan], [6.0, 4.0]])
+    out = lsp_advantages(R, RQ, weight=1.0)
+    assert out["VQ"].tolist() == [4.0, 4.5, 5.0]  # the readable ones; none readable: the others' mean
+    assert torch.allclose(out["solver"], torch.tensor([0.5, -0.5, 0.0, 0.0, 1.5, -1.5]))  # NaN: no quality advantage
+    challenger = torch.tensor([-0.5 + 4, 0 + 4.5, -1.5 + 5])
+    assert torch.allclose(out["challenger"], challenger - challenger.mean())
+    assert not any(torch.isnan(v).any() for v in out.values())
 
 
 def test_challenger_reference_is_taken_under_the_challenger_prompt(tiny_model):
@@ -191,7 +294,7 @@ def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
     from langplay.tinyworld.base import base_model_path
 
     result = CliRunner().invoke(app, [
-        "train", "lsp", "--config", str(Path(__file__).parents[1] / "configs" / "lsp_tinyworld.yaml"),
+        "train", "lsp", "--config", "lsp_tinyworld",
         f"model.name_or_path={base_model_path()}", "train.steps=3", f"run.output_dir={tmp_path}/run",
         "run.progress=false",
     ])
@@ -215,7 +318,7 @@ def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
     from langplay.tinyworld.base import base_model_path
     from langplay.trainer import Trainer
 
-    preset = Path(__file__).parents[1] / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
+    preset = "lsp_demo"
     config = load_config(preset, [f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}",
                                   "run.progress=false", "run.save_every=0", "train.seed=0"])
     assert config.train.steps == 60

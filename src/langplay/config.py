@@ -26,8 +26,12 @@ class LoraConfig(Section):
     target_modules: str | list[str] = "all-linear"
 
 
+PRESETS = Path(__file__).parent / "presets"  # the packaged configs: `--config NAME` finds presets/NAME.yaml
+TINYWORLD_BASE = Path(__file__).parent / "tinyworld" / "assets" / "base"  # `tinyworld:base` names it
+
+
 class ModelConfig(Section):
-    name_or_path: str = ""  # a Hub name or a local folder; required by every command that trains
+    name_or_path: str = ""  # a Hub name, a local folder, or tinyworld:base; required by every command that trains
     tokenizer: str | None = None  # defaults to name_or_path
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
@@ -38,11 +42,18 @@ class ModelConfig(Section):
     gradient_checkpointing: bool = False
     logprob_chunk_tokens: int = Field(2048, gt=0)  # tokens per chunk when computing log-probs over the vocabulary
 
+    @model_validator(mode="after")
+    def _tinyworld_base(self) -> ModelConfig:
+        if self.name_or_path == "tinyworld:base":  # the shipped checkpoint, wherever the package is installed
+            self.name_or_path = str(TINYWORLD_BASE)
+        return self
+
 
 class DataConfig(Section):
     path: str = ""  # Hub dataset name, or a local .json/.jsonl/.parquet file
-    subset: str | None = None
+    subset: str | list[str] | None = None  # a list: those subsets, concatenated (e.g. every MATH subject)
     split: str = "train"
+    where: dict[str, Any] = {}  # keep rows whose column equals the value (or is in a list): {question_type: proof}
     prompt_column: str = "prompt"  # a string, or a list of chat messages
     completion_column: str = "completion"  # SFT target
     messages_column: str | None = None  # SFT on chat data: the last assistant turn is the target
@@ -128,12 +139,13 @@ class LSPConfig(Section):
     """Language Self-Play (reference/lsp.md). train.prompts_per_step is N, the challenger's queries per step."""
 
     group_size: int = Field(4, ge=2)  # G answers per query (not reported by the paper)
-    beta: float = Field(0.05, ge=0)  # log-ratio KL to the reference, both roles (paper: 0.05)
+    beta: float = Field(0.05, ge=0)  # KL(pi || pi_Ref) of whole sequences, both roles (paper: 0.05)
     alpha_challenger: float = Field(1.0, ge=0)  # weight of L_Ch in L_Sol + alpha L_Ch (not reported)
-    logprob_reduction: Literal["mean", "sum"] = "mean"  # log pi(seq): token mean (TRL-like) or the sum of eq. 4-5
-    # "loss": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient is zero in expectation (see lsp.py);
-    # "reward": the same term as a penalty on the advantage, whose gradient is the KL's
-    kl_penalty: Literal["loss", "reward"] = "loss"
+    # log pi(seq) in the policy gradient: token mean (TRL's "grpo" loss type: length-biased) or the sum of eq. 4-5
+    logprob_reduction: Literal["mean", "sum"] = "mean"
+    # "reward": the KL as a per-token reward penalty (reward-to-go): expected gradient beta grad KL, any reduction;
+    # "loss": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient does not regularise (see lsp.py)
+    kl_penalty: Literal["reward", "loss"] = "reward"
     self_reward: bool = False  # False: LSP-Zero; True: LSP, adding the quality score R_Q
     self_reward_function: str | None = None  # "module:name" scorer for R_Q; None: the reference model as judge (Box 3)
     self_reward_weight: float = 1.0  # R + w R_Q (the paper adds them unscaled)
@@ -155,13 +167,13 @@ class JEPOConfig(Section):
     answer_column: str = "answer"  # the reference answer a*, the text that follows the marker
     answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"  # a* is the column, its "#### x", or its last \\boxed{x}
     answer_marker: str = "The final answer is"  # locates the answer in a generation (case-insensitive, last one)
-    answer_suffix_eos: bool = True  # a* ends with EOS: its likelihood includes stopping after the answer
+    answer_suffix_eos: bool = False  # True: a* ends with EOS, so S includes stopping after it (not the paper's S)
     normalize: Literal["group", "batch", "none"] = "batch"  # A / std(A) over the group or the step; none: unbiased
     advantage_clip: float | None = Field(1.0, gt=0)  # clip(A / std(A), -c, c); None: no clip
     format_penalty: float = Field(10.0, ge=0)  # reward -p for generations without the marker (paper: 10)
     policy_gradient: Literal["chain", "generation"] = "chain"  # tokens under the score function: c_i, or all of y_i
     beta_sup: float = Field(0.01, ge=0)  # weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)
-    beta: float = Field(1e-3, ge=0)  # KL to the reference over the whole generation (paper: 1e-3)
+    beta: float = Field(1e-3, ge=0)  # KL to the reference, summed over each generation (paper: 1e-3)
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     rewards: list[RewardSpec] = []  # a verifier: prompts where a sample passes use the RL loss (JEPO + RL)
     pass_threshold: float = 1.0  # a sample passes the verifier when its reward reaches this
@@ -170,10 +182,19 @@ class JEPOConfig(Section):
 class IRLConfig(Section):
     """IRL as TD-regularised MLE (reference/irl.md): IQ-Learn's chi-squared objective on token transitions."""
 
-    gamma: float = Field(1.0, ge=0, le=1)  # not in the paper; 1.0 as LM reimplementations (IQ-Learn: 0.99)
+    # discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online
+    # IRL then learns nothing from the visited states, so it is refused with online_fraction > 0
+    gamma: float = Field(0.99, ge=0, le=1)
     td_weight: float = Field(0.5, ge=0)  # lambda = 1/(4 alpha), IQ-Learn's alpha 0.5; 0 is exactly MLE
     online_fraction: float = Field(0.0, ge=0, lt=1)  # share of each batch that is the model's own samples
     online_td: bool = False  # online: the TD (chi-squared) term covers the samples too (IQ-Learn's regularize)
+
+    @model_validator(mode="after")
+    def _online_needs_a_discount(self) -> IRLConfig:
+        if self.online_fraction > 0 and self.gamma >= 1:
+            raise ValueError("irl.gamma=1 with irl.online_fraction > 0: the value term telescopes to V(s_0) and "
+                             "online IRL learns nothing from the states it visits; use irl.gamma < 1 (e.g. 0.99)")
+        return self
 
 
 ALGORITHMS = ("sft", "grpo", "lsp", "jepo", "irl")
@@ -256,9 +277,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for key, value in defaults.items():
         _set_dotted(tree, key, value)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -268,6 +287,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         tree = merge(tree, loaded)
     tree = merge(tree, parse_overrides(overrides or []))
     return build_config(tree)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file, or the name of a packaged preset (`grpo_tinyworld` -> presets/grpo_tinyworld.yaml)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    preset = PRESETS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if preset.is_file() and len(path.parts) == 1:
+        return preset
+    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {path} (or name a preset: {names})")
 
 
 def dump_config(config: Config) -> str:

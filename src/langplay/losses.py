@@ -75,6 +75,21 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KLEstimato
     raise ValueError(f"unknown KL estimator {estimator!r}: use k1, k2 or k3")
 
 
+def kl_reward_to_go(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per sequence, a surrogate of KL(pi || pi_ref) over whole sequences sampled from pi: its gradient, in
+    expectation, is exactly grad KL(pi || pi_ref) (tested by enumeration), and its value is the sampled
+    log-ratio log pi(a)/pi_ref(a), the KL's usual estimate.
+
+    The KL as a per-token penalty in the reward, with REINFORCE's reward-to-go: token t's score function
+    grad log pi(a_t|s_t) is weighted by sg(sum_{u >= t} log pi(a_u|s_u)/pi_ref(a_u|s_u)) (the log-ratios before t
+    do not depend on a_t, and dropping them only lowers the variance). The log-ratio of a sampled sequence
+    placed in the loss as it is has the gradient grad log pi(a): zero in expectation, it regularises nothing.
+    """
+    log_ratio = ((logp - ref_logp) * mask).detach()
+    to_go = log_ratio.flip(1).cumsum(1).flip(1)
+    return masked_sum((logp - logp.detach()) * to_go, mask, dim=1) + log_ratio.sum(1)
+
+
 def clipped_policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from langplay.config import ModelConfig
 from langplay.errors import LangplayError
+from langplay.text import encodable
 
 Prompt = str | list[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
 
@@ -162,7 +163,7 @@ class Policy:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(encodable(text), add_special_tokens=False)["input_ids"]
 
     # -- log-probs ---------------------------------------------------------------------------------------
     def logprobs(self, batch: dict, temperature: float = 1.0, with_entropy: bool = False,
@@ -360,13 +361,13 @@ def micro_batches(batch: dict, size: int):
 
 @torch.no_grad()
 def completion_logprob_sums(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int = 64,
-                            chunk_tokens: int = 2048) -> list[float]:
+                            chunk_tokens: int = 2048, temperature: float = 1.0) -> list[float]:
     """log pi(completion | prompt), summed over the completion's tokens, for many pairs (teacher forcing)."""
     device = next(model.parameters()).device
     sums: list[float] = []
     for start in range(0, len(prompt_ids), micro_batch_size):
         batch = build_batch(prompt_ids[start : start + micro_batch_size],
                             completion_ids[start : start + micro_batch_size], pad_id, device)
-        logp = sequence_logprobs(model, batch, chunk_tokens=chunk_tokens).logp
+        logp = sequence_logprobs(model, batch, temperature, chunk_tokens=chunk_tokens).logp
         sums += (logp * batch["completion_mask"]).sum(1).tolist()
     return sums

@@ -19,9 +19,10 @@ becomes E_mixture[V(s) - gamma V(s')], which pushes values down on model-visited
 the chi-squared term covers the mixture too (IQ-Learn's method.regularize=True in place of method.chi).
 
 Where the paper is silent, the defaults (config.IRLConfig) are:
-- gamma = 1.0: episodes end at EOS or the length limit, so no discount is needed to keep values finite, and with
-  gamma = 1 the summed reward telescopes to log pi(y|x) + V(s_0); LM reimplementations use 1.0, IQ-Learn's
-  control default is 0.99;
+- gamma = 0.99, IQ-Learn's default. With gamma = 1 the value term sum_t V(s_t) - V(s_t+1) telescopes to V(s_0),
+  the prompt's state, the same for demonstrations and samples: online IRL's gradient then vanishes at every
+  visited intermediate state, and the summed reward is log pi(y|x) + V(s_0). gamma = 1 is refused online;
+  offline it is allowed (episodes end at EOS or the length limit, so values stay finite);
 - lambda = 0.5: IQ-Learn's default alpha = 0.5 (lambda = 1/(4 alpha)); the paper's grid is not published. It
   suits training from scratch, where values start near 0. Fine-tuning a model trained without the TD term, r^2
   starts large (tinyworld's base: V about 11 nats, r^2 about 90 per token against an NLL about 1.3), so lambda

@@ -7,8 +7,8 @@ For each prompt x: sample n generations y_i, cut each at its answer marker to ge
             A_i = S_i - mean_{j!=i} S_j,   supervised term (1/n) sum_i grad S_i
     L_n   = E[log (1/n) sum_i exp S_i]                multi-sample bound, L_1 <= L_n <= log pi(a*|x)
             A_i = n (lme(S) - lme_{j!=i}(S)),   supervised term grad lme(S) = sum_i softmax(S)_i grad S_i
-    A~_i  = clip(A_i / std(A), -1, 1)
-    update  (1/n) sum_i (A~_i + A_fmt_i) grad log pi(y_i|x)  +  beta_sup * supervised term  -  beta grad KL
+    A~_i  = clip(A_i / std(A), -1, 1)         (the format advantage A~fmt_i likewise)
+    update  (1/n) sum_i (A~_i + A~fmt_i) grad log pi(y_i|x)  +  beta_sup * supervised term  -  beta grad KL
 Generations without the marker get a format reward -p (its leave-one-out advantage is A_fmt) and are left out
 of the bound. JEPO + RL: a prompt for which a verifier is configured and one sample passes uses the ordinary RL
 loss instead (0/1 reward, leave-one-out baseline).
@@ -18,23 +18,27 @@ Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
   unbiased for grad L_n (the paper's (1/n) sum_i form drops the n, which the normalisation A/std removes anyway).
 - std(A) is taken over the whole step by default (`normalize="batch"`): with n = 4 a group's std is very noisy,
   and per-group scaling would give every prompt the same advantage magnitude however informative its chains.
-- The format reward's advantage is its leave-one-out difference, not normalised (p keeps its scale: format
-  first). Groups with fewer than two formatted generations have no bound advantage.
-- The marker is matched case-insensitively, the last occurrence counts; a* is preceded by a space when it does
-  not start with one, and ends with EOS (`answer_suffix_eos`): its likelihood includes stopping after it.
+- The format reward's advantage is its leave-one-out difference, normalised and clipped like the bound's (the
+  update line's A~fmt), over the step's JEPO prompts. Groups with fewer than two formatted generations have no
+  bound advantage.
+- The marker is matched case-insensitively, the last occurrence counts (langplay.text.marker_end, as the
+  evaluation's proxy NLL cuts it); a* is preceded by a space when it does not start with one. S is the paper's
+  log pi(a*|x, c): no EOS after a* unless `answer_suffix_eos` asks for it (then S includes stopping after a*).
+- S_i and the surrogate use one temperature, sampling.temperature (1 in the paper and every preset).
 - The score function is grad log pi(c_i|x), the chain's tokens (`policy_gradient="chain"`), as in the bound's
   derivation (reference/jepo.md, single-sample estimator): the generation's own answer after the marker is not
   part of the latent c and is replaced by a*. Then the rows [x | c_i, a*] give log pi(c_i|x) and S_i in one
   pass, and the step costs about an RL step plus the no-grad pass for S_i. The paper's update line writes
   grad log pi(y_i|x) over the whole generation: `policy_gradient="generation"` does that, with a* in rows of its
   own (twice the tokens in the training pass). Generations without a marker and RL prompts always use all of y_i.
-  The KL (k3 by default) is a token mean over the policy-gradient tokens of the step, as in GRPO.
+  The KL (k3 by default) is summed over each generation's policy-gradient tokens and averaged over the step's
+  generations: the paper's sequence-level beta KL, weighed like the policy gradient (a token mean would make it
+  about L times weaker, L the chain length).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 
 import torch
@@ -44,6 +48,7 @@ from langplay.losses import kl_penalty, masked_sum
 from langplay.policy import build_batch, completion_logprob_sums
 from langplay.rewards import build_scorer, repeated_columns
 from langplay.rewards.verifiers import extract_answer
+from langplay.text import marker_end
 
 
 # -- the estimators (pure functions of one group's S) ------------------------------------------------------------
@@ -95,10 +100,9 @@ def chain_ids(tokenizer, ids: list[int], marker: str) -> list[int] | None:
     marker is re-encoded, so the chain always ends exactly at the marker.
     """
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    found = [m.end() for m in re.finditer(re.escape(marker), text, flags=re.IGNORECASE)]
-    if not found:
+    end = marker_end(text, marker)
+    if end is None:
         return None
-    end = found[-1]
     low, high = 0, len(ids)  # the fewest tokens whose text reaches the marker's end
     while low < high:
         mid = (low + high) // 2
@@ -155,13 +159,14 @@ class JEPO:
         contexts = [samples.prompt_ids[i] + chains[i] for i in scored]
         targets = [answers[i // n] for i in scored]
         sums = completion_logprob_sums(self.policy.model, contexts, targets, tokenizer.pad_token_id,
-                                       cfg.train.micro_batch_size) if scored else []
+                                       cfg.train.micro_batch_size, temperature=cfg.sampling.temperature) if scored else []
         score_of = dict(zip(scored, sums))
         bounded = time.perf_counter()
 
         # Per generation: the bound's advantage and supervised weight, the format reward; or the RL advantage.
         raw_advantage = torch.zeros(len(chains))
         in_bound = torch.zeros(len(chains), dtype=torch.bool)
+        takes_jepo = torch.tensor([not use_rl[i // n] for i in range(len(chains))], dtype=torch.bool)
         sup_weight = torch.zeros(len(chains))
         format_advantage = torch.zeros(len(chains))
         rl_advantage = torch.zeros(len(chains))
@@ -183,6 +188,7 @@ class JEPO:
             in_bound[formatted] = len(formatted) > 1
             bounds.append(float(torch.logsumexp(scores, 0) - math.log(len(formatted))))
         advantage = self.normalized(raw_advantage, in_bound)
+        format_advantage = self.normalized(format_advantage, takes_jepo)
 
         # One batch, one pass: each row's completion is the tokens under the policy gradient (pg_mask), then the
         # reference answer a* under the supervised term (sup_mask); see `training_rows`.
@@ -200,7 +206,7 @@ class JEPO:
             ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
             batch["ref_logp"] = torch.cat([ref, ref.new_zeros(batch["pg_coef"].numel() - gen_rows, ref.shape[1])])
 
-        counts = {"num_prompts": float(gather_sum(acc, len(rows))), "num_tokens": gather_sum(acc, batch["pg_mask"].sum())}
+        counts = {"num_prompts": float(gather_sum(acc, len(rows)))}
         total = counts["num_prompts"] * n
         metrics = {
             "bound": gather_sum(acc, sum(bounds)) / max(1.0, gather_sum(acc, len(bounds))),
@@ -281,9 +287,9 @@ class JEPO:
         loss = surrogate
         if self.needs_reference:
             kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
-            kl_mean = masked_sum(kl, batch["pg_mask"]) / counts["num_tokens"]
-            loss = loss + args.beta * kl_mean
-            metrics["kl"] = kl_mean.item()
+            kl_per_generation = masked_sum(kl, batch["pg_mask"]) / (counts["num_prompts"] * args.group_size)
+            loss = loss + args.beta * kl_per_generation
+            metrics["kl"] = kl_per_generation.item()
         return loss, metrics
 
 

@@ -11,15 +11,18 @@ LSP adds the quality self-reward R_Q (0..7) of the frozen reference model as jud
 R + R_Q, the challenger's -V(q_i) + V_Q(q_i); advantages are taken after adding it.
 
 Where the paper is silent (our defaults, all in config.LSPConfig):
-- log pi of a sequence: the mean over its tokens (`logprob_reduction="mean"`, like TRL's token-level GRPO that
-  the paper's baseline used); "sum" follows eq. 4-5 literally.
+- log pi of a sequence in the policy-gradient term: the mean over its tokens (`logprob_reduction="mean"`), so
+  each sequence weighs the same however long it is: TRL's `grpo` loss type (a sequence mean of token means),
+  which favours short answers for A > 0 and long ones for A < 0; "sum" follows eq. 4-5 literally.
+- The KL (`kl_penalty="reward"`): beta KL(pi || pi_Ref) of whole sequences, for both roles, as a per-token
+  penalty in the reward with its reward-to-go (losses.kl_reward_to_go). Its expected gradient is exactly
+  beta grad KL, whatever the reduction (tests/test_lsp.py enumerates every sequence of a tiny policy). Eq. 4-5
+  put beta log(pi/pi_Ref) of the sampled sequence in the loss as it is (`kl_penalty="loss"`): its gradient is
+  beta grad log pi(a), zero in expectation under "sum", and beta grad E[1/|a|] (a push to longer outputs, not
+  to the reference) under "mean". The paper relies on the KL to keep queries sane, so the default regularises.
 - alpha_Ch = 1; G = 4 answers per query; R and R_Q are added unscaled (`self_reward_weight=1`).
-- The KL term is the plain log-ratio of the sampled sequence (k1), as in eq. 4-5, for both roles. Written so,
-  its gradient is beta * grad log pi(a) for sampled a, which is zero in expectation: it does not pull the policy
-  towards the reference (in tinyworld the solver's KL grew to 1-3 nats within 100 steps at lr 1e-4).
-  `kl_penalty="reward"` moves the same term into the advantage, A - beta * sg(log pi/pi_Ref), whose expected
-  gradient is the gradient of KL(pi || pi_Ref) (the usual "KL in the reward" of RLHF). "loss" stays the default:
-  it is the paper's equation.
+- A judge reply with no readable score (R_Q NaN) is left out: V_Q is the mean of the readable scores of the
+  query, and the unreadable answer gets V_Q (no quality advantage); the failures are counted.
 - Queries that are empty or overlong (cut at max_query_tokens) are kept: they are answered, scored and trained
   on like any other, so the challenger learns to avoid them.
 - `query_prefix` (not in the paper) starts the challenger's reply with fixed text, e.g. "What is the largest of":
@@ -36,22 +39,71 @@ from dataclasses import dataclass
 import torch
 
 from langplay.algorithms import Experience, gather_sum
-from langplay.losses import sequence_logprob
+from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
 from langplay.policy import build_batch
 from langplay.rewards import build_scorer, call_scorer, import_function
 from langplay.rewards.self_judge import ReferenceJudge
 from langplay.sampling.hf import key_of
 
-# Box 1 of the paper (reference/lsp.md), written out; {task} and {template} are filled from the config.
-CHALLENGER_PROMPT = """Background: a language task is an (input, output) tuple: an agent reads the input and writes \
-the output.
-Request: generate an input for the language task '{task}' that will be passed to another language agent. The input \
-can be easy, intermediate, hard or noisy: it should stress-test the agent. Fill the template below between \
-[Start Generation] and [End Generation]. Do not generate an output, hints or any information that leaks the answer; \
-do not request actions a language agent cannot perform; stop as soon as the template is fulfilled. If the task and \
-the template are empty, generate an input by your best judgment.
-Template: {template}
-[Start Generation]"""
+# Box 1 of the paper, every instruction kept; {task} and {template} are filled from the config.
+CHALLENGER_PROMPT = """Background: a language task is an (input, output) tuple. A language agent reads the input \
+and writes the output. For example, for the task 'translate English to French' an input is "Good morning, my \
+friend."; for the task 'summarise a paragraph' an input is a paragraph.
+Request: generate an input for the language task '{task}'. The input will be passed to another language agent, \
+so your reply MUST be a valid input for that task. It can be easy, intermediate, hard, or simply noisy: it is \
+meant to stress-test the agent or push it to think outside the box. Generate only a single example.
+Copy the template given between [Start Generation] and [End Generation], without those tags, and fill its \
+placeholders in curly braces with your own content (for example, replace {{ice cream flavor}} with the name of \
+a flavour).
+Final remarks: do not generate an output or a response, hints, or any information that leaks the answer with \
+the input; do not request anything a language agent cannot do; stop as soon as the template is fulfilled; your \
+reply must NOT contain the [Start Generation] and [End Generation] tags. Follow the template strictly, unless \
+the task and the template are both empty: then generate an input by your best judgment.
+[Start Generation] '{template}' [End Generation]"""
+
+
+# -- the paper's arithmetic (pure functions) --------------------------------------------------------------------
+def lsp_advantages(R: torch.Tensor, RQ: torch.Tensor, weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """Values and advantages of one step from rewards R and quality scores R_Q, both (N queries, G answers).
+
+    V(q_i) = mean_j R (eq. 2); A_Sol = (R + w R_Q) - mean_j (R + w R_Q); A_Ch = c_i - mean_i c_i with
+    c_i = -V(q_i) + w V_Q(q_i) (eq. 3: Vbar - V(q_i) in LSP-Zero, where R_Q = 0). NaN in R_Q (a judge reply
+    with no readable score) is left out: V_Q averages the readable scores, and a NaN answer gets V_Q (no
+    quality advantage); a query with no readable score gets the mean V_Q of the others (0 if none).
+    """
+    readable = ~torch.isnan(RQ)
+    per_query = readable.sum(1)
+    VQ = torch.where(readable, RQ, torch.zeros_like(RQ)).sum(1) / per_query.clamp(min=1)
+    if (per_query == 0).any():
+        fill = VQ[per_query > 0].mean() if (per_query > 0).any() else torch.tensor(0.0)
+        VQ = torch.where(per_query > 0, VQ, fill)
+    RQ = torch.where(readable, RQ, VQ.unsqueeze(1))
+    V = R.mean(1)
+    solver_reward = R + weight * RQ
+    challenger_reward = -V + weight * VQ
+    return {"V": V, "VQ": VQ, "solver_reward": solver_reward, "challenger_reward": challenger_reward,
+            "solver": (solver_reward - solver_reward.mean(1, keepdim=True)).reshape(-1),
+            "challenger": challenger_reward - challenger_reward.mean()}
+
+
+def sequence_loss(logp, ref_logp, mask, advantages, beta: float, kl_penalty: str = "reward",
+                  reduction: str = "mean") -> torch.Tensor:
+    """Per sequence: -A pi/sg(pi) + beta KL term, the bracket of eq. 4 (solver) or eq. 5 (challenger).
+
+    kl_penalty "reward": beta kl_reward_to_go, whose expected gradient is beta grad KL(pi || pi_Ref) of whole
+    sequences; "loss": beta log(pi/pi_Ref) of the sampled sequence, with the reduction, as eq. 4-5 write it.
+    """
+    seq_logp = sequence_logprob(logp, mask, reduction)
+    policy_gradient = -torch.exp(seq_logp - seq_logp.detach()) * advantages  # pi/sg(pi): gradient A grad log pi
+    if kl_penalty == "loss":
+        return policy_gradient + beta * (seq_logp - sequence_logprob(ref_logp, mask, reduction))
+    return policy_gradient + beta * kl_reward_to_go(logp, ref_logp, mask)
+
+
+def role_weights(is_challenger: torch.Tensor, counts: dict, alpha_challenger: float) -> torch.Tensor:
+    """1/(NG) for solver rows (eq. 4), alpha_Ch/N for challenger rows (eq. 5): L = L_Sol + alpha_Ch L_Ch."""
+    return ((1 - is_challenger) / counts["solver_sequences"]
+            + is_challenger * alpha_challenger / counts["challenger_sequences"])
 
 
 @dataclass
@@ -100,11 +152,8 @@ class LSP:
         scored = time.perf_counter()
         everything = self.gather(torch.stack([reward, quality], 1)).to(torch.float32)
         R, RQ = everything[:, 0].view(-1, g), everything[:, 1].view(-1, g)
-        V, VQ = R.mean(1), RQ.mean(1)  # eq. 2, and its quality twin
-        solver_reward = R + args.self_reward_weight * RQ
-        solver_adv = (solver_reward - solver_reward.mean(1, keepdim=True)).reshape(-1)  # R - V(q) (+ R_Q - V_Q)
-        challenger_reward = -V + args.self_reward_weight * VQ
-        challenger_adv = challenger_reward - challenger_reward.mean()  # eq. 3: Vbar - V(q_i) (+ V_Q(q_i) - mean)
+        adv = lsp_advantages(R, RQ, args.self_reward_weight)
+        solver_adv, challenger_adv, V = adv["solver"], adv["challenger"], adv["V"]
         n_mine = len(queries)
         mine = slice(acc.process_index * n_mine, (acc.process_index + 1) * n_mine)
         mine_g = slice(acc.process_index * n_mine * g, (acc.process_index + 1) * n_mine * g)
@@ -117,19 +166,19 @@ class LSP:
         batch["is_challenger"] = torch.cat([torch.zeros(n_mine * g), torch.ones(n_mine)]).to(acc.device)
         batch["ref_logp"] = self.policy.reference_logprobs(batch, cfg.sampling.temperature, cfg.train.micro_batch_size)
         n_queries = float(V.numel())
-        # KL per role, from the sampler's log-probs (those of the current policy: one update per batch)
+        # KL per role (nats per sequence), from the sampler's log-probs (the current policy's: one update a batch)
         sampler_logp = torch.zeros_like(batch["ref_logp"])
         for i, row in enumerate(answers.logprobs + [q.logprobs for q in queries]):
             sampler_logp[i, : len(row)] = torch.tensor(row)
-        kl = sequence_logprob(sampler_logp - batch["ref_logp"], batch["completion_mask"], args.logprob_reduction)
+        kl = masked_sum(sampler_logp - batch["ref_logp"], batch["completion_mask"], dim=1)
         kl_solver = gather_sum(acc, kl[: n_mine * g].sum()) / (n_queries * g)
         kl_challenger = gather_sum(acc, kl[n_mine * g :].sum()) / n_queries
         counts = {"solver_sequences": n_queries * g, "challenger_sequences": n_queries}
         metrics = {
             "reward": R.mean().item(),
-            "solver/reward": solver_reward.mean().item(),
+            "solver/reward": adv["solver_reward"].mean().item(),
             "solver/advantage_abs": solver_adv.abs().mean().item(),
-            "challenger/reward": challenger_reward.mean().item(),
+            "challenger/reward": adv["challenger_reward"].mean().item(),
             "challenger/advantage_abs": challenger_adv.abs().mean().item(),
             "value_spread": V.std().item() if V.numel() > 1 else 0.0,
             "kl/solver": kl_solver,
@@ -142,7 +191,8 @@ class LSP:
             "time/reference": time.perf_counter() - scored,
         }
         if self.self_reward is not None:
-            metrics["self_reward"] = RQ.mean().item()
+            metrics["self_reward"] = RQ.nanmean().item() if (~RQ.isnan()).any() else float("nan")
+            metrics["self_reward_unreadable"] = RQ.isnan().float().mean().item()
             for outcome, count in getattr(self.self_reward, "outcomes", {}).items():
                 metrics[f"self_reward_parse/{outcome}"] = float(count)
         if self.query_check is not None:
@@ -170,16 +220,7 @@ class LSP:
     # -- Algorithm 1, step 5: eq. 4 + alpha_Ch eq. 5 -----------------------------------------------------------
     def loss(self, batch, counts):
         args = self.args
-        mask = batch["completion_mask"]
         logp = self.policy.logprobs(batch, self.config.sampling.temperature).logp
-        seq_logp = sequence_logprob(logp, mask, args.logprob_reduction)
-        seq_ref = sequence_logprob(batch["ref_logp"], mask, args.logprob_reduction)
-        ratio = torch.exp(seq_logp - seq_logp.detach())  # pi / sg(pi): 1, with gradient grad log pi
-        log_ratio = seq_logp - seq_ref  # log(pi / pi_Ref)
-        if args.kl_penalty == "loss":  # eq. 4-5 as written
-            per_sequence = -(ratio * batch["advantages"] - args.beta * log_ratio)
-        else:  # the KL as a penalty on the advantage: its expected gradient is grad KL(pi || pi_Ref)
-            per_sequence = -ratio * (batch["advantages"] - args.beta * log_ratio.detach())
-        challenger = batch["is_challenger"]
-        weight = (1 - challenger) / counts["solver_sequences"] + challenger * args.alpha_challenger / counts["challenger_sequences"]
-        return (weight * per_sequence).sum(), {}
+        per_sequence = sequence_loss(logp, batch["ref_logp"], batch["completion_mask"], batch["advantages"],
+                                     args.beta, args.kl_penalty, args.logprob_reduction)
+        return (role_weights(batch["is_challenger"], counts, args.alpha_challenger) * per_sequence).sum(), {}

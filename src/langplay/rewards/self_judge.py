@@ -2,7 +2,8 @@
 
 The judge writes a short justification, `<Calculation>1+0+1+...=N</Calculation>` and `<Score>N</Score>`.
 `parse_score` copes with anything: the last well-formed `<Score>` wins; otherwise the result of the last
-`<Calculation>`; otherwise the fallback (0). Scores outside 0..7 are clamped. Each outcome is counted.
+`<Calculation>`; otherwise the fallback. Scores outside 0..7 are clamped. The judge's fallback is NaN: a reply
+with no readable score is left out of R_Q (the paper's protocol), not scored 0; each outcome is counted.
 """
 
 from __future__ import annotations
@@ -14,21 +15,25 @@ import torch
 
 MAX_SCORE = 7
 
-# Box 3 of the paper (reference/lsp.md), written out.
+# Box 3 of the paper, every instruction kept.
 JUDGE_PROMPT = """Review the user's instruction and the assistant's response below, and score the interaction with an \
-additive 7-point integer system: add 1 point for each criterion that is met.
-1. The task is clearly identifiable from the instruction.
-2. The instruction is clear, specific and well structured.
-3. The user will understand the response.
-4. The response addresses a significant portion of the question.
-5. The response usefully and comprehensively answers the core of the question.
-6. The response is clearly written, concise, well organised and helpful.
-7. The user will likely like the form and style of the response.
+additive 7-point integer scoring system. The base score is 0. Add 1 point for each of the following binary \
+criteria that is met, and 0 points for each that is not:
+1. The user's task is clearly identifiable from the instruction.
+2. The instruction is clear, specific and well-structured.
+3. The user will be able to understand the response.
+4. The response addresses a significant portion of the question, not necessarily completely.
+5. The response usefully and comprehensively answers the core elements of the question.
+6. The response is clearly written, concise, well-organised and helpful.
+7. The user will most likely like the form and style of the response.
 
 <Instruction>{instruction}</Instruction>
 <Response>{response}</Response>
 
-Justify your score briefly, then write the sum as <Calculation>1+0+1+...=N</Calculation> and end with <Score>N</Score>."""
+After examining the instruction and the response, justify your total score briefly, in at most 100 words, \
+remembering the score of each criterion. Then write the sum of the points between <Calculation> and \
+</Calculation>, for example <Calculation>1+0+1+0+1+1+0=4</Calculation>, and make sure the sum is correct. \
+Conclude with the total score, from 0 to 7, between <Score> and </Score>. The format is crucial."""
 
 _SCORE = re.compile(r"<\s*score\s*>\s*([-+]?\d+(?:\.\d+)?)\s*<\s*/\s*score\s*>", re.IGNORECASE)
 _CALCULATION = re.compile(r"<\s*calculation\s*>(.*?)<\s*/\s*calculation\s*>", re.IGNORECASE | re.DOTALL)
@@ -55,7 +60,8 @@ def parse_score(text: str, fallback: float = 0.0) -> tuple[float, str]:
 
 
 class ReferenceJudge:
-    """R_Q(q, a) from the frozen reference model, prompted with Box 3 (near-greedy decoding)."""
+    """R_Q(q, a) from the frozen reference model, prompted with Box 3 (near-greedy decoding); NaN where its
+    reply has no readable score."""
 
     __name__ = "self_reward"
 
@@ -79,7 +85,7 @@ class ReferenceJudge:
                 outputs, _, _ = sample_completions(judge, ids, 1, keys, self.max_new_tokens, self.temperature, 1.0,
                                                    tokenizer.eos_token_id, tokenizer.pad_token_id)
                 for output in tokenizer.batch_decode(outputs, skip_special_tokens=True):
-                    value, how = parse_score(output)
+                    value, how = parse_score(output, fallback=float("nan"))
                     self.outcomes[how] += 1
                     scores.append(value)
         return scores
