@@ -39,6 +39,19 @@ def test_unknown_algorithm_and_missing_config_file(tmp_path):
     assert result.exit_code == 2 and "config file not found" in result.output
 
 
+def test_the_command_line_algorithm_is_never_overridden_by_the_file(tmp_path):
+    """`langplay train grpo --config lsp.yaml` used to train LSP without a word."""
+    from pathlib import Path
+
+    preset = "lsp_tinyworld"  # a packaged preset, by name
+    result = invoke("train", "grpo", "--config", preset, f"run.output_dir={tmp_path}/run")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "sets algorithm: lsp" in result.output and "langplay train lsp" in result.output
+    assert not (tmp_path / "run").exists()
+    result = invoke("train", "sft", "algorithm=irl")
+    assert result.exit_code == 2 and "sets algorithm: irl" in result.output
+
+
 def test_missing_model_is_a_clear_error(prompt_file):
     result = invoke("train", "grpo", f"data.path={prompt_file}")
     assert result.exit_code == 2 and "set model.name_or_path" in result.output

@@ -13,7 +13,7 @@ from langplay.evaluation.tinyworld import (answer, evaluate_world, held_out_task
                                           task_scores)
 from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, training_rows
-from langplay.tinyworld.tasks import CHALLENGER_PROMPT, EVAL_SEEDS, parse
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse, split_of
 from langplay.tinyworld.tokenizer import save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,17 +29,16 @@ def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
     assert tokenizer("</s>", add_special_tokens=False)["input_ids"] == [tokenizer.eos_token_id]
 
 
-def test_base_training_data_is_deterministic_and_from_training_seeds():
+def test_base_training_data_is_deterministic_and_from_the_training_split():
     rows = training_rows(300, seed=0)
     assert rows == training_rows(300, seed=0) and rows != training_rows(300, seed=1)
     challenger = [r for r in rows if r["prompt"] == CHALLENGER_PROMPT]
     assert 0 < len(challenger) < 60 and all(parse(r["completion"]) is not None for r in challenger)
     tasks = [parse(r["prompt"]) for r in rows if r["prompt"] != CHALLENGER_PROMPT]
     assert all(t is not None for t in tasks)
-    eval_prompts = {t.prompt for t in held_out_tasks(per_level=3)}
-    hard_train = {r["prompt"] for r in rows if r["prompt"] != CHALLENGER_PROMPT}
-    assert all(t.seed in EVAL_SEEDS for t in held_out_tasks(per_level=3))
-    assert len(eval_prompts & hard_train) < 0.05 * len(eval_prompts)  # only tiny easy spaces can coincide
+    assert all(split_of(t.family, t.params) == "train" for t in tasks)
+    assert all(split_of(t.family, t.params) == "test" for t in held_out_tasks(per_level=3))
+    assert not {t.prompt for t in held_out_tasks(per_level=3)} & {r["prompt"] for r in rows}
     one_level = held_out_tasks(per_level=3, seed=7, families=["spell", "add"], levels=[3])
     assert one_level == [t for t in held_out_tasks(per_level=3, seed=7, families=["spell", "add"]) if t.level == 3]
 
@@ -87,7 +86,7 @@ def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(
     from langplay.tinyworld.datasets import task_dataset
     from langplay.trainer import Trainer
 
-    config = load_config(ROOT / "configs" / "grpo_tinyworld.yaml", [
+    config = load_config("grpo_tinyworld", [
         f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
         "run.save_every=0", "train.steps=60", "train.prompts_per_step=16", "train.lr=1e-4",
     ])

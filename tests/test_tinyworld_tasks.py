@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from langplay.tinyworld import judges
 from langplay.tinyworld.tasks import (
-    ANSWER_MARKER, CHALLENGER_PROMPT, EVAL_SEEDS, FAMILIES, TRAIN_SEEDS, challenger_example, check, extract_answer,
+    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, extract_answer,
     make_task, number_words, parse, reference_samples, sample_tasks, split_of,
 )
 
@@ -68,33 +68,63 @@ def test_bad_family_or_level_is_a_clear_error():
     with pytest.raises(ValueError, match="level 9 is out of range"):
         make_task("add", 9, 0)
     with pytest.raises(ValueError, match="unknown split"):
-        sample_tasks("test", 3, 0)
+        sample_tasks("eval", 3, 0)
 
 
-# ---------------------------------------------------------------------------------------------- seeds and splits
-def test_train_and_eval_seeds_never_overlap():
-    assert TRAIN_SEEDS.stop <= EVAL_SEEDS.start or EVAL_SEEDS.stop <= TRAIN_SEEDS.start
-    assert not set(range(TRAIN_SEEDS.stop - 10, TRAIN_SEEDS.stop + 10)) & set(TRAIN_SEEDS) & set(EVAL_SEEDS)
-    assert split_of(0) == "train" and split_of(EVAL_SEEDS.start) == "eval" and split_of(-5) is None
+# ---------------------------------------------------------------------------------------------- splits by instance
+def test_an_instance_has_one_split_whatever_drew_it():
+    assert abs(sum(SPLITS.values()) - 1) < 1e-9
+    for name, level in ALL:
+        for seed in range(40):
+            task = make_task(name, level, seed)
+            split = split_of(task.family, task.params)
+            assert split in SPLITS
+            parsed = parse(task.prompt)  # the same instance, parsed from its text: the same split
+            assert split_of(parsed.family, parsed.params) == split, task
+
+
+@pytest.mark.parametrize("name,level", ALL)
+def test_every_level_has_instances_in_every_split(name, level):
+    rng = random.Random(0)
+    for split in SPLITS:
+        assert split_of(name, draw_task(rng, name, level, split).params) == split
+
+
+def test_held_out_never_overlaps_training():
+    """No test or tune instance, by parameters or by prompt text, is reachable from anything that trains: the
+    training split's draws (every family and level), the base model's recipe and the challenger examples."""
+    from langplay.evaluation.tinyworld import held_out_tasks
+    from langplay.tinyworld.base import training_rows
+
+    train = [t for name, level in ALL for t in sample_tasks("train", 400, level, families=[name], levels=[level])]
+    train_params = {(t.family, t.params) for t in train}
+    train_prompts = {t.prompt for t in train}
+    train_prompts |= {row["prompt"] for row in training_rows(4000, seed=0)} | {row["completion"] for row in
+                                                                                training_rows(4000, seed=0)}
+    train_prompts |= {challenger_example(s) for s in range(2000)}
+    for split in ("test", "tune"):
+        held = held_out_tasks(per_level=60, seed=123, split=split) + sample_tasks(split, 2000, seed=5)
+        assert {split_of(t.family, t.params) for t in held} == {split}
+        assert not {(t.family, t.params) for t in held} & train_params
+        assert not {t.prompt for t in held} & train_prompts
+        # and the comparison can fail: the easy levels' few instances are all reached from both sides
+        assert len({(t.family, t.params) for t in held if (t.family, t.level) == ("sum_to", 1)}) >= 3
+    assert all(split_of(t.family, t.params) == "train" for t in train)
+    base_tasks = [parse(row["prompt"]) for row in training_rows(2000, seed=0)]
+    assert all(split_of(t.family, t.params) == "train" for t in base_tasks if t is not None)
+    assert sum(t is not None for t in base_tasks) > 1500
 
 
 def test_sample_tasks_respects_the_split_and_the_filters():
     train = sample_tasks("train", 200, seed=1)
-    evals = sample_tasks("eval", 200, seed=1)
-    assert all(split_of(t.seed) == "train" for t in train)
-    assert all(split_of(t.seed) == "eval" for t in evals)
-    assert len({t.seed for t in train}) == 200  # distinct seeds
-    assert sample_tasks("eval", 50, seed=3) == sample_tasks("eval", 50, seed=3)
-    assert sample_tasks("eval", 50, seed=3) != sample_tasks("eval", 50, seed=4)
+    tests = sample_tasks("test", 200, seed=1)
+    assert all(split_of(t.family, t.params) == "train" for t in train)
+    assert all(split_of(t.family, t.params) == "test" for t in tests)
+    assert sample_tasks("test", 50, seed=3) == sample_tasks("test", 50, seed=3)
+    assert sample_tasks("test", 50, seed=3) != sample_tasks("test", 50, seed=4)
     assert {t.family for t in train} == set(FAMILIES)
     some = sample_tasks("train", 100, seed=2, families=["add", "spell"], levels=[1, 2])
     assert {t.family for t in some} == {"add", "spell"} and {t.level for t in some} == {1, 2}
-
-
-def test_hard_eval_instances_are_not_training_instances():
-    train = {(t.family, t.params) for t in sample_tasks("train", 3000, 0, families=["add", "reverse"], levels=[4])}
-    evals = {(t.family, t.params) for t in sample_tasks("eval", 500, 0, families=["add", "reverse"], levels=[4])}
-    assert not train & evals
 
 
 # ---------------------------------------------------------------------------------------------- partial credit
@@ -230,7 +260,7 @@ def test_parse_of_nonsense_is_none(text):
 
 # ---------------------------------------------------------------------------------------------- judges
 def test_score_uses_the_checker_on_parseable_queries():
-    for task in sample_tasks("eval", 60, seed=5):
+    for task in sample_tasks("test", 60, seed=5):
         for response in (task.reference, "", "12", "hello there", task.answer + "0"):
             assert judges.score(task.prompt, response) == check(task, response)
 
@@ -260,7 +290,7 @@ def test_quality_rewards_good_pairs_over_nonsense():
     assert judges.quality("glorp wibble?", "42") == 2                  # only the surface criteria 3 and 7
     assert judges.quality("glorp wibble?", "") == 0
     assert judges.quality("glorp wibble?", "zzzzzzzzzzzzzzzzzz" * 20) == 0
-    for task in sample_tasks("eval", 40, seed=9):
+    for task in sample_tasks("test", 40, seed=9):
         assert judges.quality(task.prompt, task.reference) >= 6
         assert judges.quality(task.prompt, task.reference) > judges.quality("blah " + task.prompt[::-1], "ok")
 

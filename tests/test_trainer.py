@@ -109,6 +109,14 @@ def test_dataset_without_the_columns_lists_the_columns_it_has(tiny_model, sft_fi
         Trainer(config, rewards=[count_a])
 
 
+@pytest.mark.parametrize("algorithm", ["sft", "irl"])
+def test_rewards_given_to_an_algorithm_without_rewards_are_an_error(tiny_model, sft_file, tmp_path, algorithm):
+    config = load_config(overrides=[f"model.name_or_path={tiny_model}", f"data.path={sft_file}",
+                                    f"run.output_dir={tmp_path}/run", f"algorithm={algorithm}"])
+    with pytest.raises(LangplayError, match=f"{algorithm} learns from demonstrations and takes no rewards"):
+        Trainer(config, rewards=[count_a])
+
+
 def test_missing_model_and_dataset_are_clear_errors(tiny_model, prompt_file, tmp_path):
     with pytest.raises(LangplayError, match="cannot load tokenizer|cannot load model"):
         Trainer(grpo_config(tmp_path / "nope", prompt_file, tmp_path), rewards=[count_a])

@@ -57,6 +57,9 @@ def train(
     if algorithm not in ALGORITHMS:
         raise LangplayError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     cfg = load_config(config, list(overrides or []), algorithm=algorithm)
+    if cfg.algorithm != algorithm:  # the file (or an override) names another algorithm: say so, never pick one
+        raise LangplayError(f"`langplay train {algorithm}` but {config or 'an override'} sets algorithm: "
+                            f"{cfg.algorithm}; use `langplay train {cfg.algorithm}` or change the file")
     quiet_libraries()
     from langplay.trainer import Trainer
 

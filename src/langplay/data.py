@@ -11,9 +11,17 @@ from langplay.errors import LangplayError
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def load_rows(path: str, subset: str | None = None, split: str = "train", max_samples: int | None = None):
-    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file or a Hub dataset name."""
+def load_rows(path: str, subset: str | list[str] | None = None, split: str = "train", max_samples: int | None = None,
+              where: dict | None = None):
+    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file or a Hub dataset name. A list of subsets
+    is loaded and concatenated (e.g. every MATH subject); `where` keeps the rows whose column equals a value
+    (or is one of a list of values), e.g. {"question_type": "proof"}."""
     import datasets
+
+    if isinstance(subset, list):
+        parts = [load_rows(path, one, split, where=where) for one in subset]
+        rows = datasets.concatenate_datasets(parts)
+        return rows.select(range(min(max_samples, len(rows)))) if max_samples is not None else rows
 
     if not path:
         raise LangplayError("no dataset given: set data.path to a Hub dataset name or a local .jsonl/.parquet file")
@@ -33,6 +41,12 @@ def load_rows(path: str, subset: str | None = None, split: str = "train", max_sa
     except Exception as exc:  # datasets raises many kinds; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LangplayError(f"cannot load dataset {path!r}: {first}") from None
+    if where:
+        require_columns(rows, list(where), f"dataset {path!r} (data.where)")
+        wanted = {column: value if isinstance(value, list) else [value] for column, value in where.items()}
+        rows = rows.filter(lambda row: all(row[c] in values for c, values in wanted.items()))
+        if len(rows) == 0:
+            raise LangplayError(f"dataset {path!r} ({split}): no row matches data.where={where}")
     if max_samples is not None:
         rows = rows.select(range(min(max_samples, len(rows))))
     if len(rows) == 0:
@@ -50,7 +64,7 @@ def require_columns(rows, columns: list[str], what: str = "dataset") -> None:
 
 
 def load_dataset_for(config: DataConfig, columns: list[str]):
-    rows = load_rows(config.path, config.subset, config.split, config.max_samples)
+    rows = load_rows(config.path, config.subset, config.split, config.max_samples, config.where)
     require_columns(rows, columns, f"dataset {config.path!r}")
     return rows
 

@@ -19,7 +19,7 @@ from langplay.config import load_config
 from langplay.evaluation.tinyworld import evaluate_world, family_comparison, plot_report, query_mix, render_table
 from langplay.tinyworld.base import base_model_path
 
-PRESET = Path(__file__).resolve().parent / "tinyworld" / "lsp_demo.yaml"
+PRESET = Path(__file__).resolve().parent / "presets" / "lsp_demo.yaml"
 FIRST_STEPS = 5  # the challenger's queries are compared over the first and the last FIRST_STEPS steps
 FOCUS_FAMILY = "max"  # the family the preset's lsp.query_prefix steers the challenger to
 FOCUS_PER_LEVEL = 128  # held-out prompts of that family per level: 512 in all (on 128 a gain moved by +-0.02)

@@ -40,6 +40,11 @@ def gather_sum(accelerator, value: float | torch.Tensor) -> float:
 
 
 def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algorithm:
+    if rewards and config.algorithm in ("sft", "irl"):
+        from langplay.errors import LangplayError
+
+        raise LangplayError(f"{config.algorithm} learns from demonstrations and takes no rewards; pass rewards= to "
+                            "grpo, lsp or jepo")
     if config.algorithm == "sft":
         from langplay.algorithms.sft import SFT
 

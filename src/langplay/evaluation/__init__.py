@@ -32,7 +32,7 @@ def evaluate_rewards_from_config(config, n: int = 1) -> dict:
     from langplay.rewards import build_scorer
 
     data = config.data
-    rows = load_rows(data.eval_path or data.path, data.subset, data.eval_split or data.split, data.max_samples)
+    rows = load_rows(data.eval_path or data.path, data.subset, data.eval_split or data.split, data.max_samples, data.where)
     require_columns(rows, [data.prompt_column], f"dataset {data.eval_path or data.path!r}")
     policy = Policy.from_config(config.model, with_reference=False)
     scorer = build_scorer(config.grpo.rewards)

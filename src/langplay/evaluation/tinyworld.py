@@ -1,4 +1,4 @@
-"""Evaluation in tinyworld: held-out instances of every family and level, never seen in training.
+"""Evaluation in tinyworld: test instances of every family and level, never training instances (tasks.split_of).
 
 Reports, per family and level: mean checker score and exact accuracy; the pairwise win rate against a baseline
 model (the judge scores both answers to each prompt; ties count half); diversity on the open-ended families
@@ -20,6 +20,7 @@ from langplay.config import ModelConfig, SamplingConfig
 from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, self_bleu, win_rate
 from langplay.policy import Policy, completion_logprob_sums
 from langplay.sampling.hf import HFSampler, key_of
+from langplay.text import marker_end
 from langplay.tinyworld.judges import score as judge_score
 from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sample_tasks
 
@@ -32,13 +33,14 @@ def stable_id(name: str) -> int:
 
 
 def held_out_tasks(per_level: int = 12, seed: int = 0, families: list[str] | None = None,
-                   levels: list[int] | None = None) -> list[Task]:
-    """`per_level` instances of each family and level (all levels, or `levels`), from the evaluation seeds only.
-    A level's instances do not depend on which other levels are asked for."""
+                   levels: list[int] | None = None, split: str = "test") -> list[Task]:
+    """`per_level` instances of each family and level (all levels, or `levels`), from the test split (or
+    "tune", to choose hyper-parameters): never a training instance. A level's instances do not depend on
+    which other levels are asked for."""
     tasks = []
     for name in families or sorted(FAMILIES):
         for level in levels or range(1, FAMILIES[name].levels + 1):
-            tasks += sample_tasks("eval", per_level, seed=key_of(seed, level, stable_id(name)), families=[name],
+            tasks += sample_tasks(split, per_level, seed=key_of(seed, level, stable_id(name)), families=[name],
                                   levels=[level])
     return tasks
 
@@ -101,9 +103,9 @@ def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 
             continue
         _, gold = split_reference(task)
         for sample in chain_of[id(task)]:
-            # the sampled chain up to its marker; a chain without one gets the marker appended (forced format)
-            cut = sample.find(ANSWER_MARKER)
-            chain = sample[: cut + len(ANSWER_MARKER)] if cut >= 0 else sample.rstrip() + " " + ANSWER_MARKER
+            # the sampled chain up to its last marker, cut as JEPO cuts it; without one the marker is appended
+            cut = marker_end(sample, ANSWER_MARKER)
+            chain = sample[:cut] if cut is not None else sample.rstrip() + " " + ANSWER_MARKER
             prompts.append(x + policy.encode(chain))
             targets.append(policy.encode(gold) + [eos])
             owner.append(index)

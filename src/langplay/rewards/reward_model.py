@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from langplay.errors import LangplayError
+from langplay.text import encodable
 
 
 class RewardModelScorer:
@@ -44,7 +45,8 @@ class RewardModelScorer:
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
-                texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                [encodable(t) for t in texts[start : start + self.batch_size]], return_tensors="pt", padding=True,
+                add_special_tokens=False
             ).to(self.device)
             scores += self.model(**enc).logits[:, 0].float().tolist()
         return scores

@@ -34,11 +34,16 @@ def boxed_answer(solution: str) -> str | None:
     start = solution.rfind("\\boxed{")
     if start < 0:
         return None
-    depth, begin = 0, start + len("\\boxed{")
-    for index in range(begin, len(solution)):
-        depth += {"{": 1, "}": -1}.get(solution[index], 0)
+    depth, begin, index = 0, start + len("\\boxed{"), start + len("\\boxed{")
+    while index < len(solution):
+        char = solution[index]
+        if char == "\\":  # an escaped character (\{, \}) is text, not a brace
+            index += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(char, 0)
         if depth < 0:
             return solution[begin:index]
+        index += 1
     return None
 
 
@@ -65,13 +70,20 @@ def numeric_match(completion: str, gold, tolerance: float = 1e-6) -> float:
     return float(abs(predicted - expected) <= tolerance * max(1.0, abs(expected)))
 
 
+MATH_TIMEOUT_SECONDS = 1  # per parse and per comparison: math-verify's default of 5 let one input take 6.9 s
+MATH_MAX_CHARS = 4000  # the answer is at the end: longer completions are cut from the left
+
+
 def math_match(completion: str, gold) -> float:
-    """math-verify's equivalence of the gold answer and the completion's last answer (gold first)."""
+    """math-verify's equivalence of the gold answer and the completion's last answer (gold first). Time-bounded
+    (math-verify's timeouts, which it applies in the main thread) and length-bounded."""
     from math_verify import parse, verify
 
     try:
-        gold_parsed = parse(str(gold) if "$" in str(gold) or "\\" in str(gold) else f"${gold}$")
-        return float(verify(gold_parsed, parse(completion)))
+        gold = str(gold)[:MATH_MAX_CHARS]
+        gold_parsed = parse(gold if "$" in gold or "\\" in gold else f"${gold}$", parsing_timeout=MATH_TIMEOUT_SECONDS)
+        predicted = parse(str(completion)[-MATH_MAX_CHARS:], parsing_timeout=MATH_TIMEOUT_SECONDS)
+        return float(verify(gold_parsed, predicted, timeout_seconds=MATH_TIMEOUT_SECONDS))
     except Exception:  # math-verify can fail on odd LaTeX; a completion it can't read is simply not verified
         return 0.0
 

@@ -2,6 +2,6 @@
 
 from .judges import quality, score, surface_score
 from .tasks import (
-    ANSWER_MARKER, CHALLENGER_PROMPT, EVAL_SEEDS, FAMILIES, TRAIN_SEEDS, Family, Task, challenger_example, check,
+    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, Family, Task, challenger_example, check, draw_task,
     extract_answer, make_task, parse, reference_samples, sample_tasks, split_of,
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, TRAIN_SEEDS, challenger_example, make_task, reference_samples
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, challenger_example, draw_task, reference_samples
 from langplay.tinyworld.tokenizer import build_tokenizer
 
 BASE_PATH = Path(__file__).parent / "assets" / "base"
@@ -48,21 +48,21 @@ def base_model_path() -> Path:
 
 
 def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dict]:
-    """`count` (prompt, completion) rows: task instances from the training seeds, and challenger examples."""
+    """`count` (prompt, completion) rows: instances of the training split only, and challenger examples."""
     rng = random.Random(seed)
     families = sorted(FAMILIES)
     rows = []
     for _ in range(count):
-        task_seed = rng.randrange(TRAIN_SEEDS.start, TRAIN_SEEDS.stop)
+        row_seed = rng.randrange(2**31)
         if rng.random() < recipe["challenger_fraction"]:
-            rows.append({"prompt": CHALLENGER_PROMPT, "completion": challenger_example(task_seed)})
+            rows.append({"prompt": CHALLENGER_PROMPT, "completion": challenger_example(row_seed)})
             continue
         family = FAMILIES[rng.choice(families)]
         weights = recipe["level_weights"][: family.levels]
         level = rng.choices(range(1, family.levels + 1), weights=weights)[0]
-        task = make_task(family.name, level, task_seed)
+        task = draw_task(rng, family.name, level, "train")
         # open-ended families: one of many valid answers, so the base model does not collapse to one
-        completion = reference_samples(task, 1, task_seed)[0] if family.kind == "open" else task.reference
+        completion = reference_samples(task, 1, row_seed)[0] if family.kind == "open" else task.reference
         rows.append({"prompt": task.prompt, "completion": completion})
     return rows
 

@@ -13,13 +13,16 @@ Three kinds of family:
   setting); it still exists, for evaluation. `long_answer=True` marks multi-word answers (spell).
 
 Every checker returns a score in [0, 1] with partial credit, and never raises on any text.
-Instances are a pure function of (family, level, seed); TRAIN_SEEDS and EVAL_SEEDS never overlap. Easy levels
-have few distinct instances (one-digit additions), so the same *instance* can appear in both splits; the seeds,
-and every instance of the harder levels in practice, do not.
+Instances are a pure function of (family, level, seed). Splits are by *instance*, not by seed: an instance
+(its family and parameters) belongs to exactly one of train / tune / test, by a stable hash of its parameters
+(`split_of`), so a test prompt is never a training prompt even on easy levels with few distinct instances.
+Everything that trains (the base model's recipe, training sets, challenger examples) draws from "train";
+hyper-parameters are chosen on "tune"; tables report "test".
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Callable, Literal
 
+from langplay.text import marker_end
+
 ANSWER_MARKER = "The answer is"
 CHALLENGER_PROMPT = "Write a new task for me."
-TRAIN_SEEDS = range(0, 10**6)
-EVAL_SEEDS = range(10**6, 10**6 + 10**5)
+SPLITS = {"train": 0.7, "tune": 0.1, "test": 0.2}  # the share of each family's instances in each split
+SEEDS = range(0, 10**7)  # instance seeds; any seed may land in any split, by the instance it draws
 PRINTABLE = frozenset(string.printable) - frozenset("\r\t\x0b\x0c")  # the tokenizer's characters
 
 Kind = Literal["exact", "open", "reasoning"]
@@ -67,10 +72,10 @@ class Family:
 # ---------------------------------------------------------------------------------------------------- helpers
 def extract_answer(response: str) -> str | None:
     """The text after the last ANSWER_MARKER (case-insensitive), up to the end of its line; None if absent."""
-    at = response.lower().rfind(ANSWER_MARKER.lower())
-    if at < 0:
+    end = marker_end(response, ANSWER_MARKER)
+    if end is None:
         return None
-    return _clean(response[at + len(ANSWER_MARKER):].split("\n", 1)[0].lstrip(" :"))
+    return _clean(response[end:].split("\n", 1)[0].lstrip(" :"))
 
 
 def _clean(text: str) -> str:
@@ -297,7 +302,8 @@ BETWEEN = Family(
     sample=lambda p, rng: str(rng.randrange(_between_first(p), p["hi"] + 1, 2)),
 )
 
-SUM_SHAPES = ((2, 5, 10), (3, 6, 20), (3, 21, 99), (4, 100, 999))  # (how many, min sum, max sum) per level
+# (how many, min sum, max sum) per level; wide enough that every level has instances in every split
+SUM_SHAPES = ((2, 2, 99), (3, 6, 99), (3, 100, 999), (4, 100, 999))
 
 
 def _sum_generate(rng: random.Random, level: int) -> dict:
@@ -574,17 +580,36 @@ def make_task(family: str, level: int, seed: int) -> Task:
     return _task(fam, fam.to_params(fields), level, seed, prompt)
 
 
-def split_of(seed: int) -> str | None:
-    """"train", "eval", or None for a seed in neither range."""
-    return "train" if seed in TRAIN_SEEDS else "eval" if seed in EVAL_SEEDS else None
+def split_of(family: str, params: tuple) -> str:
+    """The split ("train", "tune" or "test") of an instance: a stable hash of its family and parameters, so
+    the same instance always lands in the same split, however it was drawn (any seed, any phrasing, parsed)."""
+    digest = hashlib.sha256(f"split/{family}/{params!r}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    for name, share in SPLITS.items():
+        if u < share:
+            return name
+        u -= share
+    return name  # rounding of the shares: the last split
+
+
+def draw_task(rng: random.Random, family: str, level: int, split: str, max_tries: int = 10_000) -> Task:
+    """An instance of `family` at `level` from `split`, drawn with `rng`: seeds are drawn until one gives an
+    instance of that split."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    for _ in range(max_tries):
+        task = make_task(family, level, rng.randrange(SEEDS.start, SEEDS.stop))
+        if split_of(task.family, task.params) == split:
+            return task
+    raise ValueError(f"no instance of {family} level {level} in split {split!r} after {max_tries} draws")
 
 
 def sample_tasks(split: str, n: int, seed: int, families=None, levels=None) -> list[Task]:
-    """n tasks of `split` ("train" or "eval"), with distinct seeds from that split's range; family and level
-    uniform over `families` (default all) and `levels` (default all the family has)."""
-    seeds = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}.get(split)
-    if seeds is None:
-        raise ValueError(f"unknown split {split!r}; choose 'train' or 'eval'")
+    """n tasks of `split` ("train", "tune" or "test"); family and level uniform over `families` (default all)
+    and `levels` (default all the family has). Instances may repeat where a level has few of them; no instance
+    of one split is ever drawn for another."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     names = sorted(FAMILIES) if families is None else list(families)
     unknown = [f for f in names if f not in FAMILIES]
     if unknown or not names:
@@ -593,7 +618,7 @@ def sample_tasks(split: str, n: int, seed: int, families=None, levels=None) -> l
     if not choices:
         raise ValueError(f"no family in {names} has a level in {levels}")
     rng = random.Random(f"sample/{split}/{seed}")
-    return [make_task(*rng.choice(choices), s) for s in rng.sample(seeds, n)]
+    return [draw_task(rng, *rng.choice(choices), split) for _ in range(n)]
 
 
 def reference_samples(task: Task, k: int, seed: int) -> list[str]:
@@ -663,8 +688,8 @@ def parse(text: str) -> Task | None:
 
 
 def challenger_example(seed: int) -> str:
-    """A training target for the challenger role (the reply to CHALLENGER_PROMPT): the prompt of a task of a
-    random family and level, drawn from a training seed."""
+    """A training target for the challenger role (the reply to CHALLENGER_PROMPT): the prompt of a training
+    instance of a random family and level."""
     rng = random.Random(f"challenger/{seed}")
     family = FAMILIES[rng.choice(sorted(FAMILIES))]
-    return make_task(family.name, rng.randint(1, family.levels), rng.choice(TRAIN_SEEDS)).prompt
+    return draw_task(rng, family.name, rng.randint(1, family.levels), "train").prompt
