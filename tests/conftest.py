@@ -1,8 +1,14 @@
 import json
+import os
 
 import pytest
+import torch
 
 from langplay.testing import save_tiny_model
+
+
+# Threads set explicitly: oversubscribed cores slowed the learning tests 13-26x in a loaded run.
+torch.set_num_threads(int(os.environ.get("LANGPLAY_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

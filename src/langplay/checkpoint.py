@@ -5,7 +5,9 @@ checkpoints/step-000010/
     optimizer.safetensors       optimizer tensors (AdamW moments, step counts)
     rng.safetensors             torch (and CUDA) generator states
     state.json                  step, data position, scheduler, optimizer hyper-parameters, Python/NumPy RNG
-A checkpoint is written to a temporary folder and renamed into place: a crash never leaves half of one.
+A checkpoint is written to a temporary folder and renamed into place, and an old one is renamed out of the
+listing before it is deleted: a kill at any moment leaves only whole checkpoints under their step-N names
+(leftover temporary folders are cleared by the next save). A damaged checkpoint is a one-line error on resume.
 """
 
 from __future__ import annotations
@@ -119,11 +121,28 @@ def load_model_weights(policy, path: Path) -> None:
 
 
 # -- save / load -------------------------------------------------------------------------------------------
+def discard(path: Path) -> None:
+    """Delete a folder so that no kill can leave part of it under its name: rename it aside, then delete."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clear_leftovers(directory: Path) -> None:
+    """Temporary and half-deleted folders left by a kill during an earlier save."""
+    for leftover in directory.glob(".*"):
+        if leftover.is_dir() and (".tmp-" in leftover.name or leftover.name.startswith(".trash-")):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_checkpoint(directory: Path, step: int, policy, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(directory)
     final = directory / checkpoint_name(step)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model_weights(policy, tmp / "model")
     opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
@@ -131,20 +150,28 @@ def save_checkpoint(directory: Path, step: int, policy, optimizer, scheduler, ex
     rng_tensors, rng_meta = _rng_state()
     save_file(rng_tensors, tmp / "rng.safetensors")
     state = {"step": step, "scheduler": scheduler.state_dict(), "optimizer": opt_meta, "rng": rng_meta, **extra}
-    (tmp / "state.json").write_text(json.dumps(state))
-    if final.exists():  # re-saving the same step (e.g. Ctrl-C right after a periodic save)
-        shutil.rmtree(final)
+    (tmp / "state.json").write_text(json.dumps(state))  # last: a folder with state.json is complete
+    discard(final)  # re-saving the same step (e.g. Ctrl-C right after a periodic save)
     os.replace(tmp, final)
     for old in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
     return final
 
 
 def load_checkpoint(path: Path, policy, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG in place; returns state.json (step, data position ...)."""
-    state = json.loads((path / "state.json").read_text())
-    load_model_weights(policy, path / "model")
-    optimizer.load_state_dict(_optimizer_from_flat(load_file(path / "optimizer.safetensors"), state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(load_file(path / "rng.safetensors"), state["rng"])
+    """Restore weights, optimizer, scheduler and RNG in place; returns state.json (step, data position ...).
+    A damaged or mismatched checkpoint (truncated files, bad JSON, a missing file, another architecture) is one
+    LangplayError naming the checkpoint."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        load_model_weights(policy, path / "model")
+        optimizer.load_state_dict(_optimizer_from_flat(load_file(path / "optimizer.safetensors"), state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(load_file(path / "rng.safetensors"), state["rng"])
+    except LangplayError:
+        raise
+    except Exception as exc:  # safetensors, json, torch and OS errors all mean the same to the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise LangplayError(f"cannot resume from checkpoint {path}: {type(exc).__name__}: {first} (resume from "
+                            "another one with --resume PATH, or start afresh with --overwrite)") from None
     return state

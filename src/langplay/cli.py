@@ -50,13 +50,15 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=1e-5"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's latest checkpoint"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in the run folder"),
 ):
     """Train with an algorithm, e.g. `langplay train grpo --config FILE train.lr=1e-5`."""
     from langplay.config import ALGORITHMS, load_config
 
     if algorithm not in ALGORITHMS:
         raise LangplayError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
-    cfg = load_config(config, list(overrides or []), algorithm=algorithm)
+    cfg = load_config(config, list(overrides or []) + (["run.overwrite=true"] if overwrite else []),
+                      algorithm=algorithm)
     if cfg.algorithm != algorithm:  # the file (or an override) names another algorithm: say so, never pick one
         raise LangplayError(f"`langplay train {algorithm}` but {config or 'an override'} sets algorithm: "
                             f"{cfg.algorithm}; use `langplay train {cfg.algorithm}` or change the file")

@@ -34,7 +34,9 @@ class ModelConfig(Section):
     name_or_path: str = ""  # a Hub name, a local folder, or tinyworld:base; required by every command that trains
     tokenizer: str | None = None  # defaults to name_or_path
     revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    # the weights' storage. auto: float32, the master copy that train.precision=bf16 computes from; bfloat16 or
+    # float16 store the weights themselves in half precision (no master copy); float64 for exact comparisons
+    dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     trust_remote_code: bool = False  # off unless a user asks: it runs code from the model's repository
     chat_template: str | None = None  # overrides the tokenizer's; None keeps it (or plain text if it has none)
@@ -86,10 +88,15 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
     max_bad_steps: int = Field(3, gt=0)  # consecutive non-finite losses before the run stops
+    # mixed precision: bf16 runs the matrix products in bfloat16 (autocast) over float32 weights and optimizer
+    # state; log-probs, advantages and losses stay float32. auto: bf16 where the hardware has fast bf16 (CUDA
+    # with bf16, a CPU with AMX or AVX512-BF16), the weights are float32 and (on a CPU) hidden size >= 256; else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class RunConfig(Section):
     output_dir: str = "runs/{algorithm}"
+    overwrite: bool = False  # replace a run already in output_dir (without it, such a folder is never touched)
     save_every: int = Field(50, ge=0)  # 0: only at the end (and on Ctrl-C)
     keep_checkpoints: int = Field(2, gt=0)
     eval_every: int = Field(0, ge=0)
@@ -136,7 +143,7 @@ class SFTConfig(Section):
 
 
 class LSPConfig(Section):
-    """Language Self-Play (reference/lsp.md). train.prompts_per_step is N, the challenger's queries per step."""
+    """Language Self-Play (Kuba et al. 2025, arXiv 2509.07414, Algorithm 1). train.prompts_per_step is N, the challenger's queries per step."""
 
     group_size: int = Field(4, ge=2)  # G answers per query (not reported by the paper)
     beta: float = Field(0.05, ge=0)  # KL(pi || pi_Ref) of whole sequences, both roles (paper: 0.05)
@@ -160,7 +167,7 @@ class LSPConfig(Section):
 
 
 class JEPOConfig(Section):
-    """JEPO (reference/jepo.md): the likelihood of the reference answer after a sampled chain of thought is the reward."""
+    """JEPO (Tang et al. 2025, arXiv 2503.19618): the likelihood of the reference answer after a sampled chain of thought is the reward."""
 
     group_size: int = Field(4, ge=2)  # n chains of thought per prompt (paper: 4)
     estimator: Literal["multi", "single"] = "multi"  # multi-sample bound L_n (most of the paper) or Jensen's L_1
@@ -180,7 +187,7 @@ class JEPOConfig(Section):
 
 
 class IRLConfig(Section):
-    """IRL as TD-regularised MLE (reference/irl.md): IQ-Learn's chi-squared objective on token transitions."""
+    """IRL as TD-regularised MLE (Wulfmeier et al. 2024, arXiv 2409.01369): IQ-Learn's chi-squared objective on token transitions."""
 
     # discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online
     # IRL then learns nothing from the visited states, so it is refused with online_fraction > 0
@@ -279,7 +286,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = resolve_config_path(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text: give a YAML file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, dict):

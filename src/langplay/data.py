@@ -30,6 +30,10 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
         if local.suffix in LOCAL_FORMATS:
             if not local.is_file():
                 raise LangplayError(f"dataset file not found: {path}")
+            if local.stat().st_size == 0 or not local.read_bytes().strip():
+                raise LangplayError(f"dataset file {path} is empty")
+            if local.suffix == ".jsonl":
+                check_jsonl(local)
             rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
         elif local.is_dir():
             rows = datasets.load_from_disk(str(local))
@@ -52,6 +56,38 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
     if len(rows) == 0:
         raise LangplayError(f"dataset {path!r} ({split}) is empty")
     return rows
+
+
+def check_jsonl(path: Path) -> None:
+    """Name the first line of a JSONL file that is not a JSON object (datasets only says "an error occurred")."""
+    import json
+
+    with path.open(encoding="utf-8", errors="strict") as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise LangplayError(f"dataset file {path}, line {number}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise LangplayError(f"dataset file {path}, line {number}: a row must be a JSON object")
+        except UnicodeDecodeError:
+            raise LangplayError(f"dataset file {path} is not UTF-8 text") from None
+
+
+def require_text(rows, columns: list[str], what: str = "dataset", chat_ok: bool = True) -> None:
+    """Each of `columns` holds text (or, where `chat_ok`, a list of chat messages) in every row: no number, no
+    null. Named with the first bad row, before anything trains."""
+    for column in columns:
+        for index, value in enumerate(rows[column]):
+            if isinstance(value, str) or (chat_ok and isinstance(value, list) and value
+                                          and all(isinstance(m, dict) and "content" in m for m in value)):
+                continue
+            shown = "null" if value is None else f"{value!r:.60} ({type(value).__name__})"
+            raise LangplayError(f"{what}, row {index}: column {column!r} holds {shown}; it must hold text"
+                                + (" or a list of chat messages" if chat_ok else ""))
 
 
 def require_columns(rows, columns: list[str], what: str = "dataset") -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -26,12 +28,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from langplay.algorithms import Algorithm, make_algorithm
+from langplay.algorithms import Algorithm, algorithm_class, make_algorithm
 from langplay.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from langplay.config import Config, dump_config
-from langplay.data import PromptStream, load_dataset_for
+from langplay.data import PromptStream, load_dataset_for, require_text
 from langplay.errors import LangplayError
-from langplay.policy import Policy, frozen_copy, micro_batches
+from langplay.policy import Policy, autocast, frozen_copy, micro_batches, resolve_device, resolve_precision
 from langplay.sampling import make_sampler
 from langplay.sampling.hf import key_of
 
@@ -50,24 +52,12 @@ def make_scheduler(optimizer, config) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def training_data(config: Config):
-    if config.algorithm == "lsp":  # no data: each "row" is a slot for one challenger query
-        return [{}]
-    return load_dataset_for(config.data, required_columns(config))
-
-
-def required_columns(config: Config) -> list[str]:
-    if config.algorithm == "lsp":
-        return []
-    if config.algorithm in ("sft", "irl"):  # demonstrations
-        data = config.data
-        return [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]
-    columns = [config.data.prompt_column]
-    rewards = config.jepo.rewards if config.algorithm == "jepo" else config.grpo.rewards
-    columns += [r.answer_column for r in rewards if r.kind in ("exact_match", "numeric_match", "math")]
-    if config.algorithm == "jepo":
-        columns.append(config.jepo.answer_column)
-    return list(dict.fromkeys(columns))
+def check_context(config: Config, policy: Policy, generates: bool) -> None:
+    """Generations must fit in the model's context: a max_new_tokens beyond it is an error, not a crash later."""
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    if generates and context and config.sampling.max_new_tokens >= context:
+        raise LangplayError(f"sampling.max_new_tokens={config.sampling.max_new_tokens} does not fit the model's "
+                            f"context of {context} tokens with a prompt: lower it (e.g. {context // 2})")
 
 
 class Trackers:
@@ -92,10 +82,14 @@ class Trackers:
                 raise LangplayError(f"tracker {name!r} is not installed: pip install {name}") from None
 
     def truncate_after(self, step: int) -> None:
-        """On resume, forget metrics logged after the checkpoint (they will be logged again)."""
-        if self.enabled and self.path.exists():
-            lines = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-            self.path.write_text("".join(l + "\n" for l in lines))
+        """On resume, forget the metrics and samples logged after the checkpoint (they will be logged again); a
+        line cut by a kill is dropped."""
+        if not self.enabled:
+            return
+        for path in (self.path, self.path.with_name("samples.jsonl")):
+            if path.exists():
+                kept = [line for line in path.read_text(errors="replace").splitlines() if logged_by(line, step)]
+                atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
@@ -117,6 +111,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
     ):
         self.config = config
+        resolve_device(config.model.device)  # model.device=cuda without CUDA is an error, never a silent CPU run
         self.accelerator = accelerator or Accelerator(cpu=config.model.device == "cpu")
         acc = self.accelerator
         if config.train.prompts_per_step % acc.num_processes:
@@ -125,16 +120,24 @@ class Trainer:
                 f"{acc.num_processes} processes: use a multiple of {acc.num_processes}"
             )
         self.seed_everything(config.train.seed)
-        self.dataset = dataset if dataset is not None else training_data(config)
-        missing = [c for c in required_columns(config) if c not in getattr(self.dataset, "column_names", [])]
-        if missing:
-            raise LangplayError(f"dataset has no column {missing[0]!r}; it has {', '.join(self.dataset.column_names)}")
+        columns = algorithm_class(config.algorithm).data_columns(config)  # None: no dataset (self-play)
+        self.dataset = dataset if dataset is not None else (
+            load_dataset_for(config.data, columns.required) if columns else [{}])
+        if columns:
+            missing = [c for c in columns.required if c not in self.dataset.column_names]
+            if missing:
+                raise LangplayError(f"dataset has no column {missing[0]!r}; it has {', '.join(self.dataset.column_names)}")
+            require_text(self.dataset, columns.text, "dataset")
         self.policy = policy or Policy.from_config(config.model, with_reference=False, device=acc.device)
         self.sampler = make_sampler(config.sampling, self.policy)
         self.algorithm: Algorithm = make_algorithm(config, self.policy, self.sampler, acc, rewards)
+        check_context(config, self.policy, self.algorithm.generates)
         if self.algorithm.needs_reference and self.policy.reference is None and not self.policy.uses_lora:
             self.policy.reference = frozen_copy(self.policy.model)
         self.evaluate = evaluate
+        weights = next(self.policy.model.parameters()).dtype
+        hidden = getattr(self.policy.model.config, "hidden_size", None)
+        self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=config.train.lr, betas=config.train.adam_betas, weight_decay=config.train.weight_decay
@@ -203,14 +206,16 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
         rows, seeds = self.step_rows()
-        experience = self.algorithm.collect(rows, seeds)
+        with autocast(self.precision, acc.device):  # sampling, scoring and reference passes too
+            experience = self.algorithm.collect(rows, seeds)
         sampled = time.perf_counter()
         model = self.policy.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, parts = 0.0, {}
         for micro in micro_batches(experience.batch, cfg.train.micro_batch_size):
-            loss, metrics = self.algorithm.loss(micro, experience.counts)
+            with autocast(self.precision, acc.device):
+                loss, metrics = self.algorithm.loss(micro, experience.counts)
             loss.backward()
             loss_total += loss.item()
             for key, value in metrics.items():  # additive contributions, normalised like the loss
@@ -245,7 +250,10 @@ class Trainer:
             "time/loss_backward": backward_done - sampled,
             "time/step": time.perf_counter() - started,
         }
+        trained_tokens = sum_over_processes(acc, float(experience.batch["attention_mask"].sum()))
+        metrics["tokens_per_second"] = trained_tokens / metrics["time/step"]  # the trained rows, prompts included
         if self.is_main and experience.samples and self.trackers and self.trackers.enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             with (self.run_dir / "samples.jsonl").open("a") as f:
                 for sample in experience.samples:
                     f.write(json.dumps({"step": self.step, **sample}) + "\n")
@@ -256,16 +264,46 @@ class Trainer:
             )
         return metrics
 
-    # -- the loop ------------------------------------------------------------------------------------------
-    def train(self, resume: bool | str | Path = False) -> list[dict]:
-        cfg = self.config
+    # -- the run folder ------------------------------------------------------------------------------------
+    def claim_run_dir(self, resume: bool) -> None:
+        """Make sure this run may write its folder: a folder that holds another run is never touched unless the
+        run resumes it or run.overwrite says to replace it. Nothing is written here."""
+        run_dir = self.run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise LangplayError(f"run.output_dir {run_dir} is a file: choose a folder")
+        if resume or not holds_a_run(run_dir):
+            return
+        if not self.config.run.overwrite:
+            raise LangplayError(f"run folder {run_dir} already holds a run: --resume continues it, --overwrite "
+                                "(run.overwrite=true) replaces it, or choose another run.output_dir")
+        if self.is_main:
+            for name in RUN_FILES:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def write_config(self) -> None:
+        """config.yaml (the resolved config) and run.json (what `auto` settings resolved to on this machine)."""
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
+            facts = {"precision": self.precision, "processes": self.accelerator.num_processes,
+                     "device": str(self.accelerator.device), "torch": torch.__version__,
+                     "weights_dtype": str(next(self.policy.model.parameters()).dtype)}
+            atomic_write_text(self.run_dir / "run.json", json.dumps(facts, indent=2))
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self, resume: bool | str | Path = False) -> list[dict]:
+        """Train to train.steps. A fresh run writes nothing until its first step has succeeded (the columns,
+        the rewards on a real batch and the answers' format are all checked by then), so a run that fails
+        early leaves no trace; resuming continues exactly where the run stopped."""
+        cfg = self.config
+        self.claim_run_dir(bool(resume))
         self.trackers = Trackers(self.run_dir, cfg.run.trackers, cfg, enabled=self.is_main)
         if resume:
             self.resume(None if resume is True else Path(resume))
             self.trackers.truncate_after(self.step)
+            self.write_config()
         history: list[dict] = []
         progress = Progress(cfg.train.steps, self.step, enabled=self.is_main and cfg.run.progress)
         try:
@@ -274,6 +312,8 @@ class Trainer:
                     snapshot = (self.stream.position, torch.get_rng_state(), random.getstate(), np.random.get_state())
                     metrics = self.train_step()
                     snapshot = None
+                    if not (self.run_dir / "config.yaml").is_file():  # the first step of a fresh run succeeded
+                        self.write_config()
                     if self.evaluate and cfg.run.eval_every and self.step % cfg.run.eval_every == 0:
                         metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.policy, self.step).items()})
                     history.append({"step": self.step, **metrics})
@@ -295,8 +335,46 @@ class Trainer:
         if not (cfg.run.save_every and self.step % cfg.run.save_every == 0):
             self.save()
         if self.is_main:
-            self.policy.save(self.run_dir / "final")
+            self.save_final()
         return history
+
+    def save_final(self) -> None:
+        """final/ is written to a temporary folder and renamed: a Ctrl-C during the save leaves the old final/
+        (or none) and the step's checkpoint, never a final/ without weights."""
+        from langplay.checkpoint import discard
+
+        tmp = self.run_dir / f".final.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.policy.save(tmp)
+        except KeyboardInterrupt:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"\ninterrupted while writing final/: the checkpoint of step {self.step} is in {self.run_dir / 'checkpoints'}")
+            raise
+        discard(self.run_dir / "final")
+        os.replace(tmp, self.run_dir / "final")
+
+
+def logged_by(line: str, step: int) -> bool:
+    """Whether a JSONL line of metrics or samples was logged at or before `step` (a broken line is not)."""
+    try:
+        return json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "tensorboard")
+
+
+def holds_a_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES[:5])
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def sum_over_processes(accelerator, value: float) -> float:

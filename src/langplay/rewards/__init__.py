@@ -39,8 +39,11 @@ def import_function(spec: str) -> Callable:
             loader_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LangplayError(f"cannot import reward module {module_name!r}: {exc}") from None
+    except LangplayError:
+        raise
+    except Exception as exc:  # ImportError, a SyntaxError in the file, anything it raises at import
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise LangplayError(f"cannot import reward module {module_name!r}: {type(exc).__name__}: {first}") from None
     function = getattr(module, attr, None)
     if not callable(function):
         raise LangplayError(f"reward function {spec!r}: {module_name} has no callable {attr!r}")
@@ -103,6 +106,13 @@ class WeightedSum:
             self.last_parts[f"reward/{scorer_name(scorer)}"] = sum(values) / len(values)
             total = [t + weight * v for t, v in zip(total, values)]
         return total
+
+
+def answer_columns(specs: list[RewardSpec]) -> list[str]:
+    """The dataset columns the config's verifiers read their gold answers from."""
+    from langplay.rewards.verifiers import CHECKS
+
+    return [spec.answer_column for spec in specs if spec.kind in CHECKS]
 
 
 def repeated_columns(rows: list[dict], n: int, prompt_column: str) -> dict[str, list]:
