@@ -201,7 +201,7 @@ def grads(model):
 
 def test_lambda_zero_is_sft_exactly(policy, tiny_model):
     config = irl_config(tiny_model, "irl.td_weight=0")
-    sft, irl = SFT(config, policy, Accelerator(cpu=True)), IRL(config, policy, None, Accelerator(cpu=True))
+    sft, irl = SFT(config, policy, None, Accelerator(cpu=True)), IRL(config, policy, None, Accelerator(cpu=True))
     sft_exp, irl_exp = sft.collect(ROWS, [0, 1, 2]), irl.collect(ROWS, [0, 1, 2])
     policy.model.zero_grad(set_to_none=True)
     sft_loss = sft.loss(sft_exp.batch, sft_exp.counts)[0]
@@ -403,7 +403,7 @@ def test_sft_entropy_bonus_subtracts_the_mean_token_entropy(tiny_model):
     """MLE with an entropy bonus (the experiment's diversity baseline): NLL - c * mean entropy, by hand."""
     config = load_config(overrides=["algorithm=sft", f"model.name_or_path={tiny_model}", "sft.entropy_bonus=0.5"])
     policy = Policy.from_config(config.model, with_reference=False)
-    sft = SFT(config, policy, Accelerator(cpu=True))
+    sft = SFT(config, policy, None, Accelerator(cpu=True))
     exp = sft.collect([{"prompt": "say a", "completion": "aaa"}, {"prompt": "say bb", "completion": "b"}], [0, 1])
     loss, metrics = sft.loss(exp.batch, exp.counts)
     batch = exp.batch

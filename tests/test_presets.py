@@ -44,7 +44,7 @@ def test_lsp_presets_follow_table_1():
     assert rows["lsp_paper"].lsp.self_reward and not rows["lsp_zero_paper"].lsp.self_reward
 
 
-# Box 1 and Box 3 of the LSP paper: each instruction an implementation must keep (shared/reference/lsp.md)
+# Box 1 and Box 3 of the LSP paper: each instruction an implementation must keep (Kuba et al. 2025, Boxes 1 and 3)
 CHALLENGER_INSTRUCTIONS = [
     "(input, output) tuple", "For example, for the task", "'{task}'", "MUST be a valid input", "easy, intermediate, hard, or simply noisy",
     "stress-test", "think outside the box", "only a single example", "without those tags", "placeholders in curly braces",

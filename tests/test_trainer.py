@@ -147,3 +147,14 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model, prompt_file, tm
     # 32 keeps each group of 8 whole (its prompt runs once, shared); 5 splits groups (prompts run per row):
     # float rounding differs a little, and AdamW's normalisation amplifies it on near-zero gradients.
     assert all((w1[k] - w2[k]).abs().max() < 1e-4 for k in w1)
+
+
+def test_the_trainer_names_no_algorithm():
+    """Each algorithm owns its contract (dataset columns, reference model, whether it generates): the one loop
+    has no per-algorithm branch."""
+    from pathlib import Path
+
+    from langplay.algorithms import REGISTRY
+
+    source = (Path(__file__).parents[1] / "src" / "langplay" / "trainer.py").read_text()
+    assert not [name for name in REGISTRY if f'"{name}"' in source or f"'{name}'" in source]

@@ -24,45 +24,67 @@ class Experience:
     samples: list[dict] = field(default_factory=list)  # a few prompts/completions/rewards for samples.jsonl
 
 
+@dataclass(frozen=True)
+class DataColumns:
+    """What an algorithm needs of its dataset: columns that must exist, and those that must hold text (or chat
+    messages) in every row."""
+
+    required: list[str]
+    text: list[str]
+
+
 class Algorithm(Protocol):
+    """The contract. One constructor for all: (config, policy, sampler, accelerator, rewards=None)."""
+
     name: str
-    needs_reference: bool
+    needs_reference: bool  # a frozen reference model (KL, judging); set once constructed
+    generates: bool  # samples from the policy during training (its lengths must fit the model's context)
+
+    @classmethod
+    def data_columns(cls, config) -> DataColumns | None: ...  # None: the algorithm uses no dataset
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience: ...
 
     def loss(self, batch: dict[str, torch.Tensor], counts: dict[str, float]) -> tuple[torch.Tensor, dict]: ...
 
 
+REGISTRY = {  # name -> module and class; imported on demand
+    "sft": ("langplay.algorithms.sft", "SFT"),
+    "grpo": ("langplay.algorithms.grpo", "GRPO"),
+    "lsp": ("langplay.algorithms.lsp", "LSP"),
+    "jepo": ("langplay.algorithms.jepo", "JEPO"),
+    "irl": ("langplay.algorithms.irl", "IRL"),
+}
+
+
+def algorithm_class(name: str) -> type:
+    import importlib
+
+    if name not in REGISTRY:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algorithm:
+    return algorithm_class(config.algorithm)(config, policy, sampler, accelerator, rewards)
+
+
+def refuse_rewards(name: str, rewards) -> None:
+    """Algorithms that learn from demonstrations take no reward: passing one is a mistake, never ignored."""
+    if rewards:
+        from langplay.errors import LangplayError
+
+        raise LangplayError(f"{name} learns from demonstrations and takes no rewards; pass rewards= to grpo, lsp or jepo")
+
+
+def demonstration_columns(config) -> DataColumns:
+    data = config.data
+    columns = [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]
+    return DataColumns(columns, columns)
+
+
 def gather_sum(accelerator, value: float | torch.Tensor) -> float:
     """Sum of a number over all processes."""
     tensor = torch.as_tensor(value, dtype=torch.float64, device=accelerator.device).reshape(1)
     return float(accelerator.gather(tensor).sum()) if accelerator.num_processes > 1 else float(tensor)
-
-
-def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algorithm:
-    if rewards and config.algorithm in ("sft", "irl"):
-        from langplay.errors import LangplayError
-
-        raise LangplayError(f"{config.algorithm} learns from demonstrations and takes no rewards; pass rewards= to "
-                            "grpo, lsp or jepo")
-    if config.algorithm == "sft":
-        from langplay.algorithms.sft import SFT
-
-        return SFT(config, policy, accelerator)
-    if config.algorithm == "grpo":
-        from langplay.algorithms.grpo import GRPO
-
-        return GRPO(config, policy, sampler, accelerator, rewards)
-    if config.algorithm == "lsp":
-        from langplay.algorithms.lsp import LSP
-
-        return LSP(config, policy, sampler, accelerator, rewards)
-    if config.algorithm == "jepo":
-        from langplay.algorithms.jepo import JEPO
-
-        return JEPO(config, policy, sampler, accelerator, rewards)
-    if config.algorithm == "irl":
-        from langplay.algorithms.irl import IRL
-
-        return IRL(config, policy, sampler, accelerator)
-    raise ValueError(f"unknown algorithm {config.algorithm!r}")

@@ -11,20 +11,26 @@ import time
 
 import torch
 
-from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience, gather_sum
 from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_sum
 from langplay.policy import build_batch
-from langplay.rewards import build_scorer, repeated_columns
+from langplay.rewards import answer_columns, build_scorer, repeated_columns
 
 
 class GRPO:
     name = "grpo"
+    generates = True
 
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.grpo
         self.scorer = build_scorer(self.args.rewards, rewards)
         self.needs_reference = self.args.beta > 0
+
+    @classmethod
+    def data_columns(cls, config) -> DataColumns:
+        prompt = config.data.prompt_column
+        return DataColumns(list(dict.fromkeys([prompt, *answer_columns(config.grpo.rewards)])), [prompt])
 
     def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Rewards of completions laid out prompt-major, with each row's columns repeated G times."""

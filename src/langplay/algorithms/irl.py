@@ -1,7 +1,7 @@
 """IRL: inverse soft-Q learning on demonstrations, written as MLE plus a temporal-difference regulariser.
 
 Wulfmeier et al., "Imitating Language via Scalable Inverse Reinforcement Learning" (NeurIPS 2024), built on
-IQ-Learn (Garg et al. 2021; reference code Div99/IQ-Learn, iq_learn/iq.py, `iq_loss`). See reference/irl.md.
+IQ-Learn (Garg et al. 2021; reference code Div99/IQ-Learn, iq_learn/iq.py, `iq_loss`).
 
 Token MDP: s_t = (x, y_<t), a_t = y_t. The logits are the Q-values, Q(s, .) = logits(s); V(s) = logsumexp Q(s, .);
 pi = softmax Q. After EOS the state is terminal (V = 0); a demonstration cut at sft.max_length without EOS is
@@ -37,7 +37,7 @@ import math
 
 import torch
 
-from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience, demonstration_columns, gather_sum, refuse_rewards
 from langplay.algorithms.sft import SFT
 from langplay.data import sft_pair
 from langplay.losses import masked_sum
@@ -79,10 +79,16 @@ class IRL:
     name = "irl"
     needs_reference = False
 
-    def __init__(self, config, policy, sampler, accelerator):
+    def __init__(self, config, policy, sampler, accelerator, rewards=None):
+        refuse_rewards(self.name, rewards)
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.irl
-        self.demonstrations = SFT(config, policy, accelerator)  # expert rows are encoded exactly as for SFT
+        self.generates = self.args.online_fraction > 0
+        self.demonstrations = SFT(config, policy, None, accelerator)  # expert rows are encoded exactly as for SFT
+
+    @classmethod
+    def data_columns(cls, config) -> DataColumns:
+        return demonstration_columns(config)
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
         experience = self.demonstrations.collect(rows, seeds)
@@ -133,7 +139,7 @@ class IRL:
         args, mask = self.args, batch["completion_mask"]
         loss, parts = iq_loss(out.logp, out.values, out.final_values, mask, batch["terminal"], batch["is_expert"],
                               counts, args.gamma, args.td_weight, args.online_td)
-        # V is a free shift of the logits that leaves pi unchanged: td and value are logged apart (reference/irl.md).
+        # V is a free shift of the logits that leaves pi unchanged: td and value are logged apart.
         return loss, {key: value.item() for key, value in parts.items()}
 
 

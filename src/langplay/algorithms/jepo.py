@@ -26,7 +26,7 @@ Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
   log pi(a*|x, c): no EOS after a* unless `answer_suffix_eos` asks for it (then S includes stopping after a*).
 - S_i and the surrogate use one temperature, sampling.temperature (1 in the paper and every preset).
 - The score function is grad log pi(c_i|x), the chain's tokens (`policy_gradient="chain"`), as in the bound's
-  derivation (reference/jepo.md, single-sample estimator): the generation's own answer after the marker is not
+  derivation (the paper's single-sample estimator, §3): the generation's own answer after the marker is not
   part of the latent c and is replaced by a*. Then the rows [x | c_i, a*] give log pi(c_i|x) and S_i in one
   pass, and the step costs about an RL step plus the no-grad pass for S_i. The paper's update line writes
   grad log pi(y_i|x) over the whole generation: `policy_gradient="generation"` does that, with a* in rows of its
@@ -43,10 +43,10 @@ import time
 
 import torch
 
-from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience, gather_sum
 from langplay.losses import kl_penalty, masked_sum
 from langplay.policy import build_batch, completion_logprob_sums
-from langplay.rewards import build_scorer, repeated_columns
+from langplay.rewards import answer_columns, build_scorer, repeated_columns
 from langplay.rewards.verifiers import extract_answer
 from langplay.text import marker_end
 
@@ -121,12 +121,19 @@ def chain_ids(tokenizer, ids: list[int], marker: str) -> list[int] | None:
 
 class JEPO:
     name = "jepo"
+    generates = True
 
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.jepo
         self.verifier = build_scorer(self.args.rewards, rewards) if (self.args.rewards or rewards) else None
         self.needs_reference = self.args.beta > 0
+
+    @classmethod
+    def data_columns(cls, config) -> DataColumns:
+        prompt, args = config.data.prompt_column, config.jepo
+        required = [prompt, *answer_columns(args.rewards), args.answer_column]
+        return DataColumns(list(dict.fromkeys(required)), [prompt])
 
     def answer_ids(self, answer: str) -> list[int]:
         text = extract_answer(str(answer), self.args.answer_format)

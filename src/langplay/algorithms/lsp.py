@@ -118,6 +118,11 @@ class Query:
 class LSP:
     name = "lsp"
     needs_reference = True  # the KL of both roles; and in LSP, the judge
+    generates = True
+
+    @classmethod
+    def data_columns(cls, config) -> None:
+        return None  # no data: the challenger writes the prompts
 
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience, demonstration_columns, gather_sum, refuse_rewards
 from langplay.data import encode_sft, sft_pair
 from langplay.policy import build_batch
 
@@ -10,9 +10,15 @@ from langplay.policy import build_batch
 class SFT:
     name = "sft"
     needs_reference = False
+    generates = False
 
-    def __init__(self, config, policy, accelerator):
+    def __init__(self, config, policy, sampler, accelerator, rewards=None):
+        refuse_rewards(self.name, rewards)
         self.config, self.policy, self.accelerator = config, policy, accelerator
+
+    @classmethod
+    def data_columns(cls, config) -> DataColumns:
+        return demonstration_columns(config)
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
         data, sft = self.config.data, self.config.sft

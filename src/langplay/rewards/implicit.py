@@ -1,6 +1,6 @@
 """The reward a language model implies when its logits are read as soft Q-values (inverse soft-Q learning).
 
-Token MDP (reference/irl.md): state s_t = (x, y_<t), action a_t = y_t. Q(s, a) = logits(s)[a],
+Token MDP (Wulfmeier et al. 2024, §3): state s_t = (x, y_<t), action a_t = y_t. Q(s, a) = logits(s)[a],
 V(s) = logsumexp_a Q(s, a), pi = softmax Q, so Q = log pi + V, and the implicit per-token reward is
 
     r(s_t, a_t) = Q(s_t, a_t) - gamma V(s_{t+1}) = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}).

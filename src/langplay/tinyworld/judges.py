@@ -55,7 +55,7 @@ def score(query: str, response: str) -> float:
 
 
 def quality(query: str, response: str) -> int:
-    """LSP's self-reward, 0..7, +1 per criterion (reference/lsp.md, Box 3):
+    """LSP's self-reward, 0..7, +1 per criterion (Kuba et al. 2025, Box 3):
     1 the task is identifiable (the query parses);
     2 the query is clear: it parses, is at most MAX_QUERY_CHARS long, and its level is one the family has;
     3 the response is non-empty and well formed (plain characters, ends cleanly, not degenerate);
