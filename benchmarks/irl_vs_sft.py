@@ -2,7 +2,7 @@
 
     python benchmarks/irl_vs_sft.py [--rounds 3] [--steps 6] [--threads 2]
 
-Both start from tinyworld's shipped base model with `configs/irl_tinyworld.yaml` (16 demonstrations per step):
+Both start from tinyworld's shipped base model with `presets/irl_tinyworld.yaml` (16 demonstrations per step):
 SFT, and IRL at the preset's lambda (the cost does not depend on it: the TD term needs the soft values, a
 logsumexp over the vocabulary at each position, and one more position for bootstrapping). They alternate in
 blocks (benchmarks/step_cost.py).
@@ -24,7 +24,7 @@ def trainer_for(algorithm: str, work: Path):
     from langplay.tinyworld.datasets import task_dataset
     from langplay.trainer import Trainer
 
-    config = load_config(ROOT / "configs" / "irl_tinyworld.yaml", [
+    config = load_config(ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml", [
         f"algorithm={algorithm}", f"model.name_or_path={base_model_path()}", "train.steps=100000",
         f"run.output_dir={work}", "run.progress=false", "run.save_every=0",
     ])

@@ -31,7 +31,7 @@ def trainer_for(overrides: list[str], work: Path):
     from langplay.tinyworld.datasets import task_rows
     from langplay.trainer import Trainer
 
-    config = load_config(ROOT / "configs" / "jepo_tinyworld.yaml", [
+    config = load_config(ROOT / "src" / "langplay" / "presets" / "jepo_tinyworld.yaml", [
         f"model.name_or_path={base_model_path()}", "train.steps=100000", "train.prompts_per_step=16",
         f"run.output_dir={work}", "run.progress=false", "run.save_every=0", *overrides,
     ])

@@ -33,8 +33,8 @@ def trainer_for(config_file: str, work: Path):
 
 
 def main(argv=None) -> int:
-    presets = {"GRPO": "configs/grpo_tinyworld.yaml", "LSP-Zero": "configs/lsp_zero_tinyworld.yaml",
-               "LSP": "configs/lsp_tinyworld.yaml"}
+    presets = {"GRPO": "src/langplay/presets/grpo_tinyworld.yaml", "LSP-Zero": "src/langplay/presets/lsp_zero_tinyworld.yaml",
+               "LSP": "src/langplay/presets/lsp_tinyworld.yaml"}
     trainers = {method: (lambda work, preset=preset: trainer_for(preset, work)) for method, preset in presets.items()}
     return step_cost.run(argv, trainers, peer="GRPO", target=1.3, rounds=4, steps=4)
 

@@ -55,3 +55,50 @@ def saved_results(args, path: Path) -> dict | None:
     quiet_libraries()
     args.results.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def run_folder(work: Path, name: str, config, data_key: str = "") -> Path:
+    """The folder of one training run, keyed by a hash of everything that defines it: the resolved config, the
+    data (`data_key`: how the script drew it) and the starting model's weights. Changing --steps, --lr or the
+    base model gives a new folder, never a reused old model. Sets config.run.output_dir to it; a folder left by
+    an interrupted run is cleared so the run starts again."""
+    import hashlib
+    import shutil
+
+    resolved = config.model_dump(mode="json")
+    resolved["run"]["output_dir"] = ""
+    weights = Path(config.model.name_or_path) / "model.safetensors"
+    model_key = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else config.model.name_or_path
+    digest = hashlib.sha256(json.dumps([resolved, data_key, model_key], sort_keys=True).encode()).hexdigest()[:10]
+    out = work / f"{name}-{digest}"
+    if out.exists() and not finished(out):
+        shutil.rmtree(out)
+    config.run.output_dir = str(out)
+    return out
+
+
+def finished(out: Path) -> bool:
+    return (out / "final" / "model.safetensors").is_file()
+
+
+def provenance() -> dict:
+    """What a results file needs to be traced: the commit (and whether the tree had changes), library
+    versions, the machine and the date."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    import torch
+    import transformers
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "src", "experiments")),
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, threads {torch.get_num_threads()}",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

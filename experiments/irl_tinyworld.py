@@ -4,9 +4,9 @@
 
 Demonstrations: training-split prompts of tinyworld's exact families (add, count, max, reverse: the one reference)
 and open families (between, letters, sum_to: 4 different valid answers per prompt, kept in the same batch, so
-there are states with several expert continuations, the case where the TD term acts; reference/irl.md). Half
+there are states with several expert continuations, the case where the TD term acts). Half
 the rows are exact prompts, half open ones. From the shipped base model, the same budget for every method: the
-steps, lr, batch (16 rows per step) and length limit of `configs/irl_tinyworld.yaml`.
+steps, lr, batch (16 rows per step) and length limit of `presets/irl_tinyworld.yaml`.
   MLE              algorithm sft
   MLE + entropy    sft.entropy_bonus 0.05 (loss = NLL - 0.05 mean token entropy)
   IRL lambda       offline IRL, irl.td_weight 0.001 / 0.01 / 0.05 / 0.2 (gamma 1)
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -35,8 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finite, mean_sd, saved_results  # noqa: E402
-CONFIG = ROOT / "configs" / "irl_tinyworld.yaml"
+from common import experiment_parser, finished, finite, mean_sd, provenance, run_folder, saved_results  # noqa: E402
+CONFIG = ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
 K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
 EVAL_SEED = 123
@@ -45,7 +44,7 @@ SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answ
 ANSWER_TOKENS = 40  # sampling limit (evaluation and online samples): the longest reference here has 18 characters
 SCRATCH_LR = 1e-3  # from scratch a higher learning rate is needed (the base model was built with 1.5e-3)
 SCRATCH_WARMUP = 20
-METHODS = {  # slug: (label, overrides of configs/irl_tinyworld.yaml)
+METHODS = {  # slug: (label, overrides of presets/irl_tinyworld.yaml)
     "mle": ("MLE", ["algorithm=sft"]),
     "mle-entropy": ("MLE + entropy 0.05", ["algorithm=sft", "sft.entropy_bonus=0.05"]),
     # From the base model the TD term starts large (the base's soft values V are about 11, its squared TD error
@@ -129,16 +128,15 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
     from langplay.tinyworld.base import base_model_path
     from langplay.trainer import Trainer
 
-    out = work / "main" / f"{method}-seed{seed}"
-    if (out / "final" / "model.safetensors").is_file():
-        return out, float("nan")
-    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts again (its metrics.jsonl would be appended to)
-    rows, _ = training_dataset(2000, steps, seed, per_step())
     config = load_config(CONFIG, [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
-        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", "data.shuffle=false",
+        "run.progress=false", "run.save_every=0", "data.shuffle=false",
         f"sampling.max_new_tokens={ANSWER_TOKENS}", *([f"train.lr={lr}"] if lr else []), *METHODS[method][1],
     ])
+    out = run_folder(work / "main", f"{method}-seed{seed}", config, f"training_dataset(2000, {steps}, {seed})")
+    if finished(out):
+        return out, float("nan")
+    rows, _ = training_dataset(2000, steps, seed, per_step())
     started = time.time()
     Trainer(config, dataset=rows).train()
     return out, time.time() - started
@@ -325,12 +323,11 @@ def run_small(method: str, seed: int, args) -> dict:
     from langplay.tinyworld.tasks import check
     from langplay.trainer import Trainer
 
-    out = args.work / "small" / f"{method}-{args.small_init}-seed{seed}"
     size = per_step()
     pool = units(args.small_demos, 10_000 + seed)
     rows = datasets.Dataset.from_list(ordered_rows(pool, args.small_steps * size, seed, size))
     probe, tasks = small_probe(pool, args.small_probe_per_level)
-    overrides = [f"train.steps={args.small_steps}", f"train.seed={seed}", f"run.output_dir={out}",
+    overrides = [f"train.steps={args.small_steps}", f"train.seed={seed}",
                  f"sampling.max_new_tokens={ANSWER_TOKENS}",
                  "run.progress=false", "run.save_every=0", "data.shuffle=false",
                  f"run.eval_every={args.small_eval_every}", *METHODS[method][1]]
@@ -345,9 +342,10 @@ def run_small(method: str, seed: int, args) -> dict:
         overrides += [f"model.name_or_path={base_model_path()}"]
     start = probe(policy, 0)
     trained = float("nan")
-    if not (out / "final" / "model.safetensors").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        config = load_config(CONFIG, overrides)
+    config = load_config(CONFIG, overrides)
+    out = run_folder(args.work / "small", f"{method}-{args.small_init}-seed{seed}", config,
+                     f"small: {args.small_demos} demos, {args.small_probe_per_level} probe, {SMALL_RECIPE}")
+    if not finished(out):
         started = time.time()
         Trainer(config, policy=policy, dataset=rows, evaluate=probe).train()
         trained = time.time() - started
@@ -390,7 +388,7 @@ def main(argv=None) -> int:
 
         settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
         started = time.time()
-        results = {"settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),
+        results = {"provenance": provenance(), "settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),
                    "runs": [], "small": []}
         results["base_eval_seconds"] = time.time() - started
         path.write_text(json.dumps(results, indent=2))
@@ -467,7 +465,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "demonstrations from the training split, families of kind exact (add, count, max, reverse: one reference) "
         f"and open (between, letters, sum_to: {K_OPEN} different valid answers per prompt, in the same batch), half "
         f"the rows each. Every method: {s['steps']} steps of 16 rows, the lr and length limit of "
-        f"`configs/irl_tinyworld.yaml`{lr_note}, gamma 1; online IRL: a quarter of each batch's rows are the model's own "
+        f"`presets/irl_tinyworld.yaml`{lr_note}, gamma 1; online IRL: a quarter of each batch's rows are the model's own "
         f"samples of the step's prompts (temperature 1, at most {ANSWER_TOKENS} tokens). Held-out prompts: "
         f"{s['per_level']} per family and level ({s['per_level'] * 28} prompts), {s['k']} samples each at "
         f"temperatures {', '.join(temps)}. Accuracy: checker == 1, over all samples; score: mean checker score. "
@@ -523,7 +521,7 @@ def write_markdown(results: dict, folder: Path) -> None:
                      f"{rho('all', 'spearman_loglik')} | {rho('open', 'spearman_loglik')} |")
     lines += ["", "## Training (mean of the last 5 steps)", "",
               "The TD term (mean squared implicit reward on demonstration tokens) and V (mean soft value on them) "
-              "are logged apart: V is a free shift of the logits (reference/irl.md).", "",
+              "are logged apart: V is a free shift of the logits.", "",
               "| method | NLL | TD term | mean V | entropy | s/step | train s/run |", "|---|---|---|---|---|---|---|"]
     for method in methods_in(runs):
         mine = [r for r in runs if r["method"] == method]

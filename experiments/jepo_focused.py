@@ -6,7 +6,7 @@ The whole-split experiment (jepo_tinyworld.py) trains on every level of a family
 model almost never finds the answer (multiply and word_problem levels 3-4: sampled accuracy at most 0.005) and at
 the easy ones it is already right, so no method moved accuracy. Here each run trains on the one level where the
 base model is right some of the time (sampled accuracy 0.25 to 0.69), from the shipped base model, with the
-JEPO preset (configs/jepo_tinyworld.yaml: 16 prompts x 4 samples, temperature 1) at lr 1e-4 for `--steps`:
+JEPO preset (presets/jepo_tinyworld.yaml: 16 prompts x 4 samples, temperature 1) at lr 1e-4 for `--steps`:
   spell, level 3           long-form answers, no verifier (JEPO's home ground)
   word_problem, level 2    verifiable: RL with the verifier, and JEPO + RL, run beside JEPO
   multiply, level 2        the family the semi split leaves without a verifier
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, gain_cell, saved_results  # noqa: E402
+from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results  # noqa: E402
 from jepo_tinyworld import VERIFIER, method_overrides  # noqa: E402
 
 ORACLE = "langplay.tinyworld.datasets:checker_reward"
@@ -57,15 +57,15 @@ def run_one(focus: str, method: str, seed: int, steps: int, work: Path) -> Path:
     from langplay.trainer import Trainer
 
     family, level, methods = FOCUS[focus]
-    out = work / f"{family}-L{level}" / f"run{methods.index(method)}-seed{seed}"
-    if (out / "final" / "model.safetensors").is_file():
-        return out
-    rows = datasets.Dataset.from_list(task_rows("train", 2000, seed, families=[family], levels=[level]))
-    config = load_config(ROOT / "configs" / "jepo_tinyworld.yaml", [
+    config = load_config(ROOT / "src" / "langplay" / "presets" / "jepo_tinyworld.yaml", [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}", f"train.lr={LR}",
-        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", *overrides(method),
+        "run.progress=false", "run.save_every=0", *overrides(method),
     ])
-    Trainer(config, dataset=rows).train()
+    out = run_folder(work / f"{family}-L{level}", f"run{methods.index(method)}-seed{seed}", config,
+                     f"train rows: 2000, seed {seed}, {family} level {level}")
+    if not finished(out):
+        Trainer(config, dataset=datasets.Dataset.from_list(task_rows("train", 2000, seed, families=[family],
+                                                                     levels=[level]))).train()
     return out
 
 
@@ -95,7 +95,9 @@ def main(argv=None) -> int:
         foci = [f for f in FOCUS if not args.foci or f.split(",")[0] in args.foci]
         tasks = {focus: held_out_tasks(args.prompts, seed=123, families=[FOCUS[focus][0]], levels=[FOCUS[focus][1]])
                  for focus in foci}
-        results = {"settings": {"seeds": args.seeds, "steps": args.steps, "prompts": args.prompts, "lr": LR},
+        results = {"provenance": provenance(),
+                   "settings": {"seeds": args.seeds, "steps": args.steps, "prompts": args.prompts, "lr": LR,
+                                "held_out": "test split (tinyworld.tasks.split_of)"},
                    "base": {focus: evaluate(base_model_path(), tasks[focus]) for focus in foci}, "runs": []}
         for seed in args.seeds:
             for focus in foci:
@@ -121,7 +123,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "# JEPO focused: one family, at the level the base model half-solves (tinyworld)", "",
         f"Regenerate: `python experiments/jepo_focused.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
         f"--prompts {s['prompts']}`. From the shipped base model, {s['steps']} steps of the JEPO preset "
-        f"(`configs/jepo_tinyworld.yaml`: 16 prompts x 4 samples, temperature 1, beta_sup 0.01) at lr {s['lr']:.0e}, "
+        f"(`presets/jepo_tinyworld.yaml`: 16 prompts x 4 samples, temperature 1, beta_sup 0.01) at lr {s['lr']:.0e}, "
         "training prompts of one family and level only; SFT: 16 reference solutions per step; RL: 0/1 reward, "
         "leave-one-out baseline. Held-out: instances of the same family and level, accuracy by the checker "
         "sampled at temperature 1 (4 answers each) and near-greedy, and the proxy NLL of the reference answer "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, mean_sd, saved_results  # noqa: E402
+from common import experiment_parser, finished, mean_sd, provenance, run_folder, saved_results  # noqa: E402
 SPLITS = {
     "verifiable": {"families": ["word_problem"], "verified": ["word_problem"]},
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
@@ -57,16 +57,15 @@ def run_one(method: str, split: str, seed: int, steps: int, work: Path) -> Path:
     from langplay.tinyworld.datasets import task_rows
     from langplay.trainer import Trainer
 
-    out = work / split / f"{method.lower().replace('+', '_')}-seed{seed}"
-    if (out / "final" / "model.safetensors").is_file():
-        return out
     families = SPLITS[split]["verified"] if method == "RL" else SPLITS[split]["families"]  # RL: verifiable data only
-    rows = datasets.Dataset.from_list(task_rows("train", 2000, seed, families=families))
-    config = load_config(ROOT / "configs" / "jepo_tinyworld.yaml", [
+    config = load_config(ROOT / "src" / "langplay" / "presets" / "jepo_tinyworld.yaml", [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
-        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", *method_overrides(method),
+        "run.progress=false", "run.save_every=0", *method_overrides(method),
     ])
-    Trainer(config, dataset=rows).train()
+    out = run_folder(work / split, f"{method.lower().replace('+', '_')}-seed{seed}", config,
+                     f"train rows: 2000, seed {seed}, {families}")
+    if not finished(out):
+        Trainer(config, dataset=datasets.Dataset.from_list(task_rows("train", 2000, seed, families=families))).train()
     return out
 
 
@@ -94,7 +93,8 @@ def main(argv=None) -> int:
     if results is None:
         from langplay.tinyworld.base import base_model_path
 
-        results = {"settings": {"seeds": args.seeds, "steps": args.steps, "per_level": args.per_level},
+        results = {"provenance": provenance(),
+                   "settings": {"seeds": args.seeds, "steps": args.steps, "per_level": args.per_level},
                    "base": {s: evaluate(base_model_path(), SPLITS[s]["families"], args.per_level) for s in SPLITS},
                    "runs": []}
         for seed in args.seeds:
@@ -125,7 +125,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "# JEPO in tinyworld: SFT vs RL with a verifier vs JEPO vs JEPO + RL", "",
         f"Regenerate: `python experiments/jepo_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
         f"--per-level {s['per_level']}`. From the shipped base model, {s['steps']} steps of 16 prompts x 4 samples "
-        "(SFT: 16 reference solutions per step), lr 5e-5, the rest as `configs/jepo_tinyworld.yaml`. Held-out "
+        "(SFT: 16 reference solutions per step), lr 5e-5, the rest as `presets/jepo_tinyworld.yaml`. Held-out "
         f"instances ({s['per_level']} per family and level), near-greedy decoding; accuracy by the checker (withheld "
         "from training where the split says so); proxy NLL = -log (1/4) sum_i pi(a*|x, c_i) over 4 sampled chains "
         "(lower is better). Mean ± standard deviation over seeds.", "",

@@ -2,7 +2,7 @@
 
     python experiments/lsp_steered.py [--seeds 0 1 2] [--steps 60]
 
-From the shipped base model, the demo's preset (src/langplay/tinyworld/lsp_demo.yaml: 16 queries x 4 answers,
+From the shipped base model, the demo's preset (src/langplay/presets/lsp_demo.yaml: 16 queries x 4 answers,
 lr 1e-4, quality self-reward), with the challenger's weight alpha_Ch swept; beside it LSP-Zero (no self-reward)
 and GRPO on `max` training prompts (the data baseline: 16 prompts x 4, same lr and steps). Held-out metrics:
 the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 128 prompts per level, and the
@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, gain_cell, saved_results  # noqa: E402
-PRESET = ROOT / "src" / "langplay" / "tinyworld" / "lsp_demo.yaml"
+from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results  # noqa: E402
+PRESET = ROOT / "src" / "langplay" / "presets" / "lsp_demo.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
 RUNS = {  # name -> overrides of the demo preset
@@ -43,17 +43,16 @@ def run_one(name: str, seed: int, steps: int, work: Path) -> Path:
     from langplay.tinyworld.datasets import task_rows
     from langplay.trainer import Trainer
 
-    out = work / f"run{list(RUNS).index(name)}-seed{seed}"
-    if (out / "final" / "model.safetensors").is_file():
-        return out
     config = load_config(PRESET, [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
-        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", *RUNS[name],
+        "run.progress=false", "run.save_every=0", *RUNS[name],
     ])
-    data = None  # self-play writes its own prompts; GRPO trains on `max` prompts of the training split
-    if config.algorithm == "grpo":
-        data = datasets.Dataset.from_list(task_rows("train", 4000, seed, families=[FAMILY]))
-    Trainer(config, dataset=data).train()
+    grpo = config.algorithm == "grpo"  # self-play writes its own prompts; GRPO trains on `max` training prompts
+    out = run_folder(work, f"run{list(RUNS).index(name)}-seed{seed}", config,
+                     f"train rows: 4000, seed {seed}, {FAMILY}" if grpo else "")
+    if not finished(out):
+        data = datasets.Dataset.from_list(task_rows("train", 4000, seed, families=[FAMILY])) if grpo else None
+        Trainer(config, dataset=data).train()
     return out
 
 
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
     if results is None:
         from langplay.tinyworld.base import base_model_path
 
-        results = {"settings": {"seeds": args.seeds, "steps": args.steps},
+        results = {"provenance": provenance(), "settings": {"seeds": args.seeds, "steps": args.steps},
                    "base": evaluate(base_model_path(), against_base=False), "runs": []}
         for seed in args.seeds:
             for name in RUNS:
@@ -102,7 +101,7 @@ def write_markdown(results: dict, folder: Path) -> None:
     lines = [
         "# Self-play steered to one family (tinyworld, `max`)", "",
         f"Regenerate: `python experiments/lsp_steered.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']}`. "
-        f"From the shipped base model, {s['steps']} steps of the demo's preset (`src/langplay/tinyworld/lsp_demo.yaml`: "
+        f"From the shipped base model, {s['steps']} steps of the demo's preset (`src/langplay/presets/lsp_demo.yaml`: "
         "16 challenger queries x 4 answers, the reply starts with \"What is the largest of\", lr 1e-4, quality "
         "self-reward) with the challenger's weight alpha_Ch varied; GRPO: 16 `max` training prompts x 4, same lr and "
         f"steps. Held-out: `max` near-greedy score (the checker) and win rate, {4 * FOCUS_PER_LEVEL} prompts; the same prompts sampled at "

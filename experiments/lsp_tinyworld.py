@@ -16,11 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, mean_sd  # noqa: E402
+from common import experiment_parser, finished, mean_sd, provenance, run_folder  # noqa: E402
 METHODS = {
-    "GRPO (data)": "configs/grpo_tinyworld.yaml",
-    "LSP-Zero": "configs/lsp_zero_tinyworld.yaml",
-    "LSP": "configs/lsp_tinyworld.yaml",
+    "GRPO (data)": "src/langplay/presets/grpo_tinyworld.yaml",
+    "LSP-Zero": "src/langplay/presets/lsp_zero_tinyworld.yaml",
+    "LSP": "src/langplay/presets/lsp_tinyworld.yaml",
 }
 
 
@@ -30,13 +30,14 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
     from langplay.tinyworld.datasets import task_dataset
     from langplay.trainer import Trainer
 
-    out = work / f"{method.split()[0].lower()}-seed{seed}"
     config = load_config(ROOT / METHODS[method], [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}",
-        f"run.output_dir={out}", "run.progress=false", "run.samples_per_step=16", "run.save_every=0",
+        "run.progress=false", "run.samples_per_step=16", "run.save_every=0",
         "grpo.group_size=4", "train.prompts_per_step=16", *([f"train.lr={lr}"] if lr else []),
     ])
-    if (out / "final" / "model.safetensors").is_file():
+    out = run_folder(work, f"{method.split()[0].lower()}-seed{seed}", config,
+                     f"train rows: 4000, seed {seed}" if config.algorithm == "grpo" else "")
+    if finished(out):
         return out
     if config.algorithm == "grpo":  # the data baseline: tinyworld's training prompts, every family
         trainer = Trainer(config, dataset=task_dataset("train", 4000, seed))  # the preset names the judge as reward
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     from langplay.tinyworld.base import base_model_path
 
     args.results.mkdir(parents=True, exist_ok=True)
-    results: dict = {"settings": vars(args) | {"work": str(args.work), "results": str(args.results)}, "runs": []}
+    results: dict = {"provenance": provenance(),
+                     "settings": vars(args) | {"work": str(args.work), "results": str(args.results)}, "runs": []}
     base_report = evaluate_world(base_model_path(), per_level=args.per_level, seed=123)
     results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"],
                        "by_family": family_means(base_report["table"]), "by_level": level_means(base_report["table"]),
