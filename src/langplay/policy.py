@@ -204,7 +204,8 @@ class Policy:
     def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:
         """Log-probs of the completion tokens under the frozen reference, micro-batch by micro-batch."""
         with torch.inference_mode(), self.reference_model() as reference:  # no autograd bookkeeping at all
-            out = torch.zeros(batch["completion_mask"].shape, dtype=torch.float32, device=batch["completion_mask"].device)
+            out = torch.zeros(batch["completion_mask"].shape, dtype=logprob_dtype(self.model),
+                              device=batch["completion_mask"].device)
             for start in range(0, out.shape[0], micro_batch_size):
                 part = slice_batch(batch, start, start + micro_batch_size)
                 logp = sequence_logprobs(reference, part, temperature, self.chunk_tokens).logp
@@ -266,9 +267,10 @@ def sequence_logprobs(
     where = mask.bool()
     flat_states, flat_targets = states[:, :width][where], targets[where]
     head = model.get_output_embeddings()
+    dtype = logprob_dtype(model)
 
     def chunk_fn(h: torch.Tensor, y: torch.Tensor):
-        logits = head(h).float() / temperature
+        logits = head(h).to(dtype) / temperature
         logp_all = F.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else torch.zeros_like(logp)
@@ -276,7 +278,7 @@ def sequence_logprobs(
         return logp, entropy, value
 
     def value_fn(h: torch.Tensor) -> torch.Tensor:
-        return (head(h).float() / temperature).logsumexp(-1)
+        return (head(h).to(dtype) / temperature).logsumexp(-1)
 
     def run(fn, *args):  # under autograd the chunk's logits are recomputed in the backward pass, not kept
         return checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args)
@@ -288,7 +290,7 @@ def sequence_logprobs(
         logps.append(lp)
         entropies.append(ent)
         chunk_values.append(val)
-    logp = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    logp = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     entropy, values = torch.zeros_like(logp), torch.zeros_like(logp)
     if logps:
         logp = logp.masked_scatter(where, torch.cat(logps))
@@ -300,6 +302,11 @@ def sequence_logprobs(
     final_values = torch.cat([run(value_fn, final_states[s : s + chunk_tokens])
                               for s in range(0, len(final_states), chunk_tokens)])
     return TokenLogprobs(logp, entropy if with_entropy else None, values, final_values)
+
+
+def logprob_dtype(model) -> torch.dtype:
+    """Log-probs are float32 at least (bf16 and fp16 models, autocast), float64 for a float64 model."""
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
 
 
 def final_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ def pick_tokens(logits: torch.Tensor, keys: torch.Tensor, step: int, temperature
 
     One random number per row (not per vocabulary entry) keeps the cost flat in the vocabulary size.
     """
-    logp = top_p_filter(logits.float() / temperature, top_p).log_softmax(-1)
+    logp = top_p_filter(logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature, top_p).log_softmax(-1)
     cdf = logp.double().exp().cumsum(-1)
     u = keyed_uniform(keys, step, 1).to(cdf.device) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
