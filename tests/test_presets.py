@@ -96,3 +96,24 @@ def test_dataset_subsets_concatenate_and_where_filters(tmp_path, monkeypatch):
         load_rows("hub/name", "a", where={"kind": "essay"})
     with pytest.raises(LangplayError, match="no column 'type'"):
         load_rows("hub/name", "a", where={"type": "proof"})
+
+
+def test_every_config_key_explains_itself():
+    from langplay.config import describe_config
+
+    rows = describe_config(load_config())
+    assert len(rows) > 80
+    assert not [key for key, _, _, description in rows if not description.strip()]
+
+
+def test_config_show_prints_defaults_values_and_descriptions():
+    from typer.testing import CliRunner
+
+    from langplay.cli import app
+
+    result = CliRunner().invoke(app, ["config", "show", "--algorithm", "lsp", "lsp.beta=0.1"])
+    assert result.exit_code == 0, result.output
+    assert "lsp.beta = 0.1  (set)\n    default 0.05. KL(pi || pi_Ref) of whole sequences" in result.output
+    assert "grpo.beta" not in result.output and "train.lr = 1e-06" in result.output
+    bad = CliRunner().invoke(app, ["config", "show", "--algorithm", "ppo"])
+    assert bad.exit_code == 2 and "unknown algorithm 'ppo'" in bad.output

@@ -148,6 +148,31 @@ def reward(
         output.write_text("".join(lines))
 
 
+config_app = typer.Typer(help="Configs: every key, its default, its value and what it does.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@friendly
+def config_show(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=1e-5"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file or preset name"),
+    algorithm: Optional[str] = typer.Option(None, "--algorithm", "-a", help="show this algorithm's section only"),
+):
+    """Every config key with its default, the resolved value (file and overrides applied) and its description."""
+    from langplay.config import ALGORITHMS, describe_config, load_config
+
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise LangplayError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    cfg = load_config(config, list(overrides or []), **({"algorithm": algorithm} if algorithm else {}))
+    shown = [a for a in ALGORITHMS if a != (algorithm or cfg.algorithm)]
+    for key, default, value, description in describe_config(cfg):
+        if key.split(".")[0] in shown:
+            continue
+        mark = "" if value == default else "  (set)"
+        typer.echo(f"{key} = {value!r}{mark}\n    default {default!r}. {description}")
+
+
 world_app = typer.Typer(help="The built-in world (tinyworld): build its base model.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 

@@ -20,10 +20,11 @@ class Section(BaseModel):
 
 
 class LoraConfig(Section):
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: str | list[str] = "all-linear"
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch")
+    target_modules: str | list[str] = Field("all-linear", description=(
+        "modules that get adapters (peft's names; all-linear: every linear layer but the output)"))
 
 
 PRESETS = Path(__file__).parent / "presets"  # the packaged configs: `--config NAME` finds presets/NAME.yaml
@@ -31,18 +32,25 @@ TINYWORLD_BASE = Path(__file__).parent / "tinyworld" / "assets" / "base"  # `tin
 
 
 class ModelConfig(Section):
-    name_or_path: str = ""  # a Hub name, a local folder, or tinyworld:base; required by every command that trains
-    tokenizer: str | None = None  # defaults to name_or_path
-    revision: str | None = None
-    # the weights' storage. auto: float32, the master copy that train.precision=bf16 computes from; bfloat16 or
-    # float16 store the weights themselves in half precision (no master copy); float64 for exact comparisons
-    dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    trust_remote_code: bool = False  # off unless a user asks: it runs code from the model's repository
-    chat_template: str | None = None  # overrides the tokenizer's; None keeps it (or plain text if it has none)
-    lora: LoraConfig | None = None  # with LoRA the reference model is the adapter-disabled base: no second copy
-    gradient_checkpointing: bool = False
-    logprob_chunk_tokens: int = Field(2048, gt=0)  # tokens per chunk when computing log-probs over the vocabulary
+    name_or_path: str = Field("", description=(
+        "a Hub name, a local folder, or tinyworld:base; required by every command that trains"))
+    tokenizer: str | None = Field(None, description="defaults to name_or_path")
+    revision: str | None = Field(None, description="a Hub branch, tag or commit")
+    dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = Field("auto", description=(
+        "the weights' storage. auto: float32, the master copy that train.precision=bf16 computes from; bfloat16 or "
+        "float16 store the weights themselves in half precision (no master copy); float64 for exact comparisons"))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "auto: CUDA when visible, else CPU; cuda without a visible device is an error"))
+    trust_remote_code: bool = Field(False, description=(
+        "off unless a user asks: it runs code from the model's repository"))
+    chat_template: str | None = Field(None, description=(
+        "overrides the tokenizer's; None keeps it (or plain text if it has none)"))
+    lora: LoraConfig | None = Field(None, description=(
+        "with LoRA the reference model is the adapter-disabled base: no second copy"))
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute activations in backward (less memory, about a third more time)"))
+    logprob_chunk_tokens: int = Field(2048, gt=0, description=(
+        "tokens per chunk when computing log-probs over the vocabulary"))
 
     @model_validator(mode="after")
     def _tinyworld_base(self) -> ModelConfig:
@@ -52,68 +60,80 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    path: str = ""  # Hub dataset name, or a local .json/.jsonl/.parquet file
-    subset: str | list[str] | None = None  # a list: those subsets, concatenated (e.g. every MATH subject)
-    split: str = "train"
-    where: dict[str, Any] = {}  # keep rows whose column equals the value (or is in a list): {question_type: proof}
-    prompt_column: str = "prompt"  # a string, or a list of chat messages
-    completion_column: str = "completion"  # SFT target
-    messages_column: str | None = None  # SFT on chat data: the last assistant turn is the target
-    system_prompt: str | None = None
-    max_samples: int | None = Field(None, gt=0)
-    shuffle: bool = True
-    eval_path: str | None = None
-    eval_split: str | None = None
+    path: str = Field("", description="Hub dataset name, or a local .json/.jsonl/.parquet file")
+    subset: str | list[str] | None = Field(None, description=(
+        "a list: those subsets, concatenated (e.g. every MATH subject)"))
+    split: str = Field("train", description="the dataset split to train on")
+    where: dict[str, Any] = Field({}, description=(
+        "keep rows whose column equals the value (or is in a list): {question_type: proof}"))
+    prompt_column: str = Field("prompt", description="a string, or a list of chat messages")
+    completion_column: str = Field("completion", description="SFT target")
+    messages_column: str | None = Field(None, description="SFT on chat data: the last assistant turn is the target")
+    system_prompt: str | None = Field(None, description="a system turn put before every prompt")
+    max_samples: int | None = Field(None, gt=0, description="use only the first N rows")
+    shuffle: bool = Field(True, description="reshuffle the rows every epoch (seeded by train.seed)")
+    eval_path: str | None = Field(None, description="a dataset for periodic evaluation (default: data.path)")
+    eval_split: str | None = Field(None, description="its split (default: data.split)")
 
 
 class SamplingConfig(Section):
-    backend: Literal["hf", "vllm"] = "hf"
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(256, gt=0)
-    max_prompt_tokens: int = Field(1024, gt=0)  # longer prompts are cut from the left
-    ignore_eos: bool = False  # never stop at EOS (benchmarks: every completion has max_new_tokens tokens)
-    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
+    backend: Literal["hf", "vllm"] = Field("hf", description=(
+        "hf: langplay's decoding loop over the KV cache; vllm: vLLM's engine"))
+    temperature: float = Field(1.0, gt=0, description="sampling temperature, also used for the training log-probs")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_new_tokens: int = Field(256, gt=0, description=(
+        "longest completion; must leave room for a prompt in the model's context"))
+    max_prompt_tokens: int = Field(1024, gt=0, description="longer prompts are cut from the left")
+    ignore_eos: bool = Field(False, description=(
+        "never stop at EOS (benchmarks: every completion has max_new_tokens tokens)"))
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
+        "vLLM: the share of GPU memory its engine may take"))
 
 
 class TrainConfig(Section):
-    steps: int = Field(100, gt=0)
-    prompts_per_step: int = Field(8, gt=0)  # global, over all processes
-    micro_batch_size: int = Field(8, gt=0)  # sequences per forward/backward on one process: memory, not maths
-    lr: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    max_bad_steps: int = Field(3, gt=0)  # consecutive non-finite losses before the run stops
-    # mixed precision: bf16 runs the matrix products in bfloat16 (autocast) over float32 weights and optimizer
-    # state; log-probs, advantages and losses stay float32. auto: bf16 where the hardware has fast bf16 (CUDA
-    # with bf16, a CPU with AMX or AVX512-BF16), the weights are float32 and (on a CPU) hidden size >= 256; else fp32
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    steps: int = Field(100, gt=0, description="optimizer steps")
+    prompts_per_step: int = Field(8, gt=0, description="global, over all processes")
+    micro_batch_size: int = Field(8, gt=0, description=(
+        "sequences per forward/backward on one process: memory, not maths"))
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate schedule after the warm-up")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm; null: no clipping")
+    seed: int = Field(0, description=(
+        "seeds the data order, the initialisation of anything random and the keyed sampling"))
+    max_bad_steps: int = Field(3, gt=0, description="consecutive non-finite losses before the run stops")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
+        "mixed precision: bf16 runs the matrix products in bfloat16 (autocast) over float32 weights and optimizer "
+        "state; log-probs, advantages and losses stay float32. auto: bf16 where the hardware has fast bf16 (CUDA with"
+        " bf16, a CPU with AMX or AVX512-BF16), the weights are float32 and (on a CPU) hidden size >= 256; else fp32"))
 
 
 class RunConfig(Section):
-    output_dir: str = "runs/{algorithm}"
-    overwrite: bool = False  # replace a run already in output_dir (without it, such a folder is never touched)
-    save_every: int = Field(50, ge=0)  # 0: only at the end (and on Ctrl-C)
-    keep_checkpoints: int = Field(2, gt=0)
-    eval_every: int = Field(0, ge=0)
-    log_every: int = Field(1, gt=0)
-    samples_per_step: int = Field(4, ge=0)  # completions written to samples.jsonl each step
-    trackers: list[Literal["tensorboard", "wandb", "trackio"]] = []
-    progress: bool = True
+    output_dir: str = Field("runs/{algorithm}", description="the run folder; {algorithm} is replaced")
+    overwrite: bool = Field(False, description=(
+        "replace a run already in output_dir (without it, such a folder is never touched)"))
+    save_every: int = Field(50, ge=0, description="0: only at the end (and on Ctrl-C)")
+    keep_checkpoints: int = Field(2, gt=0, description="how many checkpoints to keep (the newest)")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: never)")
+    log_every: int = Field(1, gt=0, description="write metrics every N steps")
+    samples_per_step: int = Field(4, ge=0, description="completions written to samples.jsonl each step")
+    trackers: list[Literal["tensorboard", "wandb", "trackio"]] = Field([], description="besides metrics.jsonl")
+    progress: bool = Field(True, description="a progress bar on the console")
 
 
 class RewardSpec(Section):
     """One reward source. `kind` picks it; `weight` scales it in the sum."""
 
-    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math", "irl"]
-    function: str | None = None  # kind=function: "package.module:name" or "path/to/file.py:name"
-    model: str | None = None  # kind=reward_model: a sequence classifier; kind=irl: an IRL-trained causal LM
-    answer_column: str = "answer"  # verifiers: the dataset column holding the gold answer
-    weight: float = 1.0
+    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math", "irl"] = Field(description=(
+        "function, reward_model, exact_match, numeric_match, math (math-verify) or irl (an IRL model's implicit "
+        "reward)"))
+    function: str | None = Field(None, description="kind=function: \"package.module:name\" or \"path/to/file.py:name\"")
+    model: str | None = Field(None, description=(
+        "kind=reward_model: a sequence classifier; kind=irl: an IRL-trained causal LM"))
+    answer_column: str = Field("answer", description="verifiers: the dataset column holding the gold answer")
+    weight: float = Field(1.0, description="its weight in the sum of rewards")
 
     @model_validator(mode="after")
     def _needs_its_target(self) -> RewardSpec:
@@ -125,76 +145,98 @@ class RewardSpec(Section):
 
 
 class GRPOConfig(Section):
-    group_size: int = Field(8, ge=2)  # completions per prompt (TRL's num_generations)
-    beta: float = Field(0.04, ge=0)  # KL to the reference model; 0 skips the reference pass
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    epsilon: float = Field(0.2, gt=0)
-    epsilon_high: float | None = None  # DAPO's clip-higher; None: same as epsilon
-    loss_aggregation: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"  # token-level: no length bias
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    leave_one_out: bool = False
-    rewards: list[RewardSpec] = []
+    group_size: int = Field(8, ge=2, description="completions per prompt (TRL's num_generations)")
+    beta: float = Field(0.04, ge=0, description="KL to the reference model; 0 skips the reference pass")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description=(
+        "Schulman's per-token estimator of KL(pi || pi_ref), as TRL"))
+    epsilon: float = Field(0.2, gt=0, description="PPO clip range (lower, and upper unless epsilon_high)")
+    epsilon_high: float | None = Field(None, description="DAPO's clip-higher; None: same as epsilon")
+    loss_aggregation: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description=(
+        "token-level: no length bias"))
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description=(
+        "divide advantages by the std of the group, of the batch, or not at all"))
+    leave_one_out: bool = Field(False, description=(
+        "RLOO: each completion's baseline is the mean of the others in its group"))
+    rewards: list[RewardSpec] = Field([], description="the reward sources, summed with their weights")
 
 
 class SFTConfig(Section):
-    completion_only: bool = True  # loss on completion tokens only
-    entropy_bonus: float = Field(0.0, ge=0)  # MLE with an entropy bonus: loss = NLL - c * mean token entropy
-    max_length: int = Field(1024, gt=0)
+    completion_only: bool = Field(True, description="loss on completion tokens only")
+    entropy_bonus: float = Field(0.0, ge=0, description=(
+        "MLE with an entropy bonus: loss = NLL - c * mean token entropy"))
+    max_length: int = Field(1024, gt=0, description=(
+        "tokens of prompt + target; longer rows are cut (prompt first, from the left)"))
 
 
 class LSPConfig(Section):
     """Language Self-Play (Kuba et al. 2025, arXiv 2509.07414, Algorithm 1). train.prompts_per_step is N, the challenger's queries per step."""
 
-    group_size: int = Field(4, ge=2)  # G answers per query (not reported by the paper)
-    beta: float = Field(0.05, ge=0)  # KL(pi || pi_Ref) of whole sequences, both roles (paper: 0.05)
-    alpha_challenger: float = Field(1.0, ge=0)  # weight of L_Ch in L_Sol + alpha L_Ch (not reported)
-    # log pi(seq) in the policy gradient: token mean (TRL's "grpo" loss type: length-biased) or the sum of eq. 4-5
-    logprob_reduction: Literal["mean", "sum"] = "mean"
-    # "reward": the KL as a per-token reward penalty (reward-to-go): expected gradient beta grad KL, any reduction;
-    # "loss": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient does not regularise (see lsp.py)
-    kl_penalty: Literal["reward", "loss"] = "reward"
-    self_reward: bool = False  # False: LSP-Zero; True: LSP, adding the quality score R_Q
-    self_reward_function: str | None = None  # "module:name" scorer for R_Q; None: the reference model as judge (Box 3)
-    self_reward_weight: float = 1.0  # R + w R_Q (the paper adds them unscaled)
-    challenger_prompt: str | None = None  # None: the paper's Box 1 prompt filled with task/template
-    task: str = ""  # Box 1's {task}
-    template: str = ""  # Box 1's {template}
-    query_prefix: str = ""  # the challenger's reply starts with this text: it steers the queries to one kind of task
-    max_query_tokens: int = Field(128, gt=0)
-    judge_max_new_tokens: int = Field(256, gt=0)
-    query_check: str | None = None  # optional "module:name": f(queries) -> list[bool], logged as the valid fraction
-    rewards: list[RewardSpec] = []  # R(q, a); the raw query reaches scorers as the `raw_prompt` column
+    group_size: int = Field(4, ge=2, description="G answers per query (not reported by the paper)")
+    beta: float = Field(0.05, ge=0, description="KL(pi || pi_Ref) of whole sequences, both roles (paper: 0.05)")
+    alpha_challenger: float = Field(1.0, ge=0, description="weight of L_Ch in L_Sol + alpha L_Ch (not reported)")
+    logprob_reduction: Literal["mean", "sum"] = Field("mean", description=(
+        "log pi(seq) in the policy gradient: token mean (TRL's \"grpo\" loss type: length-biased) or the sum of eq. "
+        "4-5"))
+    kl_penalty: Literal["reward", "loss"] = Field("reward", description=(
+        "\"reward\": the KL as a per-token reward penalty (reward-to-go): expected gradient beta grad KL, any "
+        "reduction; \"loss\": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient does not regularise"
+        " (see lsp.py)"))
+    self_reward: bool = Field(False, description="False: LSP-Zero; True: LSP, adding the quality score R_Q")
+    self_reward_function: str | None = Field(None, description=(
+        "\"module:name\" scorer for R_Q; None: the reference model as judge (Box 3)"))
+    self_reward_weight: float = Field(1.0, description="R + w R_Q (the paper adds them unscaled)")
+    challenger_prompt: str | None = Field(None, description="None: the paper's Box 1 prompt filled with task/template")
+    task: str = Field("", description="Box 1's {task}")
+    template: str = Field("", description="Box 1's {template}")
+    query_prefix: str = Field("", description=(
+        "the challenger's reply starts with this text: it steers the queries to one kind of task"))
+    max_query_tokens: int = Field(128, gt=0, description="longest challenger query (longer ones are cut and kept)")
+    judge_max_new_tokens: int = Field(256, gt=0, description="longest self-judge reply")
+    query_check: str | None = Field(None, description=(
+        "optional \"module:name\": f(queries) -> list[bool], logged as the valid fraction"))
+    rewards: list[RewardSpec] = Field([], description=(
+        "R(q, a); the raw query reaches scorers as the `raw_prompt` column"))
 
 
 class JEPOConfig(Section):
     """JEPO (Tang et al. 2025, arXiv 2503.19618): the likelihood of the reference answer after a sampled chain of thought is the reward."""
 
-    group_size: int = Field(4, ge=2)  # n chains of thought per prompt (paper: 4)
-    estimator: Literal["multi", "single"] = "multi"  # multi-sample bound L_n (most of the paper) or Jensen's L_1
-    answer_column: str = "answer"  # the reference answer a*, the text that follows the marker
-    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"  # a* is the column, its "#### x", or its last \\boxed{x}
-    answer_marker: str = "The final answer is"  # locates the answer in a generation (case-insensitive, last one)
-    answer_suffix_eos: bool = False  # True: a* ends with EOS, so S includes stopping after it (not the paper's S)
-    normalize: Literal["group", "batch", "none"] = "batch"  # A / std(A) over the group or the step; none: unbiased
-    advantage_clip: float | None = Field(1.0, gt=0)  # clip(A / std(A), -c, c); None: no clip
-    format_penalty: float = Field(10.0, ge=0)  # reward -p for generations without the marker (paper: 10)
-    policy_gradient: Literal["chain", "generation"] = "chain"  # tokens under the score function: c_i, or all of y_i
-    beta_sup: float = Field(0.01, ge=0)  # weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)
-    beta: float = Field(1e-3, ge=0)  # KL to the reference, summed over each generation (paper: 1e-3)
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    rewards: list[RewardSpec] = []  # a verifier: prompts where a sample passes use the RL loss (JEPO + RL)
-    pass_threshold: float = 1.0  # a sample passes the verifier when its reward reaches this
+    group_size: int = Field(4, ge=2, description="n chains of thought per prompt (paper: 4)")
+    estimator: Literal["multi", "single"] = Field("multi", description=(
+        "multi-sample bound L_n (most of the paper) or Jensen's L_1"))
+    answer_column: str = Field("answer", description="the reference answer a*, the text that follows the marker")
+    answer_format: Literal["plain", "gsm8k", "boxed"] = Field("plain", description=(
+        "a* is the column, its \"#### x\", or its last \\\\boxed{x}"))
+    answer_marker: str = Field("The final answer is", description=(
+        "locates the answer in a generation (case-insensitive, last one)"))
+    answer_suffix_eos: bool = Field(False, description=(
+        "True: a* ends with EOS, so S includes stopping after it (not the paper's S)"))
+    normalize: Literal["group", "batch", "none"] = Field("batch", description=(
+        "A / std(A) over the group or the step; none: unbiased"))
+    advantage_clip: float | None = Field(1.0, gt=0, description="clip(A / std(A), -c, c); None: no clip")
+    format_penalty: float = Field(10.0, ge=0, description="reward -p for generations without the marker (paper: 10)")
+    policy_gradient: Literal["chain", "generation"] = Field("chain", description=(
+        "tokens under the score function: c_i, or all of y_i"))
+    beta_sup: float = Field(0.01, ge=0, description=(
+        "weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)"))
+    beta: float = Field(1e-3, ge=0, description="KL to the reference, summed over each generation (paper: 1e-3)")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description=(
+        "Schulman's per-token estimator of KL(pi || pi_ref)"))
+    rewards: list[RewardSpec] = Field([], description=(
+        "a verifier: prompts where a sample passes use the RL loss (JEPO + RL)"))
+    pass_threshold: float = Field(1.0, description="a sample passes the verifier when its reward reaches this")
 
 
 class IRLConfig(Section):
     """IRL as TD-regularised MLE (Wulfmeier et al. 2024, arXiv 2409.01369): IQ-Learn's chi-squared objective on token transitions."""
 
-    # discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online
-    # IRL then learns nothing from the visited states, so it is refused with online_fraction > 0
-    gamma: float = Field(0.99, ge=0, le=1)
-    td_weight: float = Field(0.5, ge=0)  # lambda = 1/(4 alpha), IQ-Learn's alpha 0.5; 0 is exactly MLE
-    online_fraction: float = Field(0.0, ge=0, lt=1)  # share of each batch that is the model's own samples
-    online_td: bool = False  # online: the TD (chi-squared) term covers the samples too (IQ-Learn's regularize)
+    gamma: float = Field(0.99, ge=0, le=1, description=(
+        "discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online IRL "
+        "then learns nothing from the visited states, so it is refused with online_fraction > 0"))
+    td_weight: float = Field(0.5, ge=0, description="lambda = 1/(4 alpha), IQ-Learn's alpha 0.5; 0 is exactly MLE")
+    online_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch that is the model's own samples")
+    online_td: bool = Field(False, description=(
+        "online: the TD (chi-squared) term covers the samples too (IQ-Learn's regularize)"))
 
     @model_validator(mode="after")
     def _online_needs_a_discount(self) -> IRLConfig:
@@ -208,7 +250,8 @@ ALGORITHMS = ("sft", "grpo", "lsp", "jepo", "irl")
 
 
 class Config(Section):
-    algorithm: Literal["sft", "grpo", "lsp", "jepo", "irl"] = "grpo"
+    algorithm: Literal["sft", "grpo", "lsp", "jepo", "irl"] = Field("grpo", description=(
+        "what to train; `langplay train A` sets it, and a file that names another is an error"))
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -308,6 +351,24 @@ def resolve_config_path(path: str | Path) -> Path:
         return preset
     names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
     raise ConfigError(f"config file not found: {path} (or name a preset: {names})")
+
+
+def describe_config(config: Config) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, default, value in `config`, description) of every field, sections in order."""
+    rows = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, BaseModel) and name != "lora":
+                walk(value, f"{prefix}{name}.")
+                continue
+            shown = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
+            rows.append((prefix + name, default, shown, field.description or ""))
+
+    walk(config, "")
+    return rows
 
 
 def dump_config(config: Config) -> str:
