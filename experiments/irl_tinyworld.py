@@ -9,14 +9,14 @@ the rows are exact prompts, half open ones. From the shipped base model, the sam
 steps, lr, batch (16 rows per step) and length limit of `presets/irl_tinyworld.yaml`.
   MLE              algorithm sft
   MLE + entropy    sft.entropy_bonus 0.05 (loss = NLL - 0.05 mean token entropy)
-  IRL lambda       offline IRL, irl.td_weight 0.001 / 0.01 / 0.05 / 0.2 (gamma 1)
+  IRL lambda       offline IRL, irl.td_weight 0.001 / 0.01 / 0.05 / 0.2 (the preset's gamma, 0.99)
   IRL online       irl.td_weight 0.01 and irl.online_fraction 0.25 (a quarter of each batch's rows are the model's
                    own samples of the step's prompts, temperature 1)
 Held-out evaluation (exact and open families, every level): k samples per prompt at each temperature; accuracy
 (checker == 1) and mean checker score, against diversity: per-prompt Self-BLEU over the k samples (characters,
 BLEU-2, nltk smoothing method1, 0-1, higher = less diverse) and distinct-2 (characters, per prompt); the per-token
 NLL of held-out references; Spearman correlation, over the samples at temperature 1, between the extracted reward
-(sum of the implicit rewards under the trained model itself, gamma 1) and the checker's score.
+(sum of the implicit rewards under the trained model itself, at the training gamma) and the checker's score.
 Small-data regime: a few hundred demonstrations, several epochs, MLE vs IRL, held-out and training NLL over
 training; from scratch (a small character Llama, tinyworld.base.init_model) by default, or from the base model.
 Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to runs/irl_experiment/.
@@ -56,6 +56,13 @@ METHODS = {  # slug: (label, overrides of presets/irl_tinyworld.yaml)
     "irl-online": ("IRL online λ 0.01", ["algorithm=irl", "irl.td_weight=0.01", "irl.online_fraction=0.25"]),
 }
 TRAIN_CURVES = ("loss", "nll", "td", "value", "entropy", "value_shift", "value/sampled")
+
+
+def gamma() -> float:
+    """The discount the IRL runs train with (the preset's): the extracted reward is taken at the same one."""
+    from langplay.config import load_config
+
+    return load_config(CONFIG).irl.gamma
 
 
 def families() -> list[str]:
@@ -230,7 +237,7 @@ def pool_stats(tasks, pools, scores, finished) -> dict:
 
 def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
     """Spearman, over all sampled responses, of the checker's score with the extracted reward (sum of the implicit
-    rewards under this model, gamma 1; a response that ended with EOS is terminal, one cut at the length limit is
+    rewards under this model, at the preset's gamma; a response that ended with EOS is terminal, one cut at the limit is
     bootstrapped) and with log pi(y|x) for comparison; and the mean per-token entropy of the model on its own
     samples."""
     from langplay.evaluation.metrics import mean_token_entropy
@@ -249,7 +256,7 @@ def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
         index = [i for i, f in enumerate(ended) if f == terminal]
         if index:
             _, sums = implicit_rewards(policy, [prompts[i] for i in index], [responses[i] for i in index],
-                                       gamma=1.0, terminal=terminal)
+                                       gamma=gamma(), terminal=terminal)
             for i, value in zip(index, sums):
                 extracted[i] = value
     prompt_ids = [policy.encode(p) for p in prompts]
@@ -387,6 +394,7 @@ def main(argv=None) -> int:
         from langplay.tinyworld.base import base_model_path
 
         settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
+        settings["gamma"] = gamma()
         started = time.time()
         results = {"provenance": provenance(), "settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),
                    "runs": [], "small": []}
@@ -465,7 +473,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "demonstrations from the training split, families of kind exact (add, count, max, reverse: one reference) "
         f"and open (between, letters, sum_to: {K_OPEN} different valid answers per prompt, in the same batch), half "
         f"the rows each. Every method: {s['steps']} steps of 16 rows, the lr and length limit of "
-        f"`presets/irl_tinyworld.yaml`{lr_note}, gamma 1; online IRL: a quarter of each batch's rows are the model's own "
+        f"`presets/irl_tinyworld.yaml`{lr_note}, gamma {s.get('gamma', 1.0):g}; online IRL: a quarter of each batch's rows are the model's own "
         f"samples of the step's prompts (temperature 1, at most {ANSWER_TOKENS} tokens). Held-out prompts: "
         f"{s['per_level']} per family and level ({s['per_level'] * 28} prompts), {s['k']} samples each at "
         f"temperatures {', '.join(temps)}. Accuracy: checker == 1, over all samples; score: mean checker score. "
@@ -508,8 +516,9 @@ def write_markdown(results: dict, folder: Path) -> None:
                          f"{m('open', 'score')} | {m('open', 'self_bleu')} | {m('open', 'distinct_2')} |")
     rt = float(base.get("rewards", {}).get("temperature", hot))
     lines += ["", f"## Extracted reward vs checker score (Spearman, samples at temperature {rt:g})", "",
-              "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - V(s_t+1) under the trained "
-              "model itself (gamma 1, EOS appended: terminal, so it equals log pi(y|x) + V(s_0)); pooled over all "
+              "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_t+1) under the "
+              f"trained model itself (gamma {s.get('gamma', 1.0):g}; EOS: terminal; at gamma 1 it equals log pi(y|x) + "
+              "V(s_0)); pooled over all "
               f"{s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.", "",
               "| method | ρ reward, all | ρ reward, exact | ρ reward, open | ρ log-lik, all | ρ log-lik, open |",
               "|---|---|---|---|---|---|"]
