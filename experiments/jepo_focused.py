@@ -3,15 +3,15 @@
     python experiments/jepo_focused.py [--seeds 0 1 2] [--steps 60] [--prompts 128] [--foci spell ...]
 
 The whole-split experiment (jepo_tinyworld.py) trains on every level of a family; at the hard levels the base
-model almost never finds the answer (multiply and word_problem levels 3-4: sampled accuracy at most 0.005) and at
-the easy ones it is already right, so no method moved accuracy. Here each run trains on the one level where the
-base model is right some of the time (sampled accuracy 0.25 to 0.69), from the shipped base model, with the
-JEPO preset (presets/jepo_tinyworld.yaml: 16 prompts x 4 samples, temperature 1) at lr 1e-4 for `--steps`:
-  spell, level 3           long-form answers, no verifier (JEPO's home ground)
-  word_problem, level 2    verifiable: RL with the verifier, and JEPO + RL, run beside JEPO
-  multiply, level 2        the family the semi split leaves without a verifier
+model almost never finds the answer and at the easy ones it is already right, so little moves. Here each run
+trains on one level of one family: the level whose base sampled accuracy on *tune* instances is nearest 0.5
+(choose_level; the test split is only used for the table), from the shipped base model, with the JEPO preset
+(presets/jepo_tinyworld.yaml: 16 prompts x 4 samples, temperature 1) at lr 1e-4 for `--steps`:
+  spell           long-form answers, no verifier (JEPO's home ground)
+  word_problem    verifiable: RL with the verifier, and JEPO + RL, run beside JEPO
+  multiply        the family the semi split leaves without a verifier
 "RL, checker as oracle" rewards the withheld checker (0/1, leave-one-out): an upper reference that JEPO's setting
-does not have. Held-out metrics on `--prompts` instances of the same family and level (evaluation seeds):
+does not have. Held-out metrics on `--prompts` test instances of the same family and level:
 accuracy sampled at temperature 1 (4 answers each, the policy RL trains), near-greedy accuracy, and the proxy
 NLL of the reference answer (multi-sample bound, n 4). Writes results/jepo_focused.{md,json,png}; runs go to
 runs/jepo_focused/.
@@ -31,12 +31,12 @@ from common import experiment_parser, finished, gain_cell, provenance, run_folde
 from jepo_tinyworld import VERIFIER, method_overrides  # noqa: E402
 
 ORACLE = "langplay.tinyworld.datasets:checker_reward"
-FOCUS = {  # name -> family, level, methods
-    "spell, level 3 (no verifier)":
-        ("spell", 3, ["SFT", "JEPO-1", "JEPO-n", "JEPO-n, beta_sup 0", "RL, checker as oracle"]),
-    "word_problem, level 2 (verifiable)": ("word_problem", 2, ["SFT", "RL", "JEPO-n", "JEPO+RL"]),
-    "multiply, level 2 (no verifier)": ("multiply", 2, ["JEPO-n", "RL, checker as oracle"]),
+FOCUS = {  # name -> family, methods; the level is chosen on the tune split (choose_level)
+    "spell (no verifier)": ("spell", ["SFT", "JEPO-1", "JEPO-n", "JEPO-n, beta_sup 0", "RL, checker as oracle"]),
+    "word_problem (verifiable)": ("word_problem", ["SFT", "RL", "JEPO-n", "JEPO+RL"]),
+    "multiply (no verifier)": ("multiply", ["JEPO-n", "RL, checker as oracle"]),
 }
+TUNE_PROMPTS = 64  # tune-split prompts per level for choosing the level
 LR = 1e-4  # the preset's 5e-5 barely moved a model in 30 steps; 1e-4 is what GRPO and steered LSP use
 
 
@@ -48,7 +48,21 @@ def overrides(method: str) -> list[str]:
     return method_overrides(method)
 
 
-def run_one(focus: str, method: str, seed: int, steps: int, work: Path) -> Path:
+def choose_level(family: str) -> tuple[int, dict]:
+    """The level whose base sampled accuracy on tune instances is nearest 0.5 (where RL can find answers and has
+    room), and the accuracies it was chosen from: a design choice made on the tune split, not the test split."""
+    from langplay.evaluation.tinyworld import held_out_tasks, task_scores
+    from langplay.tinyworld.base import base_model_path
+    from langplay.tinyworld.tasks import FAMILIES
+
+    accuracy = {}
+    for level in range(1, FAMILIES[family].levels + 1):
+        tasks = held_out_tasks(TUNE_PROMPTS, seed=7, families=[family], levels=[level], split="tune")
+        accuracy[level] = statistics.mean(task_scores(base_model_path(), tasks, n=4, temperature=1.0, seed=5, exact=True))
+    return min(accuracy, key=lambda level: abs(accuracy[level] - 0.5)), accuracy
+
+
+def run_one(focus: str, level: int, method: str, seed: int, steps: int, work: Path) -> Path:
     import datasets
 
     from langplay.config import load_config
@@ -56,7 +70,7 @@ def run_one(focus: str, method: str, seed: int, steps: int, work: Path) -> Path:
     from langplay.tinyworld.datasets import task_rows
     from langplay.trainer import Trainer
 
-    family, level, methods = FOCUS[focus]
+    family, methods = FOCUS[focus]
     config = load_config(ROOT / "src" / "langplay" / "presets" / "jepo_tinyworld.yaml", [
         f"model.name_or_path={base_model_path()}", f"train.steps={steps}", f"train.seed={seed}", f"train.lr={LR}",
         "run.progress=false", "run.save_every=0", *overrides(method),
@@ -84,7 +98,7 @@ def main(argv=None) -> int:
     parser = experiment_parser("jepo_focused")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--prompts", type=int, default=128, help="held-out prompts per family")
-    parser.add_argument("--foci", nargs="+", choices=[f.split(",")[0] for f in FOCUS], help="only these families")
+    parser.add_argument("--foci", nargs="+", choices=[f.split(" ")[0] for f in FOCUS], help="only these families")
     args = parser.parse_args(argv)
     path = args.results / "jepo_focused.json"
     results = saved_results(args, path)
@@ -92,18 +106,22 @@ def main(argv=None) -> int:
         from langplay.evaluation.tinyworld import held_out_tasks
         from langplay.tinyworld.base import base_model_path
 
-        foci = [f for f in FOCUS if not args.foci or f.split(",")[0] in args.foci]
-        tasks = {focus: held_out_tasks(args.prompts, seed=123, families=[FOCUS[focus][0]], levels=[FOCUS[focus][1]])
+        foci = [f for f in FOCUS if not args.foci or f.split(" ")[0] in args.foci]
+        chosen = {focus: choose_level(FOCUS[focus][0]) for focus in foci}
+        levels = {focus: level for focus, (level, _) in chosen.items()}
+        tasks = {focus: held_out_tasks(args.prompts, seed=123, families=[FOCUS[focus][0]], levels=[levels[focus]])
                  for focus in foci}
         results = {"provenance": provenance(),
                    "settings": {"seeds": args.seeds, "steps": args.steps, "prompts": args.prompts, "lr": LR,
                                 "held_out": "test split (tinyworld.tasks.split_of)"},
+                   "levels": levels, "tune_accuracy": {focus: acc for focus, (_, acc) in chosen.items()},
                    "base": {focus: evaluate(base_model_path(), tasks[focus]) for focus in foci}, "runs": []}
         for seed in args.seeds:
             for focus in foci:
-                for method in FOCUS[focus][2]:
+                for method in FOCUS[focus][1]:
                     started = time.time()
-                    report = evaluate(run_one(focus, method, seed, args.steps, args.work) / "final", tasks[focus])
+                    out = run_one(focus, levels[focus], method, seed, args.steps, args.work)
+                    report = evaluate(out / "final", tasks[focus])
                     results["runs"].append({"focus": focus, "method": method, "seed": seed, **report,
                                             "minutes": (time.time() - started) / 60})
                     base = results["base"][focus]
@@ -124,17 +142,22 @@ def write_markdown(results: dict, folder: Path) -> None:
         f"Regenerate: `python experiments/jepo_focused.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
         f"--prompts {s['prompts']}`. From the shipped base model, {s['steps']} steps of the JEPO preset "
         f"(`presets/jepo_tinyworld.yaml`: 16 prompts x 4 samples, temperature 1, beta_sup 0.01) at lr {s['lr']:.0e}, "
-        "training prompts of one family and level only; SFT: 16 reference solutions per step; RL: 0/1 reward, "
+        "training prompts of one family and level only, the level whose base sampled accuracy on tune instances is "
+        "nearest 0.5; SFT: 16 reference solutions per step; RL: 0/1 reward, "
         "leave-one-out baseline. Held-out: instances of the same family and level, accuracy by the checker "
         "sampled at temperature 1 (4 answers each) and near-greedy, and the proxy NLL of the reference answer "
         "(lower is better). Differences to the base model, mean ± standard deviation over seeds.", "",
     ]
     for focus in [f for f in FOCUS if f in results["base"]]:
         base = results["base"][focus]
-        lines += [f"## {focus}", "", f"Base model (the same prompts for every run): sampled "
+        family, kind = FOCUS[focus][0], focus.split(" ", 1)[1]
+        tune = ", ".join(f"{lv}: {a:.2f}" for lv, a in results["tune_accuracy"][focus].items())
+        lines += [f"## {family}, level {results['levels'][focus]} {kind}", "",
+                  f"Level chosen on tune instances (base sampled accuracy by level: {tune}).", "",
+                  f"Base model on test instances (the same prompts for every run): sampled "
                   f"accuracy {base['sampled']:.3f}, near-greedy {base['greedy']:.3f}, proxy NLL {base['nll']:.3f}.", "",
                   "| method | sampled accuracy | near-greedy accuracy | proxy NLL | runs |", "|---|---|---|---|---|"]
-        for method in FOCUS[focus][2]:
+        for method in FOCUS[focus][1]:
             runs = [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
             if runs:
                 cells = [gain_cell(runs, key, base[key]) for key in ("sampled", "greedy", "nll")]
@@ -159,7 +182,7 @@ def plot(results: dict, path: Path) -> None:
     axes = axes[0]
     for ax, focus in zip(axes, foci):
         base = results["base"][focus]["sampled"]
-        methods = [m for m in FOCUS[focus][2] if any(r["focus"] == focus and r["method"] == m for r in results["runs"])]
+        methods = [m for m in FOCUS[focus][1] if any(r["focus"] == focus and r["method"] == m for r in results["runs"])]
         for i, method in enumerate(methods):
             values = [r["sampled"] - base for r in results["runs"] if r["focus"] == focus and r["method"] == method]
             color = "C1" if method.startswith("JEPO") else "C7" if "oracle" in method else "C0"
@@ -168,7 +191,7 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(methods)), [m.replace(", checker as oracle", "\n(oracle)").replace(", ", "\n")
                                             for m in methods], fontsize=7)
-        ax.set_title(focus, fontsize=9)
+        ax.set_title(f"{FOCUS[focus][0]}, level {results['levels'][focus]}", fontsize=9)
     axes[0].set_ylabel("sampled accuracy gain over the base")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
