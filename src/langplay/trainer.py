@@ -32,6 +32,7 @@ from langplay.algorithms import Algorithm, algorithm_class, make_algorithm
 from langplay.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
+from langplay.distributed import local_slice, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
 from langplay.policy import Policy, autocast, frozen_copy, micro_batches, resolve_device, resolve_precision
 from langplay.sampling import make_sampler
@@ -187,20 +188,8 @@ class Trainer:
         """
         acc, total = self.accelerator, self.config.train.prompts_per_step
         rows = self.stream.take(total)
-        share = total // acc.num_processes
-        mine = range(acc.process_index * share, (acc.process_index + 1) * share)
-        return [rows[i] for i in mine], [key_of(self.config.train.seed, self.step, i) for i in mine]
-
-    def all_reduce_gradients(self, params: list[torch.Tensor]) -> None:
-        if self.accelerator.num_processes == 1:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)  # losses are normalised by global counts: the sum is the gradient
-        offset = 0
-        for p, g in zip(params, grads):
-            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
-            offset += g.numel()
+        mine = local_slice(acc, total // acc.num_processes)
+        return rows[mine], [key_of(self.config.train.seed, self.step, i) for i in range(total)[mine]]
 
     def train_step(self) -> dict:
         cfg, acc = self.config, self.accelerator
@@ -222,9 +211,9 @@ class Trainer:
                 parts[key] = parts.get(key, 0.0) + value
         backward_done = time.perf_counter()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.all_reduce_gradients(params)
-        loss_total = sum_over_processes(acc, loss_total)
-        parts = {key: sum_over_processes(acc, value) for key, value in parts.items()}
+        sum_gradients(acc, params)
+        loss_total = distributed_total(acc, loss_total)
+        parts = {key: distributed_total(acc, value) for key, value in parts.items()}
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
         finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
         if finite:
@@ -250,7 +239,7 @@ class Trainer:
             "time/loss_backward": backward_done - sampled,
             "time/step": time.perf_counter() - started,
         }
-        trained_tokens = sum_over_processes(acc, float(experience.batch["attention_mask"].sum()))
+        trained_tokens = distributed_total(acc, float(experience.batch["attention_mask"].sum()))
         metrics["tokens_per_second"] = trained_tokens / metrics["time/step"]  # the trained rows, prompts included
         if self.is_main and experience.samples and self.trackers and self.trackers.enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -375,14 +364,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def sum_over_processes(accelerator, value: float) -> float:
-    if accelerator.num_processes == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
-    torch.distributed.all_reduce(tensor)
-    return float(tensor)
 
 
 class Progress:

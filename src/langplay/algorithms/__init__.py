@@ -82,9 +82,3 @@ def demonstration_columns(config) -> DataColumns:
     data = config.data
     columns = [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]
     return DataColumns(columns, columns)
-
-
-def gather_sum(accelerator, value: float | torch.Tensor) -> float:
-    """Sum of a number over all processes."""
-    tensor = torch.as_tensor(value, dtype=torch.float64, device=accelerator.device).reshape(1)
-    return float(accelerator.gather(tensor).sum()) if accelerator.num_processes > 1 else float(tensor)

@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience
+from langplay.distributed import gather, local_slice, total
 from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_sum
 from langplay.policy import build_batch
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
@@ -49,9 +50,9 @@ class GRPO:
         scored = time.perf_counter()
 
         # Advantages over the global batch: every process holds whole groups, in process order.
-        all_rewards = acc.gather(rewards) if acc.num_processes > 1 else rewards
+        all_rewards = gather(acc, rewards)
         advantages = group_advantages(all_rewards, g, self.args.scale_rewards, self.args.leave_one_out)
-        mine = slice(acc.process_index * len(rewards), (acc.process_index + 1) * len(rewards))
+        mine = local_slice(acc, len(rewards))
 
         batch = build_batch(samples.prompt_ids, samples.completion_ids, self.policy.tokenizer.pad_token_id, acc.device)
         batch["advantages"] = advantages[mine]
@@ -62,14 +63,14 @@ class GRPO:
         lengths = batch["completion_mask"].sum(1)
         counts = {
             "num_sequences": float(len(all_rewards)),
-            "num_tokens": gather_sum(acc, lengths.sum()),
+            "num_tokens": total(acc, lengths.sum()),
             "max_completion_length": float(cfg.sampling.max_new_tokens),
         }
         metrics = {
             "reward": all_rewards.mean().item(),
             "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
             "completion_length": counts["num_tokens"] / counts["num_sequences"],
-            "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / counts["num_sequences"],
+            "truncated": total(acc, sum(not f for f in samples.finished)) / counts["num_sequences"],
             **self.scorer.last_parts,
             "time/generate": generated - started,
             "time/reward": scored - generated,

@@ -37,9 +37,10 @@ import math
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience, demonstration_columns, gather_sum, refuse_rewards
+from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards
 from langplay.algorithms.sft import SFT
 from langplay.data import sft_pair
+from langplay.distributed import total
 from langplay.losses import masked_sum
 from langplay.policy import build_batch
 from langplay.rewards.implicit import ends_with_eos, next_state_values
@@ -101,13 +102,13 @@ class IRL:
         batch["is_expert"] = torch.tensor(is_expert, device=batch["input_ids"].device)
         batch["terminal"] = ends_with_eos(batch, eos).float()  # EOS: terminal; cut at the length limit: bootstrap
         mask = batch["completion_mask"]
-        expert_tokens = gather_sum(self.accelerator, (mask * batch["is_expert"].unsqueeze(1)).sum())
-        mixture_tokens = gather_sum(self.accelerator, mask.sum())
+        expert_tokens = total(self.accelerator, (mask * batch["is_expert"].unsqueeze(1)).sum())
+        mixture_tokens = total(self.accelerator, mask.sum())
         counts = {"expert_tokens": expert_tokens, "mixture_tokens": mixture_tokens,
                   "td_tokens": mixture_tokens if self.args.online_td else expert_tokens}
         metrics = {"tokens": expert_tokens,
-                   "truncated": gather_sum(self.accelerator, (1 - batch["terminal"]) @ batch["is_expert"])
-                   / gather_sum(self.accelerator, len(rows))}
+                   "truncated": total(self.accelerator, (1 - batch["terminal"]) @ batch["is_expert"])
+                   / total(self.accelerator, len(rows))}
         if samples:
             metrics["sampled_tokens"] = mixture_tokens - expert_tokens
         return Experience(batch, counts, metrics, samples[: self.config.run.samples_per_step])

@@ -43,7 +43,8 @@ import time
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience, gather_sum
+from langplay.algorithms import DataColumns, Experience
+from langplay.distributed import gather, total
 from langplay.losses import kl_penalty, masked_sum
 from langplay.policy import build_batch, completion_logprob_sums
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
@@ -213,21 +214,21 @@ class JEPO:
             ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
             batch["ref_logp"] = torch.cat([ref, ref.new_zeros(batch["pg_coef"].numel() - gen_rows, ref.shape[1])])
 
-        counts = {"num_prompts": float(gather_sum(acc, len(rows)))}
-        total = counts["num_prompts"] * n
+        counts = {"num_prompts": float(total(acc, len(rows)))}
+        generations = counts["num_prompts"] * n
         metrics = {
-            "bound": gather_sum(acc, sum(bounds)) / max(1.0, gather_sum(acc, len(bounds))),
-            "log_likelihood": gather_sum(acc, sum(sums)) / max(1.0, gather_sum(acc, len(sums))),
-            "formatted": gather_sum(acc, sum(c is not None for c in chains)) / total,
-            "rl_prompts": gather_sum(acc, sum(use_rl)) / counts["num_prompts"],
-            "completion_length": gather_sum(acc, sum(map(len, samples.completion_ids))) / total,
-            "truncated": gather_sum(acc, sum(not f for f in samples.finished)) / total,
+            "bound": total(acc, sum(bounds)) / max(1.0, total(acc, len(bounds))),
+            "log_likelihood": total(acc, sum(sums)) / max(1.0, total(acc, len(sums))),
+            "formatted": total(acc, sum(c is not None for c in chains)) / generations,
+            "rl_prompts": total(acc, sum(use_rl)) / counts["num_prompts"],
+            "completion_length": total(acc, sum(map(len, samples.completion_ids))) / generations,
+            "truncated": total(acc, sum(not f for f in samples.finished)) / generations,
             "time/generate": generated - started,
             "time/bound": bounded - generated,
             "time/reference": time.perf_counter() - bounded,
         }
         if rewards is not None:
-            metrics["reward"] = gather_sum(acc, torch.nansum(rewards).item()) / total
+            metrics["reward"] = total(acc, torch.nansum(rewards).item()) / generations
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
              "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
@@ -273,7 +274,7 @@ class JEPO:
         out = torch.zeros_like(advantages)
         if args.normalize == "batch":
             chosen = advantages[in_bound].to(self.accelerator.device)
-            everyone = self.accelerator.gather(chosen) if self.accelerator.num_processes > 1 else chosen
+            everyone = gather(self.accelerator, chosen)
             std = float(everyone.std()) if everyone.numel() > 1 else 0.0
             out[in_bound] = normalize(advantages[in_bound], args.advantage_clip, std)
             return out

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from langplay.algorithms import Experience, gather_sum
+from langplay.algorithms import Experience
+from langplay.distributed import gather, local_slice, total
 from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
 from langplay.policy import build_batch
 from langplay.rewards import build_scorer, call_scorer, import_function
@@ -155,13 +156,12 @@ class LSP:
             getattr(self.self_reward, "outcomes", {}).clear()
             quality = torch.tensor(call_scorer(self.self_reward, prompts, answers.texts, {"raw_prompt": raw}))
         scored = time.perf_counter()
-        everything = self.gather(torch.stack([reward, quality], 1)).to(torch.float32)
+        everything = gather(acc, torch.stack([reward, quality], 1)).to(torch.float32)
         R, RQ = everything[:, 0].view(-1, g), everything[:, 1].view(-1, g)
         adv = lsp_advantages(R, RQ, args.self_reward_weight)
         solver_adv, challenger_adv, V = adv["solver"], adv["challenger"], adv["V"]
         n_mine = len(queries)
-        mine = slice(acc.process_index * n_mine, (acc.process_index + 1) * n_mine)
-        mine_g = slice(acc.process_index * n_mine * g, (acc.process_index + 1) * n_mine * g)
+        mine, mine_g = local_slice(acc, n_mine), local_slice(acc, n_mine * g)
 
         # Solver rows (N_local * G), then challenger rows (N_local): one batch, a role per row.
         prompt_ids = answers.prompt_ids + [q.prompt_ids for q in queries]
@@ -176,8 +176,8 @@ class LSP:
         for i, row in enumerate(answers.logprobs + [q.logprobs for q in queries]):
             sampler_logp[i, : len(row)] = torch.tensor(row)
         kl = masked_sum(sampler_logp - batch["ref_logp"], batch["completion_mask"], dim=1)
-        kl_solver = gather_sum(acc, kl[: n_mine * g].sum()) / (n_queries * g)
-        kl_challenger = gather_sum(acc, kl[n_mine * g :].sum()) / n_queries
+        kl_solver = total(acc, kl[: n_mine * g].sum()) / (n_queries * g)
+        kl_challenger = total(acc, kl[n_mine * g :].sum()) / n_queries
         counts = {"solver_sequences": n_queries * g, "challenger_sequences": n_queries}
         metrics = {
             "reward": R.mean().item(),
@@ -188,9 +188,9 @@ class LSP:
             "value_spread": V.std().item() if V.numel() > 1 else 0.0,
             "kl/solver": kl_solver,
             "kl/challenger": kl_challenger,
-            "query_length": gather_sum(acc, sum(len(q.ids) for q in queries)) / n_queries,
-            "query_truncated": gather_sum(acc, sum(not q.finished for q in queries)) / n_queries,
-            "answer_length": gather_sum(acc, sum(map(len, answers.completion_ids))) / (n_queries * g),
+            "query_length": total(acc, sum(len(q.ids) for q in queries)) / n_queries,
+            "query_truncated": total(acc, sum(not q.finished for q in queries)) / n_queries,
+            "answer_length": total(acc, sum(map(len, answers.completion_ids))) / (n_queries * g),
             "time/generate": generated - started,
             "time/reward": scored - generated,
             "time/reference": time.perf_counter() - scored,
@@ -202,7 +202,7 @@ class LSP:
                 metrics[f"self_reward_parse/{outcome}"] = float(count)
         if self.query_check is not None:
             valid = sum(bool(v) for v in self.query_check([q.text for q in queries]))
-            metrics["valid_queries"] = gather_sum(acc, valid) / n_queries
+            metrics["valid_queries"] = total(acc, valid) / n_queries
         shown = [
             {"query": queries[i // g].text, "answer": answers.texts[i], "reward": reward[i].item(),
              "quality": quality[i].item(), "query_advantage": challenger_adv[mine][i // g].item()}
@@ -217,10 +217,6 @@ class LSP:
         samples = self.sampler.generate(prompts, 1, seeds, self.args.max_query_tokens)
         return [Query(prefix + text, *fields) for text, *fields in zip(
             samples.texts, samples.completion_ids, samples.prompt_ids, samples.finished, samples.logprobs)]
-
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        acc = self.accelerator
-        return acc.gather(tensor.to(acc.device)).cpu() if acc.num_processes > 1 else tensor
 
     # -- Algorithm 1, step 5: eq. 4 + alpha_Ch eq. 5 -----------------------------------------------------------
     def loss(self, batch, counts):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from langplay.algorithms import DataColumns, Experience, demonstration_columns, gather_sum, refuse_rewards
+from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards
 from langplay.data import encode_sft, sft_pair
+from langplay.distributed import total
 from langplay.policy import build_batch
 
 
@@ -35,7 +36,7 @@ class SFT:
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), len(completions[i])))
         prompts, completions = [prompts[i] for i in order], [completions[i] for i in order]
         batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
-        tokens = gather_sum(self.accelerator, batch["completion_mask"].sum())
+        tokens = total(self.accelerator, batch["completion_mask"].sum())
         return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})
 
     def loss(self, batch, counts):
