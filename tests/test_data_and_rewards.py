@@ -75,11 +75,13 @@ def test_verifier_helpers():
 def test_weighted_rewards_and_column_errors():
     specs = [RewardSpec(kind="exact_match", weight=2.0), RewardSpec(kind="numeric_match", answer_column="n")]
     scorer = build_scorer(specs, extra=[lambda prompts, completions, **_: [0.5] * len(completions)])
-    values = scorer(["p", "p"], ["7", "x"], answer=["7", "7"], n=["7", "7"])
+    values, metrics = scorer.score(["p", "p"], ["7", "x"], {"answer": ["7", "7"], "n": ["7", "7"]})
     assert values == [2.0 + 1.0 + 0.5, 0.5]
-    assert isinstance(scorer, WeightedSum) and scorer.last_parts["reward/exact_match"] == 0.5
+    assert isinstance(scorer, WeightedSum) and metrics["reward/exact_match"] == 0.5  # returned with the rewards
+    assert metrics["reward/numeric_match"] == 0.5 and metrics["reward/<lambda>"] == 0.5
+    assert not hasattr(scorer, "last_parts")
     with pytest.raises(LangplayError, match="column 'answer'"):
-        build_scorer([RewardSpec(kind="exact_match")])(["p"], ["c"], other=["x"])
+        build_scorer([RewardSpec(kind="exact_match")]).score(["p"], ["c"], {"other": ["x"]})
 
 
 def test_reward_function_import_errors_are_clear(tmp_path):
@@ -102,6 +104,6 @@ def test_a_reward_returning_the_wrong_shape_or_type_is_named():
         return ["good"] * len(completions)
 
     with pytest.raises(LangplayError, match="'short' returned 1 values for 2"):
-        WeightedSum([short])(["p", "p"], ["a", "b"])
+        WeightedSum([short]).score(["p", "p"], ["a", "b"], {})
     with pytest.raises(LangplayError, match="'texty' returned 'good'"):
-        WeightedSum([texty])(["p"], ["a"])
+        WeightedSum([texty]).score(["p"], ["a"], {})

@@ -340,9 +340,9 @@ def test_implicit_reward_of_a_truncated_response_bootstraps(policy):
 def test_irl_reward_spec_is_a_scorer(policy, tiny_model):
     scorer = build_scorer([RewardSpec(kind="irl", model=str(tiny_model))])
     prompts = [policy.format_prompt("say a"), policy.format_prompt("say b")]
-    scores = scorer(prompts, ["aaa", "b"], raw_prompt=["say a", "say b"])
+    scores, metrics = scorer.score(prompts, ["aaa", "b"], {"raw_prompt": ["say a", "say b"]})
     assert scores == pytest.approx(implicit_rewards(policy, prompts, ["aaa", "b"])[1], abs=1e-5)
-    assert set(scorer.last_parts) == {f"reward/irl:{tiny_model}"}
+    assert set(metrics) == {f"reward/irl:{tiny_model}"}
     with pytest.raises(ValidationError, match="needs model"):
         RewardSpec(kind="irl")
 

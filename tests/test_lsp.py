@@ -1,6 +1,7 @@
 """LSP: values, advantages and both losses against a hand computation; the self-reward parser; a CLI run."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,33 @@ def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
     result = family_comparison(tmp_path / "final", base_model_path(), "max", per_level=128, seed=123)
     assert result["score"] >= result["baseline_score"] + 0.015, result
     assert result["wins"] > result["losses"]
+
+
+def test_reference_judge_writes_through_a_sampler_and_leaves_unreadable_replies_out(tiny_model):
+    """The self-judge prompts the frozen reference with Box 3 through the Sampler protocol, parses each reply,
+    and returns its parse outcomes with the scores: NaN (left out of R_Q) where no score can be read."""
+    from langplay.rewards.self_judge import JUDGE_PROMPT, ReferenceJudge
+    from langplay.sampling import Samples
+
+    policy = Policy.from_config(load_config(overrides=[f"model.name_or_path={tiny_model}"]).model)
+    replies = iter(["fine. <Calculation>1+1+1+1+0+0+0=4</Calculation> <Score>4</Score>", "no idea", "<Score>9</Score>"])
+    seen = {}
+
+    class Scripted:
+        def __init__(self, sampling, judge):
+            seen["model"], seen["temperature"] = judge.model, sampling.temperature
+
+        def generate(self, prompts, n, seeds, max_new_tokens=None):
+            seen.setdefault("prompts", []).extend(prompts)
+            texts = [next(replies) for _ in prompts]
+            return Samples([[0]] * len(texts), [[0]] * len(texts), texts, [[0.0]] * len(texts), [True] * len(texts))
+
+    judge = ReferenceJudge(policy, make_sampler=Scripted)
+    scores, metrics = judge.score(["p"] * 3, ["a1", "a2", "a3"], {"raw_prompt": ["q1", "q2", "q3"]})
+    assert scores[0] == 4.0 and math.isnan(scores[1]) and scores[2] == 7.0
+    assert metrics == {"self_reward_parse/score": 1.0, "self_reward_parse/fallback": 1.0,
+                       "self_reward_parse/score+clamped": 1.0}
+    assert seen["model"] is policy.reference and seen["temperature"] == 0.01  # the frozen reference, near-greedy
+    assert seen["prompts"][0] == policy.format_prompt(JUDGE_PROMPT.format(instruction="q1", response="a1"))
+    real = ReferenceJudge(policy, max_new_tokens=8).score(["p"], ["a"], {"raw_prompt": ["q"]})  # the HF sampler
+    assert len(real[0]) == 1 and sum(real[1].values()) == 1.0

@@ -33,12 +33,12 @@ class GRPO:
         prompt = config.data.prompt_column
         return DataColumns(list(dict.fromkeys([prompt, *answer_columns(config.grpo.rewards)])), [prompt])
 
-    def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> torch.Tensor:
-        """Rewards of completions laid out prompt-major, with each row's columns repeated G times."""
+    def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, dict]:
+        """Rewards of completions laid out prompt-major (each row's columns repeated G times), and their metrics."""
         g = self.args.group_size
         columns = repeated_columns(rows, g, self.config.data.prompt_column)
-        repeated = [p for p in prompts for _ in range(g)]
-        return torch.tensor(self.scorer(repeated, completions, **columns), dtype=torch.float32)
+        values, metrics = self.scorer.score([p for p in prompts for _ in range(g)], completions, columns)
+        return torch.tensor(values, dtype=torch.float32), metrics
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
         cfg, g, acc = self.config, self.args.group_size, self.accelerator
@@ -46,7 +46,8 @@ class GRPO:
         started = time.perf_counter()
         samples = self.sampler.generate(prompts, g, seeds)
         generated = time.perf_counter()
-        rewards = self.score(rows, prompts, samples.texts).to(acc.device)
+        rewards, reward_metrics = self.score(rows, prompts, samples.texts)
+        rewards = rewards.to(acc.device)
         scored = time.perf_counter()
 
         # Advantages over the global batch: every process holds whole groups, in process order.
@@ -71,7 +72,7 @@ class GRPO:
             "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
             "completion_length": counts["num_tokens"] / counts["num_sequences"],
             "truncated": total(acc, sum(not f for f in samples.finished)) / counts["num_sequences"],
-            **self.scorer.last_parts,
+            **reward_metrics,
             "time/generate": generated - started,
             "time/reward": scored - generated,
             "time/reference": time.perf_counter() - scored,

@@ -148,7 +148,8 @@ class JEPO:
             return [False] * len(rows), None
         n = self.args.group_size
         columns = repeated_columns(rows, n, self.config.data.prompt_column)
-        rewards = torch.tensor(self.verifier([p for p in prompts for _ in range(n)], texts, **columns)).view(-1, n)
+        values, _ = self.verifier.score([p for p in prompts for _ in range(n)], texts, columns)
+        rewards = torch.tensor(values).view(-1, n)
         return [bool((r >= self.args.pass_threshold).any()) for r in rewards], rewards
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:

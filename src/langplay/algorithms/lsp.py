@@ -42,7 +42,7 @@ from langplay.algorithms import Experience
 from langplay.distributed import gather, local_slice, total
 from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
 from langplay.policy import build_batch
-from langplay.rewards import build_scorer, call_scorer, import_function
+from langplay.rewards import FunctionScorer, build_scorer, import_function
 from langplay.rewards.self_judge import ReferenceJudge
 from langplay.sampling.hf import key_of
 
@@ -132,7 +132,8 @@ class LSP:
         self.self_reward = None
         if self.args.self_reward:
             function = self.args.self_reward_function
-            self.self_reward = import_function(function) if function else ReferenceJudge(policy, self.args.judge_max_new_tokens)
+            self.self_reward = (FunctionScorer(import_function(function)) if function
+                                else ReferenceJudge(policy, self.args.judge_max_new_tokens))
         self.query_check = import_function(self.args.query_check) if self.args.query_check else None
         text = self.args.challenger_prompt or CHALLENGER_PROMPT.format(task=self.args.task, template=self.args.template)
         self.challenger_text = policy.format_prompt(text)
@@ -150,11 +151,12 @@ class LSP:
         # 4. Rewards, values, advantages (over the global batch of queries).
         raw = [q.text for q in queries for _ in range(g)]
         prompts = [p for p in solver_prompts for _ in range(g)]
-        reward = torch.tensor(call_scorer(self.reward, prompts, answers.texts, {"raw_prompt": raw}))
-        quality = torch.zeros_like(reward)
+        values, reward_metrics = self.reward.score(prompts, answers.texts, {"raw_prompt": raw})
+        reward = torch.tensor(values)
+        quality, judge_metrics = torch.zeros_like(reward), {}
         if self.self_reward is not None:
-            getattr(self.self_reward, "outcomes", {}).clear()
-            quality = torch.tensor(call_scorer(self.self_reward, prompts, answers.texts, {"raw_prompt": raw}))
+            values, judge_metrics = self.self_reward.score(prompts, answers.texts, {"raw_prompt": raw})
+            quality = torch.tensor(values)
         scored = time.perf_counter()
         everything = gather(acc, torch.stack([reward, quality], 1)).to(torch.float32)
         R, RQ = everything[:, 0].view(-1, g), everything[:, 1].view(-1, g)
@@ -198,8 +200,7 @@ class LSP:
         if self.self_reward is not None:
             metrics["self_reward"] = RQ.nanmean().item() if (~RQ.isnan()).any() else float("nan")
             metrics["self_reward_unreadable"] = RQ.isnan().float().mean().item()
-            for outcome, count in getattr(self.self_reward, "outcomes", {}).items():
-                metrics[f"self_reward_parse/{outcome}"] = float(count)
+            metrics.update({key: value for key, value in judge_metrics.items() if key.startswith("self_reward_parse/")})
         if self.query_check is not None:
             valid = sum(bool(v) for v in self.query_check([q.text for q in queries]))
             metrics["valid_queries"] = total(acc, valid) / n_queries

@@ -17,9 +17,9 @@ def evaluate_rewards(policy, rows, scorer, sampling, prompt_column="prompt", sys
         prompts = [policy.format_prompt(r[prompt_column], system_prompt) for r in chunk]
         samples = sampler.generate(prompts, n, [key_of(seed, -1, start + i) for i in range(len(chunk))])
         columns = repeated_columns(chunk, n, prompt_column)
-        values = scorer([p for p in prompts for _ in range(n)], samples.texts, **columns)
+        values, metrics = scorer.score([p for p in prompts for _ in range(n)], samples.texts, columns)
         rewards += values
-        for key, value in getattr(scorer, "last_parts", {}).items():
+        for key, value in metrics.items():
             parts[key] = parts.get(key, 0.0) + value * len(values)
     report = {"prompts": len(rows), "samples": len(rewards), "reward": sum(rewards) / len(rewards)}
     report.update({k: v / len(rewards) for k, v in parts.items()})

@@ -1,8 +1,10 @@
 """Scorers: anything that maps (prompts, completions, dataset columns) to one float per completion.
 
-A scorer is a plain callable `f(prompts, completions, **columns) -> list[float]`, as in TRL. `build_scorer`
-turns the config's reward list into one weighted sum; a scorer that raises or returns the wrong number of
-values is reported with its name and the sample it failed on.
+A user's reward is a plain callable `f(prompts, completions, **columns) -> list[float]`, as in TRL. Inside
+langplay every scorer has one contract, as oat's oracles do: `score(prompts, completions, columns)` returns the
+rewards *and* the metrics that go with them (a reward's parts, a judge's parse outcomes), never through an
+attribute read back later. `build_scorer` turns the config's reward list into one weighted sum; a function that
+raises or returns the wrong number of values is reported with its name and the sample it failed on.
 """
 
 from __future__ import annotations
@@ -88,24 +90,42 @@ def call_scorer(scorer: Scorer, prompts: list[str], completions: list[str], colu
         ) from None
 
 
-class WeightedSum:
-    """The sum of several scorers with weights; also reports each one's mean."""
+Scored = tuple[list[float], dict[str, float]]  # rewards, one per completion, and their metrics
 
-    def __init__(self, scorers: list[Scorer], weights: list[float] | None = None):
+
+class FunctionScorer:
+    """A user's reward function under the scorer contract: its values, checked, and their mean as a metric."""
+
+    def __init__(self, function: Scorer):
+        self.function, self.name = function, scorer_name(function)
+
+    def score(self, prompts: list[str], completions: list[str], columns: dict) -> Scored:
+        values = call_scorer(self.function, prompts, completions, columns)
+        finite = [v for v in values if v == v]
+        return values, {f"reward/{self.name}": sum(finite) / len(finite) if finite else float("nan")}
+
+
+def as_scorer(scorer) -> FunctionScorer:
+    """Anything with `score` as it is; a plain callable wrapped."""
+    return scorer if hasattr(scorer, "score") else FunctionScorer(scorer)
+
+
+class WeightedSum:
+    """The sum of several scorers with weights; its metrics are each part's."""
+
+    def __init__(self, scorers: list, weights: list[float] | None = None):
         if not scorers:
             raise LangplayError("no reward given: add at least one entry to the rewards list")
-        self.scorers = scorers
+        self.scorers = [as_scorer(s) for s in scorers]
         self.weights = weights or [1.0] * len(scorers)
-        self.last_parts: dict[str, float] = {}
 
-    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
-        total = [0.0] * len(completions)
-        self.last_parts = {}
+    def score(self, prompts: list[str], completions: list[str], columns: dict) -> Scored:
+        total, metrics = [0.0] * len(completions), {}
         for scorer, weight in zip(self.scorers, self.weights):
-            values = call_scorer(scorer, prompts, completions, columns)
-            self.last_parts[f"reward/{scorer_name(scorer)}"] = sum(values) / len(values)
+            values, parts = scorer.score(prompts, completions, columns)
+            metrics.update(parts)
             total = [t + weight * v for t, v in zip(total, values)]
-        return total
+        return total, metrics
 
 
 def answer_columns(specs: list[RewardSpec]) -> list[str]:

@@ -13,6 +13,8 @@ from collections import Counter
 
 import torch
 
+from langplay.config import SamplingConfig
+
 MAX_SCORE = 7
 
 # Box 3 of the paper, every instruction kept.
@@ -65,27 +67,35 @@ class ReferenceJudge:
 
     __name__ = "self_reward"
 
-    def __init__(self, policy, max_new_tokens: int = 256, temperature: float = 0.01, batch_size: int = 16):
-        self.policy, self.max_new_tokens, self.temperature, self.batch_size = policy, max_new_tokens, temperature, batch_size
-        self.outcomes: Counter = Counter()
+    def __init__(self, policy, max_new_tokens: int = 256, temperature: float = 0.01, batch_size: int = 16,
+                 make_sampler=None):
+        self.policy, self.batch_size = policy, batch_size
+        self.sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+        self.make_sampler = make_sampler or default_sampler  # (sampling config, judge Policy) -> Sampler
 
     @torch.no_grad()
-    def __call__(self, prompts, completions, raw_prompt=None, **_) -> list[float]:
-        from langplay.sampling.hf import key_of, sample_completions
+    def score(self, prompts, completions, columns: dict) -> tuple[list[float], dict[str, float]]:
+        """(R_Q per answer, NaN where the reply has no readable score; counts of each parse outcome). The judge
+        writes through the Sampler protocol, with the frozen reference model's weights."""
+        from langplay.policy import Policy
+        from langplay.sampling.hf import key_of
 
-        queries = raw_prompt if raw_prompt is not None else prompts
-        tokenizer = self.policy.tokenizer
+        queries = columns.get("raw_prompt") or prompts
         texts = [self.policy.format_prompt(JUDGE_PROMPT.format(instruction=q, response=a))
                  for q, a in zip(queries, completions)]
-        scores = []
-        with self.policy.reference_model() as judge:
+        scores, outcomes = [], Counter()
+        with self.policy.reference_model() as model:
+            sampler = self.make_sampler(self.sampling, Policy(model, self.policy.tokenizer))
             for start in range(0, len(texts), self.batch_size):
-                ids = [self.policy.encode(t) for t in texts[start : start + self.batch_size]]
-                keys = torch.tensor([key_of(start, i) for i in range(len(ids))], dtype=torch.long)
-                outputs, _, _ = sample_completions(judge, ids, 1, keys, self.max_new_tokens, self.temperature, 1.0,
-                                                   tokenizer.eos_token_id, tokenizer.pad_token_id)
-                for output in tokenizer.batch_decode(outputs, skip_special_tokens=True):
+                chunk = texts[start : start + self.batch_size]
+                for output in sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts:
                     value, how = parse_score(output, fallback=float("nan"))
-                    self.outcomes[how] += 1
+                    outcomes[how] += 1
                     scores.append(value)
-        return scores
+        return scores, {f"self_reward_parse/{how}": float(count) for how, count in outcomes.items()}
+
+
+def default_sampler(sampling: SamplingConfig, judge):
+    from langplay.sampling import make_sampler
+
+    return make_sampler(sampling, judge)
