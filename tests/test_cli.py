@@ -81,3 +81,22 @@ def test_resume_without_a_checkpoint_says_so(tiny_model, sft_file, tmp_path):
     result = invoke("train", "sft", f"model.name_or_path={tiny_model}", f"data.path={sft_file}",
                     f"run.output_dir={tmp_path}/empty", "--resume")
     assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+def test_periodic_evaluation_runs_from_the_command_line(tiny_model, sft_file, prompt_file, tmp_path):
+    """run.eval_every with data.eval_path: the config's rewards on held-out prompts (GRPO), the held-out NLL of
+    demonstrations (SFT), logged as eval/*; without held-out data it is a one-line error, not silently nothing."""
+    common = [f"model.name_or_path={tiny_model}", "train.steps=2", "train.prompts_per_step=2", "run.progress=false",
+              "run.eval_every=1", "sampling.max_new_tokens=4"]
+    result = invoke("train", "grpo", *common, f"data.path={prompt_file}", f"data.eval_path={prompt_file}",
+                    "grpo.group_size=2", "grpo.rewards=[{kind: exact_match}]", f"run.output_dir={tmp_path}/grpo")
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(l) for l in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= m["eval/reward"] <= 1 and "eval/reward/exact_match" in m for m in metrics)
+    result = invoke("train", "sft", *common, f"data.path={sft_file}", f"data.eval_path={sft_file}",
+                    "train.lr=1e-2", f"run.output_dir={tmp_path}/sft")
+    assert result.exit_code == 0, result.output
+    nll = [json.loads(l)["eval/nll"] for l in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert len(nll) == 2 and nll[1] < nll[0]  # the held-out NLL of the demonstrations falls as SFT trains
+    result = invoke("train", "sft", *common, f"data.path={sft_file}", f"run.output_dir={tmp_path}/none")
+    assert result.exit_code == 2 and "run.eval_every needs held-out data" in result.output

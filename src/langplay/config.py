@@ -116,7 +116,8 @@ class RunConfig(Section):
         "replace a run already in output_dir (without it, such a folder is never touched)"))
     save_every: int = Field(50, ge=0, description="0: only at the end (and on Ctrl-C)")
     keep_checkpoints: int = Field(2, gt=0, description="how many checkpoints to keep (the newest)")
-    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: never)")
+    eval_every: int = Field(0, ge=0, description=(
+        "evaluate every N steps (0: never): the rewards (SFT, IRL: the NLL) on data.eval_path or data.eval_split"))
     log_every: int = Field(1, gt=0, description="write metrics every N steps")
     samples_per_step: int = Field(4, ge=0, description="completions written to samples.jsonl each step")
     trackers: list[Literal["tensorboard", "wandb", "trackio"]] = Field([], description="besides metrics.jsonl")

@@ -135,6 +135,10 @@ class Trainer:
         check_context(config, self.policy, self.algorithm.generates)
         if self.algorithm.needs_reference and self.policy.reference is None and not self.policy.uses_lora:
             self.policy.reference = frozen_copy(self.policy.model)
+        if evaluate is None and config.run.eval_every:  # the config's own: rewards (or NLL) on held-out data
+            from langplay.evaluation import periodic_evaluation
+
+            evaluate = periodic_evaluation(config, rewards)
         self.evaluate = evaluate
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)

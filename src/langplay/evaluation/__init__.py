@@ -1,4 +1,4 @@
-"""Evaluation: rewards of a model's completions on held-out prompts."""
+"""Evaluation: rewards of a model's completions on held-out prompts; the trainer's periodic evaluation."""
 
 from __future__ import annotations
 
@@ -38,3 +38,47 @@ def evaluate_rewards_from_config(config, n: int = 1) -> dict:
     scorer = build_scorer(config.grpo.rewards)
     return evaluate_rewards(policy, rows, scorer, config.sampling, data.prompt_column, data.system_prompt, n,
                             config.train.seed)
+
+
+EVAL_PROMPTS = 64  # held-out rows a periodic evaluation uses (the first ones of the eval set)
+
+
+def eval_rows(config):
+    """The held-out rows of a run: data.eval_path (or data.eval_split of data.path), the first EVAL_PROMPTS."""
+    from langplay.data import load_rows
+    from langplay.errors import LangplayError
+
+    data = config.data
+    if not (data.eval_path or data.eval_split):
+        raise LangplayError("run.eval_every needs held-out data: set data.eval_path (or data.eval_split)")
+    return load_rows(data.eval_path or data.path, data.subset, data.eval_split or data.split, EVAL_PROMPTS, data.where)
+
+
+def periodic_evaluation(config, rewards=None):
+    """What `run.eval_every` runs: the mean reward of the config's rewards (and any Python ones) on held-out
+    prompts, one sample each at the sampling temperature; for algorithms that learn from demonstrations (no
+    rewards), the held-out NLL per token of the eval demonstrations."""
+    from langplay.data import encode_sft, require_columns, sft_pair
+    from langplay.policy import completion_logprob_sums
+    from langplay.rewards import build_scorer
+
+    rows = eval_rows(config)
+    data, specs = config.data, getattr(getattr(config, config.algorithm), "rewards", None)
+    if specs is None:  # demonstrations: held-out NLL
+        def nll(policy, step: int) -> dict:
+            pairs = [encode_sft(policy, *sft_pair(rows[i], data), data.system_prompt, config.sft.max_length)
+                     for i in range(len(rows))]
+            sums = completion_logprob_sums(policy.model, [p for p, _ in pairs], [c for _, c in pairs],
+                                           policy.tokenizer.pad_token_id, config.train.micro_batch_size)
+            return {"nll": -sum(sums) / sum(len(c) for _, c in pairs)}
+
+        return nll
+    require_columns(rows, [data.prompt_column], "the eval dataset")
+    scorer = build_scorer(specs, rewards)
+
+    def reward(policy, step: int) -> dict:
+        report = evaluate_rewards(policy, rows, scorer, config.sampling, data.prompt_column, data.system_prompt,
+                                  seed=config.train.seed)
+        return {key: value for key, value in report.items() if key not in ("prompts", "samples")}
+
+    return reward
