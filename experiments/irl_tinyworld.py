@@ -211,7 +211,8 @@ def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tupl
     prompts in one batch (the keyed sampler's draws do not depend on batching)."""
     from langplay.config import SamplingConfig
     from langplay.evaluation.tinyworld import stable_id
-    from langplay.sampling.hf import HFSampler, key_of
+    from langplay.sampling.hf import HFSampler
+    from langplay.sampling.keys import key_of
 
     sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=ANSWER_TOKENS), policy)
     drawn = sampler.generate([policy.format_prompt(t.prompt) for t in tasks], k,

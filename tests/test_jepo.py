@@ -368,6 +368,7 @@ def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
     assert bad.exit_code == 2 and "gold" in bad.output
 
 
+@pytest.mark.slow
 def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path):
     """JEPO learns where no verifier exists: 60 steps of the JEPO preset (16 prompts x 4 chains, lr 1e-4) on
     `spell` level 3 (long-form answers, the checker withheld) raised the held-out sampled accuracy of that level
@@ -395,3 +396,21 @@ def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path)
     losses = sum(a < b for a, b in zip(after, before))
     assert statistics.mean(after) >= statistics.mean(before) + 0.04, (statistics.mean(before), statistics.mean(after))
     assert wins > losses, (wins, losses)
+
+
+def test_group_terms_by_hand():
+    """One prompt's JEPO arithmetic as a pure function, on hand-computed numbers."""
+    from langplay.algorithms.jepo import group_terms
+
+    single = group_terms([-1.0, None, -3.0], "single", format_penalty=10.0)
+    assert single["advantage"].tolist() == [2.0, 0.0, -2.0] and single["sup_weight"].tolist() == [0.5, 0.0, 0.5]
+    assert single["format"].tolist() == [5.0, -10.0, 5.0] and single["in_bound"].tolist() == [True, False, True]
+    assert single["bound"] == pytest.approx(math.log((math.exp(-1) + math.exp(-3)) / 2))
+    multi = group_terms([-1.0, None, -3.0], "multi", format_penalty=10.0)
+    lme = math.log((math.exp(-1) + math.exp(-3)) / 2)
+    assert multi["advantage"][[0, 2]].tolist() == pytest.approx([2 * (lme + 3), 2 * (lme + 1)])  # n (lme - lme_{-i})
+    w = math.exp(-1) / (math.exp(-1) + math.exp(-3))
+    assert multi["sup_weight"].tolist() == pytest.approx([w, 0.0, 1 - w])
+    lonely = group_terms([None, -2.0, None], "multi", format_penalty=10.0)  # one formatted: no bound advantage
+    assert not lonely["in_bound"].any() and lonely["bound"] == -2.0 and lonely["format"][1] == 10.0
+    assert group_terms([None, None], "multi", 10.0)["bound"] is None

@@ -310,6 +310,7 @@ def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
     """Self-play in tinyworld learns when the challenger is steered to one family (the demo's preset: the reply
     starts with "What is the largest of", alpha_Ch 0.03, lr 1e-4): 60 steps raised the held-out `max` score

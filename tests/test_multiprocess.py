@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # real torchrun launches
 HERE = Path(__file__).parent
 COUNT_A = f"{HERE / 'reward_functions.py'}:count_a"
 

@@ -154,6 +154,7 @@ Trainer(config, rewards=[count_a]).train()
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_leaves_every_listed_checkpoint_loadable(tiny_model, prompt_file, tmp_path):
     """A real SIGKILL at moments spread over a run that saves every step; each listed checkpoint must load."""
     from langplay.checkpoint import load_checkpoint

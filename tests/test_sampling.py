@@ -6,7 +6,8 @@ import torch
 
 from langplay.config import ModelConfig, SamplingConfig
 from langplay.policy import Policy, build_batch, sequence_logprobs
-from langplay.sampling.hf import HFSampler, keyed_uniform, pick_tokens, top_p_filter
+from langplay.sampling.hf import HFSampler, pick_tokens, top_p_filter
+from langplay.sampling.keys import keyed_uniform
 
 
 def policy_and_sampler(tiny_model, **sampling):

@@ -48,6 +48,7 @@ def base():
     return load_policy(base_model_path())
 
 
+@pytest.mark.slow
 def test_shipped_base_model_is_stronger_on_easy_levels(base):
     """The shipped checkpoint: its recipe, its size, and by level on *test* instances (24 per family and level
     when it was built: 0.68 0.64 0.56 0.49) clearly weaker on the hardest than on the easiest.
@@ -82,6 +83,7 @@ def test_evaluation_report_and_cli(base, tmp_path):
     assert result.exit_code == 2 and "model folder not found" in result.output
 
 
+@pytest.mark.slow
 def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(tmp_path):
     """Sampling, the judge's reward, group advantages, the loss and the update learn on tinyworld end to end:
     60 GRPO steps on `count` (16 prompts x 8, lr 1e-4, 10 s) raised the held-out count score from 0.410 to 0.525
@@ -100,6 +102,7 @@ def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(
     assert after >= before + 0.05, (before, after)
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_in_miniature(tmp_path):
     from langplay.demo import run_demo
 

@@ -36,7 +36,7 @@ from langplay.distributed import local_slice, sum_gradients, total as distribute
 from langplay.errors import LangplayError
 from langplay.policy import Policy, autocast, frozen_copy, micro_batches, resolve_device, resolve_precision
 from langplay.sampling import make_sampler
-from langplay.sampling.hf import key_of
+from langplay.sampling.keys import key_of
 
 
 def make_scheduler(optimizer, config) -> torch.optim.lr_scheduler.LambdaLR:

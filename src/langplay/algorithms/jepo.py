@@ -84,6 +84,24 @@ def leave_one_out(values: torch.Tensor) -> torch.Tensor:
     return values - (values.sum() - values) / (n - 1) if n > 1 else torch.zeros_like(values)
 
 
+def group_terms(scores: list[float | None], estimator: str, format_penalty: float) -> dict:
+    """One prompt's JEPO terms from its n generations' S_i (None: no marker, out of the bound), float64:
+    the bound's score-function advantages (`advantage`, with `in_bound` where they count: groups of two or more
+    formatted generations), the supervised weights, the format reward's leave-one-out advantage, and the bound."""
+    n = len(scores)
+    formatted = [i for i, s in enumerate(scores) if s is not None]
+    out = {"advantage": torch.zeros(n, dtype=torch.float64), "in_bound": torch.zeros(n, dtype=torch.bool),
+           "sup_weight": torch.zeros(n, dtype=torch.float64), "bound": None,
+           "format": leave_one_out(torch.tensor([0.0 if s is not None else -format_penalty for s in scores],
+                                                dtype=torch.float64))}
+    if formatted:
+        values = torch.tensor([scores[i] for i in formatted], dtype=torch.float64)
+        out["advantage"][formatted], out["sup_weight"][formatted] = bound_advantages(values, estimator)
+        out["in_bound"][formatted] = len(formatted) > 1
+        out["bound"] = float(torch.logsumexp(values, 0) - math.log(len(formatted)))
+    return out
+
+
 def normalize(advantages: torch.Tensor, clip: float | None, std: float | None = None) -> torch.Tensor:
     """clip(A / std(A), -c, c); a zero std (or a single value) gives zero advantages."""
     std = float(advantages.std()) if std is None and advantages.numel() > 1 else std
@@ -172,32 +190,18 @@ class JEPO:
         score_of = dict(zip(scored, sums))
         bounded = time.perf_counter()
 
-        # Per generation: the bound's advantage and supervised weight, the format reward; or the RL advantage.
-        raw_advantage = torch.zeros(len(chains))
-        in_bound = torch.zeros(len(chains), dtype=torch.bool)
+        # Per prompt: the JEPO terms (group_terms), or the RL advantage where a sample passed the verifier.
+        terms = [group_terms([score_of.get(p * n + j) for j in range(n)], args.estimator, args.format_penalty)
+                 for p in range(len(rows))]
+        for p in (p for p in range(len(rows)) if use_rl[p]):
+            terms[p] = {"rl": leave_one_out((rewards[p] >= args.pass_threshold).double()), "bound": None}
+        column = lambda key, empty: torch.cat([t.get(key, empty) for t in terms])  # noqa: E731
+        zeros, false = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
+        bounds = [t["bound"] for t in terms if t["bound"] is not None]
         takes_jepo = torch.tensor([not use_rl[i // n] for i in range(len(chains))], dtype=torch.bool)
-        sup_weight = torch.zeros(len(chains))
-        format_advantage = torch.zeros(len(chains))
-        rl_advantage = torch.zeros(len(chains))
-        bounds = []
-        for p in range(len(rows)):
-            group = list(range(p * n, (p + 1) * n))
-            if use_rl[p]:
-                rl_advantage[group] = leave_one_out((rewards[p] >= args.pass_threshold).float())
-                continue
-            formatted = [i for i in group if i in score_of]
-            fmt_reward = torch.tensor([0.0 if i in score_of else -args.format_penalty for i in group])
-            format_advantage[group] = leave_one_out(fmt_reward)
-            if not formatted:
-                continue
-            scores = torch.tensor([score_of[i] for i in formatted], dtype=torch.float64)
-            advantage, weight = bound_advantages(scores, args.estimator)
-            raw_advantage[formatted] = advantage.float()
-            sup_weight[formatted] = weight.float()
-            in_bound[formatted] = len(formatted) > 1
-            bounds.append(float(torch.logsumexp(scores, 0) - math.log(len(formatted))))
-        advantage = self.normalized(raw_advantage, in_bound)
-        format_advantage = self.normalized(format_advantage, takes_jepo)
+        advantage = self.normalized(column("advantage", zeros), column("in_bound", false))
+        format_advantage = self.normalized(column("format", zeros), takes_jepo)
+        rl_advantage, sup_weight = column("rl", zeros), column("sup_weight", zeros)
 
         # One batch, one pass: each row's completion is the tokens under the policy gradient (pg_mask), then the
         # reference answer a* under the supervised term (sup_mask); see `training_rows`.

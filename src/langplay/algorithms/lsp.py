@@ -44,7 +44,7 @@ from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
 from langplay.policy import build_batch
 from langplay.rewards import FunctionScorer, build_scorer, import_function
 from langplay.rewards.self_judge import ReferenceJudge
-from langplay.sampling.hf import key_of
+from langplay.sampling.keys import key_of
 
 # Box 1 of the paper, every instruction kept; {task} and {template} are filled from the config.
 CHALLENGER_PROMPT = """Background: a language task is an (input, output) tuple. A language agent reads the input \

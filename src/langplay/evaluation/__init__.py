@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langplay.rewards import repeated_columns
 from langplay.sampling import make_sampler
-from langplay.sampling.hf import key_of
+from langplay.sampling.keys import key_of
 
 
 def evaluate_rewards(policy, rows, scorer, sampling, prompt_column="prompt", system_prompt=None, n=1, seed=0,

@@ -19,7 +19,8 @@ from pathlib import Path
 from langplay.config import ModelConfig, SamplingConfig
 from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, self_bleu, win_rate
 from langplay.policy import Policy, completion_logprob_sums
-from langplay.sampling.hf import HFSampler, key_of
+from langplay.sampling.hf import HFSampler
+from langplay.sampling.keys import key_of
 from langplay.text import marker_end
 from langplay.tinyworld.judges import score as judge_score
 from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sample_tasks

@@ -78,7 +78,7 @@ class ReferenceJudge:
         """(R_Q per answer, NaN where the reply has no readable score; counts of each parse outcome). The judge
         writes through the Sampler protocol, with the frozen reference model's weights."""
         from langplay.policy import Policy
-        from langplay.sampling.hf import key_of
+        from langplay.sampling.keys import key_of
 
         queries = columns.get("raw_prompt") or prompts
         texts = [self.policy.format_prompt(JUDGE_PROMPT.format(instruction=q, response=a))
