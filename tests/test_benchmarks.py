@@ -1,13 +1,16 @@
-"""The GRPO vs TRL benchmark (BENCHMARKS.md) runs, and its two sides do the same work."""
+"""The benchmarks (BENCHMARKS.md) run: GRPO vs TRL gives both sides the same work; the precision one times both."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
     prompts, group, prompt_tokens, tokens = 2, 2, 40, 8
     out = tmp_path / "grpo_vs_trl.json"
@@ -28,3 +31,14 @@ def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
     assert result["langplay"]["timed_steps"] == result["trl"]["timed_steps"] == 1
     for side in ("langplay", "trl"):
         assert result["profile_s_per_step"][side]["matmul"] > 0
+
+
+@pytest.mark.slow
+def test_precision_benchmark_times_both_and_measures_the_peak(tmp_path):
+    out = tmp_path / "precision.json"
+    subprocess.run([sys.executable, "benchmarks/precision.py", "--hidden", "32", "--rounds", "1", "--steps", "2",
+                    "--json", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["bf16_peak_tflops"] > 0
+    size = result["sizes"]["32"]
+    assert size["fp32_step_s"] > 0 and size["bf16_step_s"] > 0 and 0 < size["bf16_fraction_of_peak"] < 1
