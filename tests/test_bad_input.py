@@ -145,7 +145,8 @@ CASES = {
     "truncated model weights": (lambda w: base_args(w, model=F(w, "broken_model"), run=w["root"] / "r1"), "cannot load model"),
     "model folder without config": (lambda w: base_args(w, model=F(w, "no_config"), run=w["root"] / "r2"), "cannot load"),
     "cuda without cuda": (lambda w: base_args(w, run=w["root"] / "r3") + ["model.device=cuda"], "no CUDA device"),
-    "generation beyond the context": (lambda w: base_args(w, run=w["root"] / "r4") + ["sampling.max_new_tokens=100000"],
+    "generation beyond the context": (lambda w: base_args(w, run=w["root"] / "r4") + ["sampling.max_new_tokens=100000",
+                                                                                   "grpo.rewards=[{kind: exact_match}]"],
                                       "does not fit the model's context"),
     # -- data
     "no data": (lambda w: ["train", "grpo", f"model.name_or_path={w['tiny']}"], "no dataset given"),

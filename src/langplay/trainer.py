@@ -278,8 +278,11 @@ class Trainer:
     def write_config(self) -> None:
         """config.yaml (the resolved config) and run.json (what `auto` settings resolved to on this machine)."""
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
+            except OSError as exc:  # a read-only or full disk, a path through a file: name the folder
+                raise LangplayError(f"cannot write the run folder {self.run_dir}: {exc.strerror or exc}") from None
             facts = {"precision": self.precision, "processes": self.accelerator.num_processes,
                      "device": str(self.accelerator.device), "torch": torch.__version__,
                      "weights_dtype": str(next(self.policy.model.parameters()).dtype)}
