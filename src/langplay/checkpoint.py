@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 
 PREFIX = "step-"
 
@@ -171,7 +171,6 @@ def load_checkpoint(path: Path, policy, optimizer, scheduler) -> dict:
     except LangplayError:
         raise
     except Exception as exc:  # safetensors, json, torch and OS errors all mean the same to the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise LangplayError(f"cannot resume from checkpoint {path}: {type(exc).__name__}: {first} (resume from "
+        raise LangplayError(f"cannot resume from checkpoint {path}: {type(exc).__name__}: {first_line(exc)} (resume from "
                             "another one with --resume PATH, or start afresh with --overwrite)") from None
     return state

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from langplay.config import DataConfig
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -43,8 +43,7 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
     except LangplayError:
         raise
     except Exception as exc:  # datasets raises many kinds; the user needs one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LangplayError(f"cannot load dataset {path!r}: {first}") from None
+        raise LangplayError(f"cannot load dataset {path!r}: {first_line(exc)}") from None
     if where:
         require_columns(rows, list(where), f"dataset {path!r} (data.where)")
         wanted = {column: value if isinstance(value, list) else [value] for column, value in where.items()}

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langplay.config import ModelConfig
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 from langplay.text import encodable
 
 Prompt = str | list[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
@@ -78,7 +78,7 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
             source, revision=config.revision, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        raise LangplayError(f"cannot load tokenizer {source!r}: {_first_line(exc)}") from None
+        raise LangplayError(f"cannot load tokenizer {source!r}: {first_line(exc)}") from None
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template
     if tokenizer.pad_token is None:  # many base models ship none; padding is always masked out
@@ -102,12 +102,10 @@ def load_model(config: ModelConfig, device: torch.device) -> PreTrainedModel:
         )
     except Exception as exc:  # OSError, ValueError, safetensors' errors on a truncated file, ...
         raise LangplayError(f"cannot load model {config.name_or_path!r}: {type(exc).__name__}: "
-                            f"{_first_line(exc)[:200]}") from None
+                            f"{first_line(exc)}") from None
     return model.to(device)
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from langplay.config import RewardSpec
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 
 
 class Scorer(Protocol):
@@ -44,8 +44,7 @@ def import_function(spec: str) -> Callable:
     except LangplayError:
         raise
     except Exception as exc:  # ImportError, a SyntaxError in the file, anything it raises at import
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise LangplayError(f"cannot import reward module {module_name!r}: {type(exc).__name__}: {first}") from None
+        raise LangplayError(f"cannot import reward module {module_name!r}: {type(exc).__name__}: {first_line(exc)}") from None
     function = getattr(module, attr, None)
     if not callable(function):
         raise LangplayError(f"reward function {spec!r}: {module_name} has no callable {attr!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 from langplay.text import encodable
 
 
@@ -15,17 +15,20 @@ class RewardModelScorer:
     conversation (the trainers do).
     """
 
-    def __init__(self, name_or_path: str, device: str | None = None, batch_size: int = 16, dtype: str = "auto"):
+    def __init__(self, name_or_path: str, device: str = "auto", batch_size: int = 16, dtype: str = "auto"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from langplay.policy import resolve_device
+
         self.__name__ = f"reward_model:{name_or_path}"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
+        # a frozen scorer: bf16 storage where it is fast (it is never trained, so no float32 master copy is needed)
         torch_dtype = (torch.bfloat16 if self.device.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
-            raise LangplayError(f"cannot load reward model {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # OSError, ValueError, a damaged weights file
+            raise LangplayError(f"cannot load reward model {name_or_path!r}: {first_line(exc)}") from None
         self.model.to(self.device).eval().requires_grad_(False)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
