@@ -148,68 +148,71 @@ class LSP:
         solver_prompts = [self.policy.format_prompt(q.text) for q in queries]
         answers = self.sampler.generate(solver_prompts, g, [key_of(seed, 1) for seed in seeds])
         generated = time.perf_counter()
-        # 4. Rewards, values, advantages (over the global batch of queries).
-        raw = [q.text for q in queries for _ in range(g)]
-        prompts = [p for p in solver_prompts for _ in range(g)]
-        values, reward_metrics = self.reward.score(prompts, answers.texts, {"raw_prompt": raw})
-        reward = torch.tensor(values)
-        quality, judge_metrics = torch.zeros_like(reward), {}
-        if self.self_reward is not None:
-            values, judge_metrics = self.self_reward.score(prompts, answers.texts, {"raw_prompt": raw})
-            quality = torch.tensor(values)
+        # 4. Rewards (and R_Q), values, advantages, over the global batch of queries.
+        reward, quality, score_metrics = self.score(queries, solver_prompts, answers)
         scored = time.perf_counter()
         everything = gather(acc, torch.stack([reward, quality], 1)).to(torch.float32)
         R, RQ = everything[:, 0].view(-1, g), everything[:, 1].view(-1, g)
         adv = lsp_advantages(R, RQ, args.self_reward_weight)
-        solver_adv, challenger_adv, V = adv["solver"], adv["challenger"], adv["V"]
-        n_mine = len(queries)
-        mine, mine_g = local_slice(acc, n_mine), local_slice(acc, n_mine * g)
-
         # Solver rows (N_local * G), then challenger rows (N_local): one batch, a role per row.
-        prompt_ids = answers.prompt_ids + [q.prompt_ids for q in queries]
-        completion_ids = answers.completion_ids + [q.ids for q in queries]
-        batch = build_batch(prompt_ids, completion_ids, self.policy.tokenizer.pad_token_id, acc.device)
-        batch["advantages"] = torch.cat([solver_adv[mine_g], challenger_adv[mine]]).to(acc.device)
-        batch["is_challenger"] = torch.cat([torch.zeros(n_mine * g), torch.ones(n_mine)]).to(acc.device)
+        n = len(queries)
+        batch = build_batch(answers.prompt_ids + [q.prompt_ids for q in queries],
+                            answers.completion_ids + [q.ids for q in queries], self.policy.tokenizer.pad_token_id,
+                            acc.device)
+        challenger_adv = adv["challenger"][local_slice(acc, n)]
+        batch["advantages"] = torch.cat([adv["solver"][local_slice(acc, n * g)], challenger_adv]).to(acc.device)
+        batch["is_challenger"] = torch.cat([torch.zeros(n * g), torch.ones(n)]).to(acc.device)
         batch["ref_logp"] = self.policy.reference_logprobs(batch, cfg.sampling.temperature, cfg.train.micro_batch_size)
-        n_queries = float(V.numel())
-        # KL per role (nats per sequence), from the sampler's log-probs (the current policy's: one update a batch)
+        counts = {"solver_sequences": float(R.numel()), "challenger_sequences": float(R.shape[0])}
+        metrics = {**self.step_metrics(queries, answers, batch, adv, R, RQ), **score_metrics,
+                   "time/generate": generated - started, "time/reward": scored - generated,
+                   "time/reference": time.perf_counter() - scored}
+        shown = [{"query": queries[i // g].text, "answer": answers.texts[i], "reward": reward[i].item(),
+                  "quality": quality[i].item(), "query_advantage": challenger_adv[i // g].item()}
+                 for i in range(0, min(cfg.run.samples_per_step * g, len(answers)), g)]
+        return Experience(batch, counts, metrics, shown)
+
+    def score(self, queries: list[Query], solver_prompts: list[str], answers) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """R(q, a) and R_Q(q, a) (zeros in LSP-Zero) of every answer, with the scorers' metrics."""
+        g = self.args.group_size
+        prompts = [p for p in solver_prompts for _ in range(g)]
+        columns = {"raw_prompt": [q.text for q in queries for _ in range(g)]}
+        values, metrics = self.reward.score(prompts, answers.texts, columns)
+        reward = torch.tensor(values)
+        if self.self_reward is None:
+            return reward, torch.zeros_like(reward), metrics
+        quality, judge_metrics = self.self_reward.score(prompts, answers.texts, columns)
+        return reward, torch.tensor(quality), {**metrics, **judge_metrics}
+
+    def step_metrics(self, queries: list[Query], answers, batch: dict, adv: dict, R, RQ) -> dict:
+        """What a step logs: rewards and advantages per role, the KL per role (nats per sequence, from the sampler's
+        log-probs: the current policy's, one update a batch), lengths, the judge's and the queries' validity."""
+        acc, g, n_queries = self.accelerator, self.args.group_size, float(R.shape[0])
         sampler_logp = torch.zeros_like(batch["ref_logp"])
         for i, row in enumerate(answers.logprobs + [q.logprobs for q in queries]):
             sampler_logp[i, : len(row)] = torch.tensor(row)
         kl = masked_sum(sampler_logp - batch["ref_logp"], batch["completion_mask"], dim=1)
-        kl_solver = total(acc, kl[: n_mine * g].sum()) / (n_queries * g)
-        kl_challenger = total(acc, kl[n_mine * g :].sum()) / n_queries
-        counts = {"solver_sequences": n_queries * g, "challenger_sequences": n_queries}
+        solver_rows = len(queries) * g
         metrics = {
             "reward": R.mean().item(),
             "solver/reward": adv["solver_reward"].mean().item(),
-            "solver/advantage_abs": solver_adv.abs().mean().item(),
+            "solver/advantage_abs": adv["solver"].abs().mean().item(),
             "challenger/reward": adv["challenger_reward"].mean().item(),
-            "challenger/advantage_abs": challenger_adv.abs().mean().item(),
-            "value_spread": V.std().item() if V.numel() > 1 else 0.0,
-            "kl/solver": kl_solver,
-            "kl/challenger": kl_challenger,
+            "challenger/advantage_abs": adv["challenger"].abs().mean().item(),
+            "value_spread": adv["V"].std().item() if adv["V"].numel() > 1 else 0.0,
+            "kl/solver": total(acc, kl[:solver_rows].sum()) / (n_queries * g),
+            "kl/challenger": total(acc, kl[solver_rows:].sum()) / n_queries,
             "query_length": total(acc, sum(len(q.ids) for q in queries)) / n_queries,
             "query_truncated": total(acc, sum(not q.finished for q in queries)) / n_queries,
             "answer_length": total(acc, sum(map(len, answers.completion_ids))) / (n_queries * g),
-            "time/generate": generated - started,
-            "time/reward": scored - generated,
-            "time/reference": time.perf_counter() - scored,
         }
         if self.self_reward is not None:
             metrics["self_reward"] = RQ.nanmean().item() if (~RQ.isnan()).any() else float("nan")
             metrics["self_reward_unreadable"] = RQ.isnan().float().mean().item()
-            metrics.update({key: value for key, value in judge_metrics.items() if key.startswith("self_reward_parse/")})
         if self.query_check is not None:
             valid = sum(bool(v) for v in self.query_check([q.text for q in queries]))
             metrics["valid_queries"] = total(acc, valid) / n_queries
-        shown = [
-            {"query": queries[i // g].text, "answer": answers.texts[i], "reward": reward[i].item(),
-             "quality": quality[i].item(), "query_advantage": challenger_adv[mine][i // g].item()}
-            for i in range(0, min(cfg.run.samples_per_step * g, len(answers)), g)
-        ]
-        return Experience(batch, counts, metrics, shown)
+        return metrics
 
     def sample_queries(self, seeds: list[int]) -> list[Query]:
         """N_local queries after the challenger prompt, one per keyed seed (empty and overlong ones included)."""
