@@ -313,9 +313,9 @@ def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
 @pytest.mark.slow
 def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
     """Self-play in tinyworld learns when the challenger is steered to one family (the demo's preset: the reply
-    starts with "What is the largest of", alpha_Ch 0.03, lr 1e-4): 60 steps raised the held-out `max` score
-    (512 prompts, near-greedy) from 0.519 to 0.548 with this seed, 69 wins against 57 losses (seeds 1 and 2:
-    +0.017, +0.059; results/lsp_steered.md). Unsteered self-play over all families does not beat the base model."""
+    starts with "What is the largest of", alpha_Ch 0.03, lr 1e-4): 60 steps raised the `max` score on 512 test
+    instances (near-greedy) from 0.848 to 0.863 with this seed, 32 prompts better against 20 worse (seeds 1 and 2:
+    +0.017, +0.012; results/lsp_steered.md). Unsteered self-play over all families does not beat the base model."""
     from langplay.evaluation.tinyworld import family_comparison
     from langplay.tinyworld.base import base_model_path
     from langplay.trainer import Trainer
@@ -326,7 +326,7 @@ def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
     assert config.train.steps == 60
     Trainer(config).train()
     result = family_comparison(tmp_path / "final", base_model_path(), "max", per_level=128, seed=123)
-    assert result["score"] >= result["baseline_score"] + 0.015, result
+    assert result["score"] >= result["baseline_score"] + 0.008, result
     assert result["wins"] > result["losses"]
 
 
