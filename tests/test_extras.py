@@ -53,6 +53,12 @@ def test_lora_grpo_trains_only_the_adapter_and_resumes_exactly(tiny_model, promp
 
 
 def test_tensorboard_tracker_writes_events(tiny_model, prompt_file, tmp_path):
-    Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=2", "run.trackers=[tensorboard]"),
-            rewards=[count_a]).train()
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=2", "run.trackers=[tensorboard]"),
+                      rewards=[count_a]).train()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("loss")  # what the file holds, read back: each step's loss, at its step
+    assert [e.step for e in losses] == [1, 2]
+    assert [e.value for e in losses] == pytest.approx([h["loss"] for h in history], rel=1e-6, abs=1e-7)
