@@ -369,19 +369,19 @@ def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
 
 
 @pytest.mark.slow
-def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path):
-    """JEPO learns where no verifier exists: 60 steps of the JEPO preset (16 prompts x 4 chains, lr 1e-4) on
-    `spell` level 3 (long-form answers, the checker withheld) raised the held-out sampled accuracy of that level
-    from 0.631 to 0.707 with this seed (128 prompts x 4 answers; 40 prompts better, 16 worse; 66 s). Seeds 1 and 2:
-    +0.115, +0.094; RL with the checker as an oracle +0.150, SFT +0.179 (results/jepo_focused.md)."""
+def test_jepo_without_a_verifier_raises_the_reference_answers_likelihood_in_tinyworld(tmp_path):
+    """JEPO learns what it optimises where no verifier exists: 60 steps of the JEPO preset (16 prompts x 4 chains,
+    lr 1e-4) on `spell` level 3 (long-form answers, the checker withheld; the level chosen on tune instances)
+    lowered the proxy NLL of the reference answers on 128 test instances from 0.72 to 0.61 with this seed (seed 1:
+    0.58), and sampled accuracy did not fall (0.693 -> 0.703; seed 1: 0.729). results/jepo_focused.md has the
+    rest: on the clean split JEPO's accuracy gains are small, SFT on the reference solutions gains most."""
     import datasets
 
-    from langplay.evaluation.tinyworld import held_out_tasks, task_scores
+    from langplay.evaluation.tinyworld import held_out_tasks, load_policy, reference_loglik, task_scores
     from langplay.tinyworld.base import base_model_path
     from langplay.tinyworld.datasets import task_rows
     from langplay.trainer import Trainer
 
-    root = Path(__file__).parents[1]
     rows = datasets.Dataset.from_list(task_rows("train", 2000, 0, families=["spell"], levels=[3]))
     config = load_config("jepo_tinyworld", [
         f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
@@ -390,12 +390,13 @@ def test_jepo_without_a_verifier_raises_held_out_accuracy_in_tinyworld(tmp_path)
     assert config.jepo.rewards == [] and config.jepo.estimator == "multi"  # JEPO alone: no verifier anywhere
     Trainer(config, dataset=rows).train()
     tasks = held_out_tasks(128, seed=123, families=["spell"], levels=[3])
-    before, after = (task_scores(model, tasks, n=4, temperature=1.0, seed=5, exact=True)
-                     for model in (base_model_path(), tmp_path / "final"))
-    wins = sum(a > b for a, b in zip(after, before))
-    losses = sum(a < b for a, b in zip(after, before))
-    assert statistics.mean(after) >= statistics.mean(before) + 0.04, (statistics.mean(before), statistics.mean(after))
-    assert wins > losses, (wins, losses)
+    nll, accuracy = {}, {}
+    for name, model in (("before", base_model_path()), ("after", tmp_path / "final")):
+        policy = load_policy(model)
+        nll[name] = -statistics.mean(reference_loglik(policy, tasks, n=4, seed=5))
+        accuracy[name] = statistics.mean(task_scores(policy, tasks, n=4, temperature=1.0, seed=5, exact=True))
+    assert nll["after"] <= nll["before"] - 0.05, nll
+    assert accuracy["after"] >= accuracy["before"] - 0.01, accuracy
 
 
 def test_group_terms_by_hand():
