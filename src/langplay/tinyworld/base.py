@@ -106,6 +106,8 @@ def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None
         f"run.progress={str(progress).lower()}",
     ])
     started = time.time()
+    if work.is_dir() and not (work / "checkpoints").is_dir():  # an earlier build stopped before its first save
+        shutil.rmtree(work)
     trainer = Trainer(config, policy=Policy(model, tokenizer), dataset=rows)
     history = trainer.train(resume=(work / "checkpoints").is_dir())
     if output.exists():
