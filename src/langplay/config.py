@@ -170,7 +170,8 @@ class SFTConfig(Section):
 
 
 class LSPConfig(Section):
-    """Language Self-Play (Kuba et al. 2025, arXiv 2509.07414, Algorithm 1). train.prompts_per_step is N, the challenger's queries per step."""
+    """Language Self-Play (Kuba et al. 2025, arXiv 2509.07414, Algorithm 1). train.prompts_per_step is N, the
+    challenger's queries per step."""
 
     group_size: int = Field(4, ge=2, description="G answers per query (not reported by the paper)")
     beta: float = Field(0.05, ge=0, description="KL(pi || pi_Ref) of whole sequences, both roles (paper: 0.05)")
@@ -200,7 +201,8 @@ class LSPConfig(Section):
 
 
 class JEPOConfig(Section):
-    """JEPO (Tang et al. 2025, arXiv 2503.19618): the likelihood of the reference answer after a sampled chain of thought is the reward."""
+    """JEPO (Tang et al. 2025, arXiv 2503.19618): the likelihood of the reference answer after a sampled chain of
+    thought is the reward."""
 
     group_size: int = Field(4, ge=2, description="n chains of thought per prompt (paper: 4)")
     estimator: Literal["multi", "single"] = Field("multi", description=(
@@ -229,7 +231,8 @@ class JEPOConfig(Section):
 
 
 class IRLConfig(Section):
-    """IRL as TD-regularised MLE (Wulfmeier et al. 2024, arXiv 2409.01369): IQ-Learn's chi-squared objective on token transitions."""
+    """IRL as TD-regularised MLE (Wulfmeier et al. 2024, arXiv 2409.01369): IQ-Learn's chi-squared objective on
+    token transitions."""
 
     gamma: float = Field(0.99, ge=0, le=1, description=(
         "discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online IRL "

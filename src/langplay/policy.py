@@ -53,7 +53,8 @@ def fast_bf16(device: torch.device) -> bool:
 BF16_MIN_HIDDEN = 256  # below it a CPU bf16 step was slower (hidden 128: 0.21 s against 0.17; 256: 0.31 against 0.45)
 
 
-def resolve_precision(precision: str, device: torch.device, weights: torch.dtype, hidden_size: int | None = None) -> str:
+def resolve_precision(precision: str, device: torch.device, weights: torch.dtype,
+                      hidden_size: int | None = None) -> str:
     """auto: bf16 where the hardware has fast bf16, the weights are float32 and the model is not tiny (on a CPU,
     a tiny model's step is bound by overheads, which autocast adds to); otherwise fp32."""
     if precision == "auto":
