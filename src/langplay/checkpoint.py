@@ -172,6 +172,5 @@ def load_checkpoint(path: Path, policy, optimizer, scheduler) -> dict:
         raise
     except Exception as exc:  # safetensors, json, torch and OS errors all mean the same to the user
         raise LangplayError(f"cannot resume from checkpoint {path}: {type(exc).__name__}: {first_line(exc)} "
-                            "(resume from "
-                            "another one with --resume PATH, or start afresh with --overwrite)") from None
+                            "(resume from another one with --resume PATH, or start afresh with --overwrite)") from None
     return state
