@@ -9,12 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from langplay.cli import app
+from test_run_folder import snapshot
 
 runner = CliRunner()
-
-
-def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,6 @@ from langplay.policy import resolve_precision
 from langplay.trainer import Trainer
 
 
-def count_a(prompts, completions, **columns):
-    return [c.count("a") / max(1, len(c)) for c in completions]
-
-
 def first_step(tiny_model, data, tmp_path, precision, *more):
     config = load_config(overrides=[f"model.name_or_path={tiny_model}", f"data.path={data}", "train.steps=1",
                                     f"run.output_dir={tmp_path}/{precision}", "run.progress=false",

@@ -15,10 +15,7 @@ from langplay.checkpoint import list_checkpoints, save_checkpoint
 from langplay.config import load_config
 from langplay.errors import LangplayError
 from langplay.trainer import Trainer
-
-
-def count_a(prompts, completions, **columns):
-    return [c.count("a") / max(1, len(c)) for c in completions]
+from reward_functions import count_a
 
 
 def config(tiny_model, prompt_file, run, *more):
@@ -74,11 +71,10 @@ def test_resume_cuts_samples_and_metrics_back_to_the_checkpoint(tiny_model, prom
     with (run / "samples.jsonl").open("a") as f:
         f.write('{"step": 3, "broken')  # a line cut by the kill
     Trainer(config(tiny_model, prompt_file, run, "train.steps=3", "run.save_every=2"), rewards=[count_a]).train(resume=True)
-    for name in ("metrics.jsonl", "samples.jsonl"):
-        steps = [json.loads(l)["step"] for l in (run / name).read_text().splitlines()]
-        assert steps == sorted(steps) and steps.count(3) == (1 if name == "metrics.jsonl" else steps.count(3))
-        assert max(steps) == 3 and len(set(steps)) == 3
+    metrics = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == [1, 2, 3]
     samples = [json.loads(l)["step"] for l in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples == sorted(samples) and set(samples) == {1, 2, 3}
     assert samples.count(1) == samples.count(3)  # step 3's samples once, not twice
 
 
@@ -147,6 +143,7 @@ KILLED_RUN = """
 import sys
 from langplay.config import load_config
 from langplay.trainer import Trainer
+from reward_functions import count_a
 def count_a(prompts, completions, **columns):
     return [c.count("a") / max(1, len(c)) for c in completions]
 config = load_config(overrides=sys.argv[1:])
