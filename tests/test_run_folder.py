@@ -143,7 +143,6 @@ KILLED_RUN = """
 import sys
 from langplay.config import load_config
 from langplay.trainer import Trainer
-from reward_functions import count_a
 def count_a(prompts, completions, **columns):
     return [c.count("a") / max(1, len(c)) for c in completions]
 config = load_config(overrides=sys.argv[1:])
@@ -159,17 +158,20 @@ def test_kill_9_during_saves_leaves_every_listed_checkpoint_loadable(tiny_model,
     script = tmp_path / "run.py"
     script.write_text(KILLED_RUN)
     listed = []
-    for trial, delay in enumerate((6.0, 7.5, 9.0)):
+    for trial, delay in enumerate((0.0, 0.4, 0.9)):  # after the first save, while saves go on every step
         run = tmp_path / f"run{trial}"
         args = [f"model.name_or_path={tiny_model}", f"data.path={prompt_file}", f"run.output_dir={run}",
                 "train.steps=200", "train.prompts_per_step=2", "grpo.group_size=2", "sampling.max_new_tokens=4",
                 "run.progress=false", "run.save_every=1", "run.keep_checkpoints=1"]
         process = subprocess.Popen([sys.executable, str(script), *args], env={**os.environ, "OMP_NUM_THREADS": "1"})
+        started = time.time()  # wait for the first checkpoint however slow the start is, then kill mid-run
+        while not list_checkpoints(run / "checkpoints") and process.poll() is None and time.time() - started < 120:
+            time.sleep(0.05)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
         listed += list_checkpoints(run / "checkpoints")
-    assert listed, "no checkpoint was written before the kills: raise the delays"
+    assert len(listed) == 3, "each killed run must have left its (single, kept) checkpoint"
     trainer = Trainer(config(tiny_model, prompt_file, tmp_path / "probe"), rewards=[count_a])
     for path in listed:
         state = load_checkpoint(path, trainer.policy, trainer.optimizer, trainer.scheduler)
