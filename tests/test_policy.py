@@ -1,3 +1,4 @@
+import pytest
 """Policy: loading, chat formatting, chunked log-probs, LoRA reference, saving."""
 
 import torch
@@ -5,7 +6,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from langplay.config import ModelConfig, LoraConfig
-from langplay.policy import Policy, build_batch, micro_batches, sequence_logprobs
+from langplay.policy import Policy, build_batch, micro_batches, sequence_logprobs, slice_batch
 
 
 def unchunked(model, batch):
@@ -108,8 +109,9 @@ def test_groups_sharing_a_prompt_run_it_once_with_the_same_logprobs_and_gradient
     policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
     prompts = [policy.encode(policy.format_prompt(p)) for p in ["hi", "a longer prompt"] for _ in range(3)]
     completions = [policy.encode(c) for c in ["abc", "a much longer one", "x", "yy", "zzzz zz", "q"]]
-    batch = build_batch(prompts, completions, policy.tokenizer.pad_token_id)
-    assert prompt_group_size(batch["input_ids"], batch["attention_mask"], batch["input_ids"].shape[1] - 17) == 3
+    batch = build_batch(prompts, completions, policy.tokenizer.pad_token_id, group_size=3)
+    assert prompt_group_size(batch) == 3
+    assert prompt_group_size(build_batch(prompts, completions, policy.tokenizer.pad_token_id)) == 1  # undeclared
     expected, _ = unchunked(policy.model, batch)
     shared = sequence_logprobs(policy.model, batch).logp
     assert torch.allclose(shared, expected, atol=1e-5)
@@ -119,5 +121,18 @@ def test_groups_sharing_a_prompt_run_it_once_with_the_same_logprobs_and_gradient
     expected.sum().backward()
     for a, p in zip(shared_grad, policy.model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-5)
-    uneven = build_batch(prompts[:4], completions[:4], policy.tokenizer.pad_token_id)
-    assert prompt_group_size(uneven["input_ids"], uneven["attention_mask"], 10) == 1
+    assert prompt_group_size(slice_batch(batch, 0, 4)) == 1  # a micro-batch that cuts a group shares nothing
+    assert prompt_group_size(slice_batch(batch, 3, 6)) == 3
+
+
+def test_declared_groups_are_checked_and_trailing_rows_stand_alone(tiny_model):
+    from langplay.policy import prompt_group_size, prompt_groups
+
+    assert prompt_groups(7, 2, grouped_rows=4).tolist() == [0, 0, 1, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="groups of 3"):
+        prompt_groups(7, 3, grouped_rows=4)
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    prompts = [policy.encode(p) for p in ["hi", "hi", "ho", "ho"]]
+    wrong = build_batch(prompts[1:] + prompts[:1], [[5]] * 4, policy.tokenizer.pad_token_id, group_size=2)
+    with pytest.raises(ValueError, match="different prompts"):
+        prompt_group_size(wrong)

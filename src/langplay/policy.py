@@ -261,7 +261,8 @@ def sequence_logprobs(
     """
     input_ids, attention_mask, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     width = mask.shape[1]
-    states = completion_states(model, input_ids, attention_mask, width, one_more=with_values)
+    states = completion_states(model, input_ids, attention_mask, width, one_more=with_values,
+                               group=prompt_group_size(batch))
     targets = input_ids[:, input_ids.shape[1] - width :]
     where = mask.bool()
     flat_states, flat_targets = states[:, :width][where], targets[where]
@@ -314,22 +315,34 @@ def final_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.bool() * positions).amax(1)
 
 
-def prompt_group_size(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int) -> int:
-    """g when the rows are consecutive runs of g identical prompts (g > 1), else 1."""
-    rows = input_ids.shape[0]
-    prompts = torch.cat([input_ids[:, :prompt_width], attention_mask[:, :prompt_width]], 1)
-    starts = [0] + [i for i in range(1, rows) if not torch.equal(prompts[i], prompts[i - 1])]
-    sizes = {b - a for a, b in zip(starts, starts[1:] + [rows])}
-    return sizes.pop() if len(sizes) == 1 and rows > len(starts) else 1
+def prompt_group_size(batch: dict) -> int:
+    """g when the batch declares its rows as consecutive groups of g answers to one prompt (g > 1), else 1.
+
+    `build_batch(..., group_size=g)` declares the groups in `prompt_group` (the prompt's index per row); a
+    micro-batch that cuts a group in two, or a batch without the column, shares nothing.
+    """
+    groups = batch.get("prompt_group")
+    if groups is None or groups.numel() < 2:
+        return 1
+    _, sizes = torch.unique_consecutive(groups, return_counts=True)
+    g = int(sizes[0])
+    if g == 1 or not bool((sizes == g).all()):
+        return 1
+    width = batch["input_ids"].shape[1] - batch["completion_mask"].shape[1]
+    prompts = torch.cat([batch["input_ids"][:, :width], batch["attention_mask"][:, :width]], 1)
+    if not torch.equal(prompts, prompts[::g].repeat_interleave(g, 0)):
+        raise ValueError(f"rows declared as groups of {g} answers to one prompt hold different prompts")
+    return g
 
 
-def completion_states(model, input_ids, attention_mask, width: int, one_more: bool = False) -> torch.Tensor:
+def completion_states(model, input_ids, attention_mask, width: int, one_more: bool = False,
+                      group: int = 1) -> torch.Tensor:
     """Final hidden states that predict each completion token: position prompt_width-1+k predicts token k.
 
     `one_more` also returns the state after the last column (width + 1 states), the one that would predict a
     token after the completion.
 
-    A group of rows with one prompt runs the prompt once into a KV cache that the group's completions share
+    Rows in consecutive groups of `group` answers to one prompt run the prompt once into a KV cache that the group's completions share
     (gradients flow through the shared cache); otherwise (or under gradient checkpointing, which forbids a
     cache) the decoder runs over every row in full. Right padding needs no mask (attention is causal and padded
     positions carry no loss), so without left padding no mask is built at all.
@@ -338,7 +351,6 @@ def completion_states(model, input_ids, attention_mask, width: int, one_more: bo
     prompt_width = input_ids.shape[1] - width
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     mask = None if bool(attention_mask[:, :prompt_width].all()) else attention_mask
-    group = prompt_group_size(input_ids, attention_mask, prompt_width)
     if group == 1 or getattr(decoder, "gradient_checkpointing", False) or prompt_width < 1:
         hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          use_cache=False).last_hidden_state
@@ -355,9 +367,15 @@ def completion_states(model, input_ids, attention_mask, width: int, one_more: bo
 
 
 def build_batch(
-    prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+    prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu",
+    group_size: int = 1, grouped_rows: int | None = None,
 ) -> dict:
-    """Tensors for `sequence_logprobs`: prompts left-padded, completions right-padded, masks."""
+    """Tensors for `sequence_logprobs`: prompts left-padded, completions right-padded, masks.
+
+    `group_size` g > 1 declares the first `grouped_rows` rows (all by default) as consecutive groups of g
+    completions of one prompt, which then run their prompt once; later rows stand alone. `prompt_group` holds
+    the prompt's index per row.
+    """
     prompt_width = max(len(p) for p in prompt_ids)
     width = max(1, max(len(c) for c in completion_ids))
     rows, attention, completion_mask = [], [], []
@@ -370,7 +388,17 @@ def build_batch(
         "input_ids": torch.tensor(rows, dtype=torch.long, device=device),
         "attention_mask": torch.tensor(attention, dtype=torch.long, device=device),
         "completion_mask": torch.tensor(completion_mask, dtype=torch.float, device=device),
+        "prompt_group": prompt_groups(len(rows), group_size, grouped_rows, device),
     }
+
+
+def prompt_groups(rows: int, group_size: int, grouped_rows: int | None = None, device="cpu") -> torch.Tensor:
+    """The prompt's index per row: groups of `group_size` over the first `grouped_rows` rows, then one per row."""
+    grouped = rows if grouped_rows is None else grouped_rows
+    if grouped % group_size or grouped > rows:
+        raise ValueError(f"{grouped} rows do not split into groups of {group_size}")
+    return torch.cat([torch.arange(grouped, device=device) // group_size,
+                      grouped // group_size + torch.arange(rows - grouped, device=device)])
 
 
 def slice_batch(batch: dict, start: int, stop: int) -> dict:

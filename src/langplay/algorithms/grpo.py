@@ -55,7 +55,8 @@ class GRPO:
         advantages = group_advantages(all_rewards, g, self.args.scale_rewards, self.args.leave_one_out)
         mine = local_slice(acc, len(rewards))
 
-        batch = build_batch(samples.prompt_ids, samples.completion_ids, self.policy.tokenizer.pad_token_id, acc.device)
+        batch = build_batch(samples.prompt_ids, samples.completion_ids, self.policy.tokenizer.pad_token_id, acc.device,
+                            group_size=g)
         batch["advantages"] = advantages[mine]
         if self.needs_reference:
             batch["ref_logp"] = self.policy.reference_logprobs(

@@ -209,7 +209,8 @@ class JEPO:
         sup_coef = args.beta_sup * sup_weight
         layout = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
         gen_rows = len(chains)  # one row per generation first, then (policy_gradient="generation") the a* rows
-        batch = build_batch(layout["prompts"], layout["completions"], tokenizer.pad_token_id, acc.device)
+        batch = build_batch(layout["prompts"], layout["completions"], tokenizer.pad_token_id, acc.device,
+                            group_size=n, grouped_rows=gen_rows)
         for key in ("pg_mask", "sup_mask"):
             batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], acc.device)
         batch["pg_coef"] = torch.tensor(layout["pg_coef"], device=acc.device)

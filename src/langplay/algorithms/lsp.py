@@ -158,7 +158,7 @@ class LSP:
         n = len(queries)
         batch = build_batch(answers.prompt_ids + [q.prompt_ids for q in queries],
                             answers.completion_ids + [q.ids for q in queries], self.policy.tokenizer.pad_token_id,
-                            acc.device)
+                            acc.device, group_size=g, grouped_rows=n * g)
         challenger_adv = adv["challenger"][local_slice(acc, n)]
         batch["advantages"] = torch.cat([adv["solver"][local_slice(acc, n * g)], challenger_adv]).to(acc.device)
         batch["is_challenger"] = torch.cat([torch.zeros(n * g), torch.ones(n)]).to(acc.device)
