@@ -1,5 +1,6 @@
 """Run under torchrun: each training run of a JSON plan, in this process group. Asserts the world size the test
-expects, records which ranks ran, and saves the first step's (all-reduced) gradient of every run."""
+expects, records which ranks ran (and the rows and longest completion of each of their batches), and saves the
+first step's (all-reduced) gradient of every run. A run with "resume_from" resumes that checkpoint."""
 
 import json
 import os
@@ -11,6 +12,13 @@ from safetensors.torch import save_file
 
 from langplay.config import load_config
 from langplay.trainer import Trainer
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A gradient whole: under train.sharding=fsdp2 each rank holds a shard (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def main(plan_path: str) -> None:
@@ -27,20 +35,33 @@ def main(plan_path: str) -> None:
         step = trainer.optimizer.step
 
         def first_step_gradient(*args, _step=step, _trainer=trainer, _out=out, **kwargs):
-            if _trainer.step == 0 and _trainer.is_main:  # the gradient after the all-reduce, before the update
+            if _trainer.step == 0:  # the gradient after the all-reduce, before the update
                 params = [p for g in _trainer.optimizer.param_groups for p in g["params"]]
-                flat = torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]).contiguous()
+                grads = [whole(p.grad) for p in params if p.grad is not None]  # every rank: a collective if sharded
+                if not _trainer.is_main:
+                    return _step(*args, **kwargs)
+                flat = torch.cat([g.reshape(-1) for g in grads]).contiguous()
                 _out.mkdir(parents=True, exist_ok=True)
                 save_file({"grad": flat.detach().cpu()}, str(_out / "first_gradient.safetensors"))
             return _step(*args, **kwargs)
 
         trainer.optimizer.step = first_step_gradient
-        trainer.train()
+        widths, rows, collect = [], [], trainer.algorithm.collect
+
+        def recorded(*args, _collect=collect, **kwargs):  # this rank's batch: how many rows, how long
+            experience = _collect(*args, **kwargs)
+            widths.append(int(experience.batch["completion_mask"].sum(1).max()))
+            rows.append(int(experience.batch["completion_mask"].shape[0]))
+            return experience
+
+        trainer.algorithm.collect = recorded
+        trainer.train(resume=run.get("resume_from", False))
         ranks = out / "ranks"
         ranks.mkdir(parents=True, exist_ok=True)
         (ranks / f"rank-{acc.process_index}.json").write_text(json.dumps({
             "rank": acc.process_index, "world": acc.num_processes, "pid": os.getpid(),
-            "node": os.environ.get("GROUP_RANK", "0"), "distributed": str(acc.distributed_type)}))
+            "node": os.environ.get("GROUP_RANK", "0"), "distributed": str(acc.distributed_type),
+            "sharded": trainer.policy.sharded is not None, "widths": widths, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,36 @@ def algorithm_runs(tiny64, tiny, files, out: Path) -> list[dict]:
     runs.append({"name": "grpo-fp32", "out": str(out / "grpo-fp32"),
                  "overrides": [f"model.name_or_path={tiny}", "model.dtype=float32", "train.precision=fp32", *common,
                                *plans["grpo"], f"run.output_dir={out / 'grpo-fp32'}"]})
+    extra = {  # what sharding must also survive
+        "grpo-lora": [*plans["grpo"], "model.lora.r=4", "model.lora.alpha=8", "grpo.beta=0.1"],
+        # rows differ by rank (a* rows of their own), so the ranks run different numbers of micro-batches
+        "jepo-generation": [*plans["jepo"], "jepo.policy_gradient=generation"],
+        # a model that often says EOS at once: one rank's completions end before the other's
+        "grpo-eos": [*plans["grpo"], f"model.name_or_path={files['eos_model']}",
+                     f"grpo.rewards=[{{kind: function, function: '{HERE / 'reward_functions.py'}:length'}}]"],
+        "grpo-long": [*plans["grpo"], "train.steps=4", "run.save_every=2"],
+    }
+    for name, more in extra.items():
+        runs.append({"name": name, "out": str(out / name),
+                     "overrides": [f"model.name_or_path={tiny64}", "model.dtype=float64", *common, *more,
+                                   f"run.output_dir={out / name}"]})
     return runs
+
+
+def sharded(runs: list[dict], out: Path) -> list[dict]:
+    """The same runs with train.sharding=fsdp2, as NAME-fsdp2; then grpo-long resumed from its step-2 checkpoint."""
+    copies = [{**r, "name": f"{r['name']}-fsdp2", "out": str(out / f"{r['name']}-fsdp2"),
+               "overrides": [*r["overrides"], "train.sharding=fsdp2", f"run.output_dir={out / (r['name'] + '-fsdp2')}"]}
+              for r in runs]
+    long = next(r for r in copies if r["name"] == "grpo-long-fsdp2")
+    copies.append(resumed(long, "grpo-resumed-fsdp2", out))
+    return copies
+
+
+def resumed(run: dict, name: str, out: Path, sharding: str = "fsdp2") -> dict:
+    """`run` resumed from its step-2 checkpoint into a folder of its own, with train.sharding=`sharding`."""
+    return {**run, "name": name, "out": str(out / name), "resume_from": f"{run['out']}/checkpoints/step-000002",
+            "overrides": [*run["overrides"], f"train.sharding={sharding}", f"run.output_dir={out / name}"]}
 
 
 def free_port() -> int:
@@ -86,12 +115,41 @@ def launched(tmp_path_factory, tiny_model):
     prompts.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abcdefgh"))
     sft = root / "sft.jsonl"
     sft.write_text("".join(json.dumps({"prompt": f"say {c}", "completion": c * 3}) + "\n" for c in "abcdefgh"))
-    files = {"prompts": prompts, "sft": sft}
-    for processes in (1, 2):
-        launch(algorithm_runs(tiny64, tiny_model, files, root / f"p{processes}"), root / f"p{processes}", processes)
+    files = {"prompts": prompts, "sft": sft, "eos_model": eos_prone_model(tiny64, root / "eos")}
+    launch(algorithm_runs(tiny64, tiny_model, files, root / "p1"), root / "p1", 1)
+    two = algorithm_runs(tiny64, tiny_model, files, root / "p2")
+    launch(two + sharded(two, root / "p2"), root / "p2", 2)
+    # the sharded run's checkpoint, resumed by one process without sharding: the format is the same
+    long = next(r for r in sharded(two, root / "p2") if r["name"] == "grpo-long-fsdp2")
+    launch([resumed(long, "grpo-resumed-unsharded", root / "after", sharding="none")], root / "after", 1)
     two_nodes = [r for r in algorithm_runs(tiny64, tiny_model, files, root / "nodes") if r["name"] == "grpo"]
     launch(two_nodes, root / "nodes", processes=1, nodes=2)
     return root
+
+
+def eos_prone_model(source: Path, path: Path) -> Path:
+    """The tiny model with EOS made likely at every position (a shared offset in the embeddings that the EOS row
+    of the output layer reads), so completions end at different lengths."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float64)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, 0] += 3.0
+        model.get_output_embeddings().weight[tokenizer.eos_token_id, 0] = 0.5
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def final_weights(folder: Path) -> dict:
+    return load_file(folder / "final" / "model.safetensors")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 ALGORITHMS = ["grpo", "lsp", "jepo", "irl", "sft"]
@@ -130,3 +188,47 @@ def test_two_nodes_on_loopback_match_one_process(launched):
     w1 = load_file(launched / "p1" / "grpo" / "final" / "model.safetensors")
     w2 = load_file(launched / "nodes" / "grpo" / "final" / "model.safetensors")
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-12
+
+
+# -- FSDP2 (train.sharding=fsdp2) --------------------------------------------------------------------------------
+SHARDED = [*ALGORITHMS, "grpo-lora", "jepo-generation", "grpo-eos", "grpo-long"]
+
+
+@pytest.mark.parametrize("name", SHARDED)
+def test_fsdp2_on_two_processes_matches_one_unsharded_process_in_float64(launched, name):
+    one, two = launched / "p1" / name, launched / "p2" / f"{name}-fsdp2"
+    ran = ranks_that_ran(two)
+    assert [r["rank"] for r in ran] == [0, 1] and all(r["sharded"] and r["world"] == 2 for r in ran)
+    assert not any(r["sharded"] for r in ranks_that_ran(one))
+    w1, w2 = final_weights(one), final_weights(two)  # final/: the consolidated HF model (LoRA merged)
+    start = load_file(launched / "tiny64" / "model.safetensors")
+    assert max_difference(w1, {k: start[k] for k in w1 if k in start}) > 1e-6
+    assert max_difference(w1, w2) < 1e-12
+    g1 = load_file(one / "first_gradient.safetensors")["grad"]
+    g2 = load_file(two / "first_gradient.safetensors")["grad"]
+    assert g1.shape == g2.shape and g1.abs().max().item() > 0 and (g1 - g2).abs().max().item() < 1e-12
+
+
+def test_fsdp2_float32_gradients_match_one_process(launched):
+    g1 = load_file(launched / "p1" / "grpo-fp32" / "first_gradient.safetensors")["grad"]
+    g2 = load_file(launched / "p2" / "grpo-fp32-fsdp2" / "first_gradient.safetensors")["grad"]
+    assert g1.abs().max() > 1e-4 and (g1 - g2).abs().max() < 1e-6
+
+
+def test_fsdp2_ranks_that_do_uneven_work_do_not_deadlock(launched):
+    """The runs above finished; here: they really were uneven. JEPO's literal update gives the ranks different
+    numbers of rows (so of micro-batches); the EOS-prone model ends one rank's completions before the other's."""
+    jepo = ranks_that_ran(launched / "p2" / "jepo-generation-fsdp2")
+    assert any(a != b for a, b in zip(jepo[0]["rows"], jepo[1]["rows"]))
+    eos = ranks_that_ran(launched / "p2" / "grpo-eos-fsdp2")
+    assert any(a != b for a, b in zip(eos[0]["widths"], eos[1]["widths"]))
+    assert min(eos[0]["widths"] + eos[1]["widths"]) < 6  # some batch ended by EOS before max_new_tokens
+
+
+def test_fsdp2_resume_is_exact_and_its_checkpoint_resumes_unsharded(launched):
+    straight = final_weights(launched / "p2" / "grpo-long-fsdp2")
+    assert max_difference(straight, final_weights(launched / "p1" / "grpo-long")) < 1e-12
+    assert max_difference(straight, final_weights(launched / "p2" / "grpo-resumed-fsdp2")) < 1e-12
+    assert max_difference(straight, final_weights(launched / "after" / "grpo-resumed-unsharded")) < 1e-12
+    resumed = [json.loads(l)["step"] for l in (launched / "p2" / "grpo-resumed-fsdp2" / "metrics.jsonl").read_text().splitlines()]
+    assert resumed == [3, 4]  # it did resume at step 2, not train from scratch

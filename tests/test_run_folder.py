@@ -103,13 +103,13 @@ def test_a_kill_while_rotating_never_leaves_a_listed_checkpoint_without_weights(
 
     monkeypatch.setattr(shutil, "rmtree", dies_halfway)
     with pytest.raises(Killed):
-        save_checkpoint(directory, 3, trainer.policy, trainer.optimizer, trainer.scheduler,
+        save_checkpoint(directory, 3, trainer.policy, trainer.optimizer.state_dict(), trainer.scheduler,
                         {"position": 0, "bad_steps": 0}, keep=1)
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     listed = list_checkpoints(directory)
     assert calls["n"] >= 1 and [p.name for p in listed] == ["step-000003"]  # the half-deleted one is not listed
     assert all((p / "model" / "model.safetensors").is_file() for p in listed)
-    save_checkpoint(directory, 4, trainer.policy, trainer.optimizer, trainer.scheduler,
+    save_checkpoint(directory, 4, trainer.policy, trainer.optimizer.state_dict(), trainer.scheduler,
                     {"position": 0, "bad_steps": 0}, keep=1)
     assert sorted(p.name for p in directory.iterdir()) == ["step-000004"]  # leftovers cleared by the next save
 

@@ -44,8 +44,7 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 # -- optimizer state <-> flat tensors + JSON -------------------------------------------------------------
-def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
+def _optimizer_to_flat(state: dict) -> tuple[dict, dict]:
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for name, value in values.items():
@@ -107,6 +106,7 @@ def load_model_weights(policy, path: Path) -> None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(policy.model, load_file(path / "adapter_model.safetensors"))
+        policy.weights_loaded()
         return
     state = {}
     for file in sorted(path.glob("*.safetensors")):
@@ -118,6 +118,7 @@ def load_model_weights(policy, path: Path) -> None:
     if unexpected or set(missing) - tied:
         raise LangplayError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     policy.model.to(policy.device)
+    policy.weights_loaded()
 
 
 # -- save / load -------------------------------------------------------------------------------------------
@@ -138,14 +139,16 @@ def clear_leftovers(directory: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save_checkpoint(directory: Path, step: int, policy, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
+def save_checkpoint(directory: Path, step: int, policy, optimizer_state: dict, scheduler, extra: dict,
+                    keep: int = 2) -> Path:
+    """`optimizer_state`: `policy.optimizer_state(optimizer)` (whole, under sharding too)."""
     directory.mkdir(parents=True, exist_ok=True)
     clear_leftovers(directory)
     final = directory / checkpoint_name(step)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     save_model_weights(policy, tmp / "model")
-    opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
+    opt_tensors, opt_meta = _optimizer_to_flat(optimizer_state)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     rng_tensors, rng_meta = _rng_state()
     save_file(rng_tensors, tmp / "rng.safetensors")
@@ -165,7 +168,8 @@ def load_checkpoint(path: Path, policy, optimizer, scheduler) -> dict:
     try:
         state = json.loads((path / "state.json").read_text())
         load_model_weights(policy, path / "model")
-        optimizer.load_state_dict(_optimizer_from_flat(load_file(path / "optimizer.safetensors"), state["optimizer"]))
+        policy.load_optimizer_state(optimizer, _optimizer_from_flat(load_file(path / "optimizer.safetensors"),
+                                                                    state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(load_file(path / "rng.safetensors"), state["rng"])
     except LangplayError:

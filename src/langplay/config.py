@@ -108,6 +108,10 @@ class TrainConfig(Section):
         "mixed precision: bf16 runs the matrix products in bfloat16 (autocast) over float32 weights and optimizer "
         "state; log-probs, advantages and losses stay float32. auto: bf16 where the hardware has fast bf16 (CUDA with"
         " bf16, a CPU with AMX or AVX512-BF16), the weights are float32 and (on a CPU) hidden size >= 256; else fp32"))
+    sharding: Literal["none", "fsdp2"] = Field("none", description=(
+        "fsdp2: shard the trained weights, gradients and optimizer state over the processes with PyTorch's FSDP2 "
+        "(a unit per decoder layer); a full copy of the weights still serves sampling and saving. Launch with "
+        "torchrun"))
 
 
 class RunConfig(Section):

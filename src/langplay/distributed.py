@@ -19,6 +19,15 @@ def total(accelerator, value: float | torch.Tensor) -> float:
     return float(tensor)
 
 
+def most(accelerator, value: int) -> int:
+    """The largest of an integer over all processes."""
+    if accelerator.num_processes == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=accelerator.device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return int(tensor)
+
+
 def gather(accelerator, tensor: torch.Tensor) -> torch.Tensor:
     """Every process's rows of `tensor`, concatenated in process order, on the tensor's own device."""
     if accelerator.num_processes == 1:
@@ -44,3 +53,11 @@ def sum_gradients(accelerator, params: list[torch.Tensor]) -> None:
     for p, g in zip(params, grads):
         p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
         offset += g.numel()
+
+
+def gradient_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip the gradients to `max_norm` and return their total norm, whole even over FSDP2 shards."""
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm

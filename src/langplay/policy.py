@@ -156,6 +156,50 @@ class Policy:
         self.tokenizer = tokenizer
         self.reference = reference  # None with LoRA: the reference is the base with the adapter disabled
         self.chunk_tokens = chunk_tokens
+        self.sharded = None  # train.sharding=fsdp2: the trained shards; self.model is then their full copy
+
+    # -- training: the model itself, or its FSDP2 shards (see langplay.sharding) ----------------------------
+    def shard(self, device: torch.device) -> None:
+        from langplay.sharding import shard
+
+        self.sharded = shard(self.model, device)
+
+    @property
+    def trained_module(self) -> torch.nn.Module:
+        return self.sharded if self.sharded is not None else self.model
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.trained_module.parameters() if p.requires_grad]
+
+    def after_optimizer_step(self) -> None:
+        """Under sharding, refresh the full model (sampling, scoring, saving) from the updated shards."""
+        if self.sharded is not None:
+            from langplay.sharding import copy_shards_to_model
+
+            copy_shards_to_model(self.sharded, self.model)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """`optimizer.state_dict()`, whole even under sharding (a collective then: call it on every process)."""
+        if self.sharded is None:
+            return optimizer.state_dict()
+        from langplay.sharding import full_optimizer_state
+
+        return full_optimizer_state(self.sharded, optimizer)
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.sharded is None:
+            optimizer.load_state_dict(state)
+            return
+        from langplay.sharding import load_full_optimizer_state
+
+        load_full_optimizer_state(self.sharded, optimizer, state)
+
+    def weights_loaded(self) -> None:
+        """The full model's weights were replaced (a checkpoint): under sharding, the shards follow."""
+        if self.sharded is not None:
+            from langplay.sharding import copy_model_to_shards
+
+            copy_model_to_shards(self.model, self.sharded)
 
     @classmethod
     def from_config(cls, config: ModelConfig, with_reference: bool = True, device: torch.device | None = None) -> Policy:
@@ -198,6 +242,9 @@ class Policy:
     # -- log-probs ---------------------------------------------------------------------------------------
     def logprobs(self, batch: dict, temperature: float = 1.0, with_entropy: bool = False,
                  with_values: bool = False) -> TokenLogprobs:
+        """Log-probs under autograd, of the model that trains (its shards under sharding)."""
+        if self.sharded is not None:
+            return TokenLogprobs(*self.sharded(batch, temperature, self.chunk_tokens, with_entropy, with_values))
         return sequence_logprobs(self.model, batch, temperature, self.chunk_tokens, with_entropy, with_values)
 
     def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:

@@ -32,7 +32,7 @@ from langplay.algorithms import Algorithm, algorithm_class, make_algorithm
 from langplay.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
-from langplay.distributed import local_slice, sum_gradients, total as distributed_total
+from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
 from langplay.policy import Policy, autocast, frozen_copy, micro_batches, resolve_device, resolve_precision
 from langplay.sampling import make_sampler
@@ -135,6 +135,8 @@ class Trainer:
         check_context(config, self.policy, self.algorithm.generates)
         if self.algorithm.needs_reference and self.policy.reference is None and not self.policy.uses_lora:
             self.policy.reference = frozen_copy(self.policy.model)
+        if config.train.sharding == "fsdp2":
+            self.policy.shard(acc.device)
         if evaluate is None and config.run.eval_every:  # the config's own: rewards (or NLL) on held-out data
             from langplay.evaluation import periodic_evaluation
 
@@ -143,7 +145,7 @@ class Trainer:
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)
         self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
-        params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
             params, lr=config.train.lr, betas=config.train.adam_betas, weight_decay=config.train.weight_decay
         )
@@ -167,10 +169,11 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------------------
     def save(self) -> Path | None:
         path = None
+        optimizer_state = self.policy.optimizer_state(self.optimizer)  # every process: gathered under sharding
         if self.is_main:
             extra = {"position": self.stream.position, "bad_steps": self.bad_steps}
             path = save_checkpoint(
-                self.run_dir / "checkpoints", self.step, self.policy, self.optimizer, self.scheduler, extra,
+                self.run_dir / "checkpoints", self.step, self.policy, optimizer_state, self.scheduler, extra,
                 keep=self.config.run.keep_checkpoints,
             )
         self.accelerator.wait_for_everyone()
@@ -202,23 +205,31 @@ class Trainer:
         with autocast(self.precision, acc.device):  # sampling, scoring and reference passes too
             experience = self.algorithm.collect(rows, seeds)
         sampled = time.perf_counter()
-        model = self.policy.model
-        model.train()
+        self.policy.trained_module.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, parts = 0.0, {}
-        for micro in micro_batches(experience.batch, cfg.train.micro_batch_size):
+        micros = list(micro_batches(experience.batch, cfg.train.micro_batch_size))
+        sharded = self.policy.sharded is not None
+        # Under sharding every forward is a collective: all processes run as many micro-batches as the busiest
+        # one, the extra ones a repeat of the last with weight 0.
+        rounds = most(acc, len(micros)) if sharded else len(micros)
+        for index in range(rounds):
             with autocast(self.precision, acc.device):
-                loss, metrics = self.algorithm.loss(micro, experience.counts)
+                loss, metrics = self.algorithm.loss(micros[min(index, len(micros) - 1)], experience.counts)
+            if index >= len(micros):
+                (loss * 0.0).backward()
+                continue
             loss.backward()
             loss_total += loss.item()
             for key, value in metrics.items():  # additive contributions, normalised like the loss
                 parts[key] = parts.get(key, 0.0) + value
         backward_done = time.perf_counter()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        sum_gradients(acc, params)
+        if not sharded:  # FSDP2 reduces (sums) the gradients into the shards itself
+            sum_gradients(acc, params)
         loss_total = distributed_total(acc, loss_total)
         parts = {key: distributed_total(acc, value) for key, value in parts.items()}
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
+        grad_norm = gradient_norm(params, cfg.train.max_grad_norm or float("inf"))
         finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
         if finite:
             self.optimizer.step()
@@ -230,6 +241,7 @@ class Trainer:
         with warnings.catch_warnings():  # a skipped step still moves the schedule on
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
+        self.policy.after_optimizer_step()
         self.sampler.sync_weights()
         self.step += 1
         metrics = {

@@ -1,0 +1,127 @@
+"""train.sharding=fsdp2: the trained weights, their gradients and the optimizer state sharded over the processes
+with PyTorch's FSDP2 (`torch.distributed.fsdp.fully_shard`).
+
+Each decoder layer is one FSDP unit; a small root module around the whole model is another (embeddings, final
+norm, output layer). The root's forward *is* `sequence_logprobs`: the chunked log-prob code calls the decoder
+and the output layer directly, so it must run inside a forward that has gathered the root's parameters. The
+output layer is not a unit of its own: ranks run different numbers of chunks, and a collective per chunk would
+deadlock.
+
+The policy keeps its plain model (`policy.model`), unsharded, beside the shards: everything that does not
+differentiate reads it — sampling (no collective in a decoding loop, so a rank whose completions stop early
+never waits for another), scoring, the reference pass, evaluation and saving — and it is refreshed from the
+shards after every optimizer step, as a vLLM engine is. Per process this holds the full weights once more, and
+shards what training adds: gradients and AdamW's two moments.
+
+Checkpoints stay in langplay's safetensors format, gathered with torch.distributed.checkpoint's state-dict API:
+a sharded run resumes unsharded and the other way round, at the price of one process holding the full state
+while it writes (a truly sharded DCP save is the next step for models beyond one host's memory).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from langplay.errors import LangplayError
+
+
+class LogprobModule(nn.Module):
+    """The FSDP root: its forward is the policy's log-prob computation, returned as a tuple (FSDP hooks the
+    backward pass through the tensors of its output)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, temperature: float, chunk_tokens: int, with_entropy: bool, with_values: bool):
+        from langplay.policy import sequence_logprobs
+
+        out = sequence_logprobs(self.model, batch, temperature, chunk_tokens, with_entropy, with_values)
+        return out.logp, out.entropy, out.values, out.final_values
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    layers = getattr(model.get_decoder(), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise LangplayError(f"train.sharding=fsdp2 needs a decoder with a `layers` list; {type(model).__name__} has none")
+    return layers
+
+
+def shard(model: nn.Module, device: torch.device) -> LogprobModule:
+    """A sharded twin of `model` (which is left as it is): fully_shard per decoder layer, then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not torch.distributed.is_initialized():
+        raise LangplayError("train.sharding=fsdp2 needs a process group: launch with torchrun (one process is fine)")
+    import copy
+
+    root = LogprobModule(copy.deepcopy(model))
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+    for layer in decoder_layers(root.model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(root, mesh=mesh)
+    for unit in root.modules():  # gradients are summed, not averaged: losses are normalised by global counts
+        if hasattr(unit, "set_gradient_divide_factor"):
+            unit.set_gradient_divide_factor(1.0)
+            unit.set_force_sum_reduction_for_comms(True)
+    return root
+
+
+def trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a shard (a collective: every process calls it in the same order)."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+@torch.no_grad()
+def copy_shards_to_model(root: LogprobModule, model: nn.Module) -> None:
+    """Refresh the plain model from the trained shards (after an optimizer step)."""
+    plain = dict(model.named_parameters())
+    for name, p in trainable(root.model):
+        plain[name].copy_(full(p))
+
+
+@torch.no_grad()
+def copy_model_to_shards(model: nn.Module, root: LogprobModule) -> None:
+    """Load the plain model's weights into the shards (after a checkpoint was loaded into it)."""
+    plain = dict(model.named_parameters())
+    for name, p in root.model.named_parameters():
+        if isinstance(p, DTensor):
+            p.copy_(distribute_tensor(plain[name].detach().to(p.dtype), p.device_mesh, p.placements))
+        else:
+            p.copy_(plain[name])
+
+
+# -- the optimizer state, in the index-keyed layout of an unsharded torch optimizer ------------------------------
+OPTIONS = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_optimizer_state(root: LogprobModule, optimizer: torch.optim.Optimizer) -> dict:
+    """The whole optimizer state (on the main process; a collective), keyed as `optimizer.state_dict()` of an
+    unsharded run keys it: by the index of each trained parameter."""
+    by_name = get_optimizer_state_dict(root, optimizer, options=OPTIONS)
+    if not by_name:  # the other processes get nothing (cpu_offload gathers to the main one)
+        return {}
+    index = {name: i for i, (name, _) in enumerate(trainable(root))}
+    state = {index[name]: values for name, values in by_name["state"].items()}
+    groups = [{**group, "params": [index[name] for name in group["params"]]} for group in by_name["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def load_full_optimizer_state(root: LogprobModule, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    names = [name for name, _ in trainable(root)]
+    by_name = {"state": {names[int(i)]: values for i, values in state["state"].items()},
+               "param_groups": [{**group, "params": [names[int(i)] for i in group["params"]]}
+                                for group in state["param_groups"]]}
+    set_optimizer_state_dict(root, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
