@@ -25,7 +25,6 @@ Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import sys
@@ -158,30 +157,6 @@ def training_curves(out: Path) -> dict:
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation: Pearson's on average ranks (ties share their mean rank), as
-    scipy.stats.spearmanr (scipy is not installed). NaN when either side is constant."""
-    rx, ry = ranks(x), ranks(y)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
-
-
-def ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for m in range(i, j + 1):
-            out[order[m]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
 def targets_of(task) -> list[str]:
     """The references whose likelihood is measured: an open task's K_OPEN valid answers, an exact task's one."""
     from langplay.tinyworld.tasks import reference_samples
@@ -206,43 +181,12 @@ def reference_nll(policy, pairs: list[tuple[str, str, str]]) -> dict:
     return out
 
 
-def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
-    """k responses per task and whether each ended with EOS: tinyworld.evaluation's `answer` (the same keyed noise
-    per task), with the length limit ANSWER_TOKENS (a model that lost EOS is not decoded to 96 tokens) and all
-    prompts in one batch (the keyed sampler's draws do not depend on batching)."""
-    from langplay.config import SamplingConfig
-    from langplay.evaluation.tinyworld import stable_id
-    from langplay.sampling.hf import HFSampler
-    from langplay.sampling.keys import key_of
-
-    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=ANSWER_TOKENS), policy)
-    drawn = sampler.generate([policy.format_prompt(t.prompt) for t in tasks], k,
-                             [key_of(seed, t.seed, stable_id(t.family)) for t in tasks])
-    return ([drawn.texts[i * k : (i + 1) * k] for i in range(len(tasks))],
-            [drawn.finished[i * k : (i + 1) * k] for i in range(len(tasks))])
-
-
-def pool_stats(tasks, pools, scores, finished) -> dict:
-    from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
-
-    flat = [s for row in scores for s in row]
-    return {
-        "accuracy": statistics.mean(float(s == 1.0) for s in flat),
-        "score": statistics.mean(flat),
-        "self_bleu": self_bleu_per_prompt(pools, max_n=SELF_BLEU_N, tokenize=characters),
-        "distinct_2": statistics.mean(distinct_n(pool, 2, characters) for pool in pools),
-        "distinct_answers": statistics.mean(len({p.strip() for p in pool}) / len(pool) for pool in pools),
-        "length": statistics.mean(len(p) for pool in pools for p in pool),
-        "truncated": statistics.mean(float(not f) for row in finished for f in row),
-    }
-
-
 def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
     """Spearman, over all sampled responses, of the checker's score with the extracted reward (sum of the implicit
     rewards under this model, at the preset's gamma; a response that ended with EOS is terminal, one cut at the limit is
     bootstrapped) and with log pi(y|x) for comparison; and the mean per-token entropy of the model on its own
     samples."""
-    from langplay.evaluation.metrics import mean_token_entropy
+    from langplay.evaluation.metrics import mean_token_entropy, spearman
     from langplay.policy import completion_logprob_sums
     from langplay.rewards.implicit import implicit_rewards
 
@@ -277,7 +221,18 @@ def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
     return out
 
 
+def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """tinyworld's `answer` with this experiment's length limit, ANSWER_TOKENS (a model that lost EOS is not decoded
+    to 96 tokens), and whether each response ended with EOS; all prompts in one batch, as the saved results were
+    sampled."""
+    from langplay.evaluation.tinyworld import answer
+
+    return answer(policy, tasks, n=k, temperature=temperature, seed=seed, batch_prompts=len(tasks),
+                  max_new_tokens=ANSWER_TOKENS, with_finished=True)
+
+
 def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
+    from langplay.evaluation.metrics import characters, pool_stats
     from langplay.evaluation.tinyworld import held_out_tasks, load_policy
     from langplay.tinyworld.tasks import check
 
@@ -292,7 +247,8 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
         cell = {}
         for kind in KINDS:
             index = [i for i, t in enumerate(tasks) if kind_of(t) == kind]
-            cell[kind] = pool_stats(*([part[i] for i in index] for part in (tasks, pools, scores, finished)))
+            cell[kind] = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)),
+                                    max_n=SELF_BLEU_N, tokenize=characters)
         report["temperatures"][f"{temperature:g}"] = cell
         if temperature == reward_temperature:
             report["rewards"] = {"temperature": temperature,
