@@ -1,5 +1,6 @@
-"""What the tinyworld experiments share: the common options of their command lines, and the mean ± sd cells of
-their tables. (The scripts run as `python experiments/NAME.py`, so this folder is on their import path.)"""
+"""What the tinyworld experiments share: the common options of their command lines, and their markdown tables
+(the mean ± sd cells and the table lines). (The scripts run as `python experiments/NAME.py`, so this folder is on
+their import path.)"""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ def gain_cell(runs: list[dict], key: str, reference: float) -> str:
     values = [r[key] - reference for r in runs]
     spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
     return f"{statistics.mean(values):+.3f}{spread}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: the header, the |---| rule and one line per row (cells already formatted)."""
+    uneven = [row for row in rows if len(row) != len(header)]
+    if uneven:  # a row with a missing or extra cell would shift every column after it, silently
+        raise ValueError(f"table rows need {len(header)} cells (the header's), got {[len(r) for r in uneven]}")
+    return [table_line(header), "|" + "---|" * len(header), *(table_line(row) for row in rows)]
+
+
+def table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def saved_results(args, path: Path) -> dict | None:

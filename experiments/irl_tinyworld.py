@@ -25,7 +25,6 @@ Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import sys
@@ -34,7 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, finite, mean_sd, provenance, run_folder, saved_results  # noqa: E402
+from common import (experiment_parser, finished, finite, mean_sd, provenance, run_folder,  # noqa: E402
+                    saved_results, table)
 CONFIG = ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
 K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
@@ -157,30 +157,6 @@ def training_curves(out: Path) -> dict:
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation: Pearson's on average ranks (ties share their mean rank), as
-    scipy.stats.spearmanr (scipy is not installed). NaN when either side is constant."""
-    rx, ry = ranks(x), ranks(y)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
-
-
-def ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for m in range(i, j + 1):
-            out[order[m]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
 def targets_of(task) -> list[str]:
     """The references whose likelihood is measured: an open task's K_OPEN valid answers, an exact task's one."""
     from langplay.tinyworld.tasks import reference_samples
@@ -205,43 +181,12 @@ def reference_nll(policy, pairs: list[tuple[str, str, str]]) -> dict:
     return out
 
 
-def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
-    """k responses per task and whether each ended with EOS: tinyworld.evaluation's `answer` (the same keyed noise
-    per task), with the length limit ANSWER_TOKENS (a model that lost EOS is not decoded to 96 tokens) and all
-    prompts in one batch (the keyed sampler's draws do not depend on batching)."""
-    from langplay.config import SamplingConfig
-    from langplay.evaluation.tinyworld import stable_id
-    from langplay.sampling.hf import HFSampler
-    from langplay.sampling.keys import key_of
-
-    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=ANSWER_TOKENS), policy)
-    drawn = sampler.generate([policy.format_prompt(t.prompt) for t in tasks], k,
-                             [key_of(seed, t.seed, stable_id(t.family)) for t in tasks])
-    return ([drawn.texts[i * k : (i + 1) * k] for i in range(len(tasks))],
-            [drawn.finished[i * k : (i + 1) * k] for i in range(len(tasks))])
-
-
-def pool_stats(tasks, pools, scores, finished) -> dict:
-    from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
-
-    flat = [s for row in scores for s in row]
-    return {
-        "accuracy": statistics.mean(float(s == 1.0) for s in flat),
-        "score": statistics.mean(flat),
-        "self_bleu": self_bleu_per_prompt(pools, max_n=SELF_BLEU_N, tokenize=characters),
-        "distinct_2": statistics.mean(distinct_n(pool, 2, characters) for pool in pools),
-        "distinct_answers": statistics.mean(len({p.strip() for p in pool}) / len(pool) for pool in pools),
-        "length": statistics.mean(len(p) for pool in pools for p in pool),
-        "truncated": statistics.mean(float(not f) for row in finished for f in row),
-    }
-
-
 def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
     """Spearman, over all sampled responses, of the checker's score with the extracted reward (sum of the implicit
     rewards under this model, at the preset's gamma; a response that ended with EOS is terminal, one cut at the limit is
     bootstrapped) and with log pi(y|x) for comparison; and the mean per-token entropy of the model on its own
     samples."""
-    from langplay.evaluation.metrics import mean_token_entropy
+    from langplay.evaluation.metrics import mean_token_entropy, spearman
     from langplay.policy import completion_logprob_sums
     from langplay.rewards.implicit import implicit_rewards
 
@@ -276,7 +221,18 @@ def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
     return out
 
 
+def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """tinyworld's `answer` with this experiment's length limit, ANSWER_TOKENS (a model that lost EOS is not decoded
+    to 96 tokens), and whether each response ended with EOS; all prompts in one batch, as the saved results were
+    sampled."""
+    from langplay.evaluation.tinyworld import answer
+
+    return answer(policy, tasks, n=k, temperature=temperature, seed=seed, batch_prompts=len(tasks),
+                  max_new_tokens=ANSWER_TOKENS, with_finished=True)
+
+
 def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
+    from langplay.evaluation.metrics import characters, pool_stats
     from langplay.evaluation.tinyworld import held_out_tasks, load_policy
     from langplay.tinyworld.tasks import check
 
@@ -291,7 +247,8 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
         cell = {}
         for kind in KINDS:
             index = [i for i, t in enumerate(tasks) if kind_of(t) == kind]
-            cell[kind] = pool_stats(*([part[i] for i in index] for part in (tasks, pools, scores, finished)))
+            cell[kind] = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)),
+                                    max_n=SELF_BLEU_N, tokenize=characters)
         report["temperatures"][f"{temperature:g}"] = cell
         if temperature == reward_temperature:
             report["rewards"] = {"temperature": temperature,
@@ -441,11 +398,18 @@ def mean_of(values) -> float:
 
 
 def label(method: str) -> str:
+    if method == "base":
+        return "base model"
     return METHODS[method][0] if method in METHODS else method
 
 
 def methods_in(runs: list[dict]) -> list[str]:
     return [m for m in METHODS if any(r["method"] == m for r in runs)]
+
+
+def reports_of(results: dict, method: str) -> list[dict]:
+    """The base model's report for "base", else the runs of `method` (one per seed)."""
+    return [results["base"]] if method == "base" else [r for r in results["runs"] if r["method"] == method]
 
 
 def tail_mean(values, n: int = 5) -> float:
@@ -454,9 +418,21 @@ def tail_mean(values, n: int = 5) -> float:
 
 
 def write_markdown(results: dict, folder: Path) -> None:
-    s, runs, base = results["settings"], results["runs"], results["base"]
-    temps = [f"{t:g}" for t in s["temperatures"]]
+    temps = [f"{t:g}" for t in results["settings"]["temperatures"]]
     hot = temps[-1] if "1" not in temps else "1"
+    lines = [*introduction(results["settings"], temps), *held_out_section(results, hot),
+             *frontier_section(results, temps), *reward_section(results, hot), *training_section(results),
+             *small_data_section(results),
+             "", "Plot: `irl_tinyworld.png` (accuracy against Self-BLEU, one point per method and temperature, "
+             "exact and open families; small-data NLL curves, held-out solid, training dashed).", ""]
+    reading = folder / "irl_tinyworld_reading.md"
+    if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
+        lines += [reading.read_text()]
+    (folder / "irl_tinyworld.md").write_text("\n".join(lines))
+
+
+def regenerate_command(s: dict, temps: list[str]) -> str:
+    """The command line that reproduces the results; options at their defaults are left out."""
     command = (f"python experiments/irl_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
                f"--per-level {s['per_level']} --k {s['k']} --temperatures {' '.join(temps)} "
                f"--small-demos {s['small_demos']} --small-steps {s['small_steps']} "
@@ -465,17 +441,22 @@ def write_markdown(results: dict, folder: Path) -> None:
         command += f" --methods {' '.join(s['methods'])}"
     if s["small_methods"] != ["mle", "irl-0.2"]:
         command += f" --small-methods {' '.join(s['small_methods'])}"
-    lr_note = f" except lr {s['lr']:g}" if s.get("lr") else ""
     if s.get("lr"):
         command += f" --lr {s['lr']:g}"
-    lines = [
+    return command
+
+
+def introduction(s: dict, temps: list[str]) -> list[str]:
+    lr_note = f" except lr {s['lr']:g}" if s.get("lr") else ""
+    return [
         "# IRL in tinyworld: MLE vs MLE + entropy vs offline IRL (λ sweep) vs online IRL", "",
-        f"Regenerate: `{command}` (tables and plot alone: add `--report-only`). From the shipped base model; "
-        "demonstrations from the training split, families of kind exact (add, count, max, reverse: one reference) "
-        f"and open (between, letters, sum_to: {K_OPEN} different valid answers per prompt, in the same batch), half "
-        f"the rows each. Every method: {s['steps']} steps of 16 rows, the lr and length limit of "
-        f"`presets/irl_tinyworld.yaml`{lr_note}, gamma {s.get('gamma', 1.0):g}; online IRL: a quarter of each batch's rows are the model's own "
-        f"samples of the step's prompts (temperature 1, at most {ANSWER_TOKENS} tokens). Held-out prompts: "
+        f"Regenerate: `{regenerate_command(s, temps)}` (tables and plot alone: add `--report-only`). From the shipped "
+        "base model; demonstrations from the training split, families of kind exact (add, count, max, reverse: one "
+        f"reference) and open (between, letters, sum_to: {K_OPEN} different valid answers per prompt, in the same "
+        f"batch), half the rows each. Every method: {s['steps']} steps of 16 rows, the lr and length limit of "
+        f"`presets/irl_tinyworld.yaml`{lr_note}, gamma {s.get('gamma', 1.0):g}; online IRL: a quarter of each batch's "
+        f"rows are the model's own samples of the step's prompts (temperature 1, at most {ANSWER_TOKENS} tokens). "
+        "Held-out prompts: "
         f"{s['per_level']} per family and level ({s['per_level'] * 28} prompts), {s['k']} samples each at "
         f"temperatures {', '.join(temps)}. Accuracy: checker == 1, over all samples; score: mean checker score. "
         f"Self-BLEU: per prompt over its {s['k']} samples (pool = the other samples), BLEU-{SELF_BLEU_N} on "
@@ -485,92 +466,106 @@ def write_markdown(results: dict, folder: Path) -> None:
         "the share of samples without EOS, a sign of a model that lost its stopping); token entropy: the model's "
         "mean next-token entropy on its own samples. "
         "Reference NLL: per-token NLL of held-out references (open prompts: "
-        f"{K_OPEN} valid answers each). Mean ± standard deviation over seeds.", "",
-        f"## Held-out results at temperature {hot}", "",
-        "| method | acc exact | acc open | score open | Self-BLEU exact | Self-BLEU open | distinct-2 open | "
-        "distinct answers open | ref NLL exact | ref NLL open | token entropy | cut at limit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{K_OPEN} valid answers each). Mean ± standard deviation over seeds.",
     ]
 
-    def row(name: str, reports: list[dict]) -> str:
-        cell = lambda kind, key: mean_sd([r["temperatures"][hot][kind][key] for r in reports])
-        return (f"| {name} | {cell('exact', 'accuracy')} | {cell('open', 'accuracy')} | {cell('open', 'score')} | "
-                f"{cell('exact', 'self_bleu')} | {cell('open', 'self_bleu')} | {cell('open', 'distinct_2')} | "
-                f"{cell('open', 'distinct_answers')} | "
-                f"{mean_sd([r['reference_nll'].get('exact') for r in reports])} | "
-                f"{mean_sd([r['reference_nll'].get('open') for r in reports])} | "
-                f"{mean_sd([r['rewards']['all']['token_entropy'] for r in reports if 'rewards' in r])} | "
-                f"{mean_sd([mean_of([r['temperatures'][hot][k].get('truncated') for k in KINDS]) for r in reports])} |")
 
-    lines.append(row("base model", [base]))
-    for method in methods_in(runs):
-        lines.append(row(label(method), [r for r in runs if r["method"] == method]))
-    lines += ["", "## Accuracy–diversity frontier (means over seeds)", "",
-              "| method | T | acc exact | Self-BLEU exact | distinct answers exact | acc open | score open | "
-              "Self-BLEU open | distinct-2 open |", "|---|---|---|---|---|---|---|---|---|"]
-    for method in ["base"] + methods_in(runs):
-        reports = [base] if method == "base" else [r for r in runs if r["method"] == method]
+def held_out_section(results: dict, hot: str) -> list[str]:
+    """Accuracy, diversity, reference NLL and the share cut at the limit, at temperature `hot` (1, or the last
+    one), mean ± sd over seeds."""
+    def row(method: str) -> list[str]:
+        reports = reports_of(results, method)
+        cell = lambda kind, key: mean_sd([r["temperatures"][hot][kind][key] for r in reports])
+        return [label(method), cell("exact", "accuracy"), cell("open", "accuracy"), cell("open", "score"),
+                cell("exact", "self_bleu"), cell("open", "self_bleu"), cell("open", "distinct_2"),
+                cell("open", "distinct_answers"),
+                mean_sd([r["reference_nll"].get("exact") for r in reports]),
+                mean_sd([r["reference_nll"].get("open") for r in reports]),
+                mean_sd([r["rewards"]["all"]["token_entropy"] for r in reports if "rewards" in r]),
+                mean_sd([mean_of([r["temperatures"][hot][k].get("truncated") for k in KINDS]) for r in reports])]
+
+    header = ["method", "acc exact", "acc open", "score open", "Self-BLEU exact", "Self-BLEU open", "distinct-2 open",
+              "distinct answers open", "ref NLL exact", "ref NLL open", "token entropy", "cut at limit"]
+    return ["", f"## Held-out results at temperature {hot}", "",
+            *table(header, [row(m) for m in ["base", *methods_in(results["runs"])]])]
+
+
+def frontier_section(results: dict, temps: list[str]) -> list[str]:
+    """Accuracy against diversity at every sampling temperature, means over seeds."""
+    rows = []
+    for method in ["base", *methods_in(results["runs"])]:
+        reports = reports_of(results, method)
         for t in temps:
             m = lambda kind, key: f"{mean_of([r['temperatures'][t][kind][key] for r in reports]):.3f}"
-            lines.append(f"| {'base model' if method == 'base' else label(method)} | {t} | {m('exact', 'accuracy')} | "
-                         f"{m('exact', 'self_bleu')} | {m('exact', 'distinct_answers')} | {m('open', 'accuracy')} | "
-                         f"{m('open', 'score')} | {m('open', 'self_bleu')} | {m('open', 'distinct_2')} |")
-    rt = float(base.get("rewards", {}).get("temperature", hot))
-    lines += ["", f"## Extracted reward vs checker score (Spearman, samples at temperature {rt:g})", "",
-              "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_t+1) under the "
-              f"trained model itself (gamma {s.get('gamma', 1.0):g}; EOS: terminal; at gamma 1 it equals log pi(y|x) + "
-              "V(s_0)); pooled over all "
-              f"{s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.", "",
-              "| method | ρ reward, all | ρ reward, exact | ρ reward, open | ρ log-lik, all | ρ log-lik, open |",
-              "|---|---|---|---|---|---|"]
-    for method in ["base"] + methods_in(runs):
-        reports = [base] if method == "base" else [r for r in runs if r["method"] == method and "rewards" in r]
+            rows.append([label(method), t, m("exact", "accuracy"), m("exact", "self_bleu"),
+                         m("exact", "distinct_answers"), m("open", "accuracy"), m("open", "score"),
+                         m("open", "self_bleu"), m("open", "distinct_2")])
+    header = ["method", "T", "acc exact", "Self-BLEU exact", "distinct answers exact", "acc open", "score open",
+              "Self-BLEU open", "distinct-2 open"]
+    return ["", "## Accuracy–diversity frontier (means over seeds)", "", *table(header, rows)]
+
+
+def reward_section(results: dict, hot: str) -> list[str]:
+    """Spearman of the extracted reward (and of log pi alone) with the checker's score."""
+    s = results["settings"]
+    rows = []
+    for method in ["base", *methods_in(results["runs"])]:
+        reports = [r for r in reports_of(results, method) if method == "base" or "rewards" in r]
         rho = lambda kind, key: mean_sd([r["rewards"][kind][key] for r in reports])
-        lines.append(f"| {'base model' if method == 'base' else label(method)} | {rho('all', 'spearman_reward')} | "
-                     f"{rho('exact', 'spearman_reward')} | {rho('open', 'spearman_reward')} | "
-                     f"{rho('all', 'spearman_loglik')} | {rho('open', 'spearman_loglik')} |")
-    lines += ["", "## Training (mean of the last 5 steps)", "",
-              "The TD term (mean squared implicit reward on demonstration tokens) and V (mean soft value on them) "
-              "are logged apart: V is a free shift of the logits.", "",
-              "| method | NLL | TD term | mean V | entropy | s/step | train s/run |", "|---|---|---|---|---|---|---|"]
-    for method in methods_in(runs):
-        mine = [r for r in runs if r["method"] == method]
+        rows.append([label(method), rho("all", "spearman_reward"), rho("exact", "spearman_reward"),
+                     rho("open", "spearman_reward"), rho("all", "spearman_loglik"), rho("open", "spearman_loglik")])
+    rt = float(results["base"].get("rewards", {}).get("temperature", hot))
+    return ["", f"## Extracted reward vs checker score (Spearman, samples at temperature {rt:g})", "",
+            "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_t+1) under the "
+            f"trained model itself (gamma {s.get('gamma', 1.0):g}; EOS: terminal; at gamma 1 it equals log pi(y|x) + "
+            "V(s_0)); pooled over all "
+            f"{s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.", "",
+            *table(["method", "ρ reward, all", "ρ reward, exact", "ρ reward, open", "ρ log-lik, all",
+                    "ρ log-lik, open"], rows)]
+
+
+def training_section(results: dict) -> list[str]:
+    rows = []
+    for method in methods_in(results["runs"]):
+        mine = reports_of(results, method)
         tail = lambda key: mean_sd([tail_mean(r["train"].get(key)) for r in mine])
-        lines.append(f"| {label(method)} | {tail('nll')} | {tail('td')} | {tail('value')} | {tail('entropy')} | "
-                     f"{mean_sd([r['train']['seconds_per_step'] for r in mine])} | "
-                     f"{mean_sd([r['train_seconds'] for r in mine])} |")
-    small = results.get("small", [])
-    if small:
-        init = small[0]["init"]
-        where = ("from scratch (character Llama, hidden 128, 2 layers, lr "
-                 f"{SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})" if init == "scratch"
-                 else "from the shipped base model (lr of the preset)")
-        epochs = s["small_steps"] * 16 / max(1, small[0]["demos"])
-        lines += ["", "## Small-data regime", "",
-                  f"{small[0]['demos']} demonstrations (the same mix), {s['small_steps']} steps of 16 rows (about "
-                  f"{epochs:.0f} epochs), {where}; the same settings for both methods. NLL: per token, of held-out "
-                  f"references ({s['small_probe_per_level']} prompts per family and level) and of the first 64 "
-                  f"training demonstrations, every {s['small_eval_every']} steps. Accuracy: near-greedy, the "
-                  "held-out probe prompts, at the end.", "",
-                  "| method | held-out NLL start | min (step) | final | final − min | train NLL final | "
-                  "accuracy | score |", "|---|---|---|---|---|---|---|---|"]
-        for method in methods_in(small):
-            mine = [r for r in small if r["method"] == method]
-            best = [min(range(len(r["heldout_nll"])), key=r["heldout_nll"].__getitem__) for r in mine]
-            steps = ", ".join(str(r["step"][i]) for r, i in zip(mine, best))
-            lines.append(
-                f"| {label(method)} | {mean_sd([r['heldout_nll'][0] for r in mine])} | "
-                f"{mean_sd([r['heldout_nll'][i] for r, i in zip(mine, best)])} ({steps}) | "
-                f"{mean_sd([r['heldout_nll'][-1] for r in mine])} | "
-                f"{mean_sd([r['heldout_nll'][-1] - r['heldout_nll'][i] for r, i in zip(mine, best)])} | "
-                f"{mean_sd([r['train_nll'][-1] for r in mine])} | {mean_sd([r['accuracy'] for r in mine])} | "
-                f"{mean_sd([r['score'] for r in mine])} |")
-    lines += ["", "Plot: `irl_tinyworld.png` (accuracy against Self-BLEU, one point per method and temperature, "
-              "exact and open families; small-data NLL curves, held-out solid, training dashed).", ""]
-    reading = folder / "irl_tinyworld_reading.md"
-    if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
-        lines += [reading.read_text()]
-    (folder / "irl_tinyworld.md").write_text("\n".join(lines))
+        rows.append([label(method), tail("nll"), tail("td"), tail("value"), tail("entropy"),
+                     mean_sd([r["train"]["seconds_per_step"] for r in mine]),
+                     mean_sd([r["train_seconds"] for r in mine])])
+    return ["", "## Training (mean of the last 5 steps)", "",
+            "The TD term (mean squared implicit reward on demonstration tokens) and V (mean soft value on them) "
+            "are logged apart: V is a free shift of the logits.", "",
+            *table(["method", "NLL", "TD term", "mean V", "entropy", "s/step", "train s/run"], rows)]
+
+
+def small_data_section(results: dict) -> list[str]:
+    """Held-out NLL at the start, at its minimum and at the end (over-fitting shows as final − min); none without
+    small-data runs."""
+    s, small = results["settings"], results.get("small", [])
+    if not small:
+        return []
+    rows = []
+    for method in methods_in(small):
+        mine = [r for r in small if r["method"] == method]
+        best = [min(range(len(r["heldout_nll"])), key=r["heldout_nll"].__getitem__) for r in mine]
+        steps = ", ".join(str(r["step"][i]) for r, i in zip(mine, best))
+        rows.append([label(method), mean_sd([r["heldout_nll"][0] for r in mine]),
+                     f"{mean_sd([r['heldout_nll'][i] for r, i in zip(mine, best)])} ({steps})",
+                     mean_sd([r["heldout_nll"][-1] for r in mine]),
+                     mean_sd([r["heldout_nll"][-1] - r["heldout_nll"][i] for r, i in zip(mine, best)]),
+                     mean_sd([r["train_nll"][-1] for r in mine]), mean_sd([r["accuracy"] for r in mine]),
+                     mean_sd([r["score"] for r in mine])])
+    where = (f"from scratch (character Llama, hidden 128, 2 layers, lr {SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})"
+             if small[0]["init"] == "scratch" else "from the shipped base model (lr of the preset)")
+    epochs = s["small_steps"] * 16 / max(1, small[0]["demos"])
+    header = ["method", "held-out NLL start", "min (step)", "final", "final − min", "train NLL final", "accuracy",
+              "score"]
+    return ["", "## Small-data regime", "",
+            f"{small[0]['demos']} demonstrations (the same mix), {s['small_steps']} steps of 16 rows (about "
+            f"{epochs:.0f} epochs), {where}; the same settings for both methods. NLL: per token, of held-out "
+            f"references ({s['small_probe_per_level']} prompts per family and level) and of the first 64 "
+            f"training demonstrations, every {s['small_eval_every']} steps. Accuracy: near-greedy, the "
+            "held-out probe prompts, at the end.", "", *table(header, rows)]
 
 
 def plot(results: dict, folder: Path) -> None:
@@ -579,20 +574,20 @@ def plot(results: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs, base, small = results["runs"], results["base"], results.get("small", [])
+    runs, small = results["runs"], results.get("small", [])
     temps = [f"{t:g}" for t in results["settings"]["temperatures"]]
     markers = ["o", "s", "^", "D", "v"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colours = {m: f"C{i}" for i, m in enumerate(["base", *METHODS])}
     for ax, kind in zip(axes[:2], KINDS):
         for method in ["base"] + methods_in(runs):
-            reports = [base] if method == "base" else [r for r in runs if r["method"] == method]
+            reports = reports_of(results, method)
             xs = [mean_of([r["temperatures"][t][kind]["self_bleu"] for r in reports]) for t in temps]
             ys = [mean_of([r["temperatures"][t][kind]["accuracy"] for r in reports]) for t in temps]
             ax.plot(xs, ys, "-", color=colours[method], alpha=0.5)
             for i, (x, y) in enumerate(zip(xs, ys)):
                 ax.scatter([x], [y], color=colours[method], marker=markers[i % len(markers)],
-                           label=("base model" if method == "base" else label(method)) if i == 0 else None)
+                           label=label(method) if i == 0 else None)
         ax.set(title=f"{kind} families: accuracy vs diversity", xlabel=f"per-prompt Self-BLEU (lower = more diverse)",
                ylabel="accuracy (checker == 1)")
         ax.grid(alpha=0.3)

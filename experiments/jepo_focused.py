@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results  # noqa: E402
+from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results, table  # noqa: E402
 from jepo_tinyworld import VERIFIER, method_overrides  # noqa: E402
 
 ORACLE = "langplay.tinyworld.datasets:checker_reward"
@@ -156,19 +156,25 @@ def write_markdown(results: dict, folder: Path) -> None:
                   f"Level chosen on tune instances (base sampled accuracy by level: {tune}).", "",
                   f"Base model on test instances (the same prompts for every run): sampled "
                   f"accuracy {base['sampled']:.3f}, near-greedy {base['greedy']:.3f}, proxy NLL {base['nll']:.3f}.", "",
-                  "| method | sampled accuracy | near-greedy accuracy | proxy NLL | runs |", "|---|---|---|---|---|"]
-        for method in FOCUS[focus][1]:
-            runs = [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
-            if runs:
-                cells = [gain_cell(runs, key, base[key]) for key in ("sampled", "greedy", "nll")]
-                lines.append(f"| {method} | {' | '.join(cells)} | {len(runs)} |")
-        lines.append("")
+                  *table(["method", "sampled accuracy", "near-greedy accuracy", "proxy NLL", "runs"],
+                         gain_rows(results, focus)), ""]
     lines += ["Plot: `jepo_focused.png` (sampled accuracy gain by method; dots are seeds). Absolute values: "
               "`jepo_focused.json`.", ""]
     reading = folder / "jepo_focused_reading.md"
     if reading.is_file():
         lines += [reading.read_text()]
     (folder / "jepo_focused.md").write_text("\n".join(lines))
+
+
+def gain_rows(results: dict, focus: str) -> list[list[str]]:
+    """Per method that ran: its gains over the base model (sampled, near-greedy, proxy NLL) and its number of runs."""
+    base, rows = results["base"][focus], []
+    for method in FOCUS[focus][1]:
+        runs = [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
+        if runs:
+            rows.append([method, *(gain_cell(runs, key, base[key]) for key in ("sampled", "greedy", "nll")),
+                         str(len(runs))])
+    return rows
 
 
 def plot(results: dict, path: Path) -> None:

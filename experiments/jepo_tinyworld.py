@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, mean_sd, provenance, run_folder, saved_results  # noqa: E402
+from common import experiment_parser, finished, mean_sd, provenance, run_folder, saved_results, table  # noqa: E402
 SPLITS = {
     "verifiable": {"families": ["word_problem"], "verified": ["word_problem"]},
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
@@ -131,30 +131,36 @@ def write_markdown(results: dict, folder: Path) -> None:
         "(lower is better). Mean ± standard deviation over seeds.", "",
     ]
     for split, spec in SPLITS.items():
-        base = results["base"][split]
+        header = ["method", "accuracy", "proxy NLL", *(f"{f} acc / NLL" for f in spec["families"])]
         lines += [f"## {split}: families {', '.join(spec['families'])}; verifier on "
-                  f"{', '.join(spec['verified']) or 'nothing'}", "",
-                  "| method | accuracy | proxy NLL | " + " | ".join(f"{f} acc / NLL" for f in spec["families"]) + " |",
-                  "|---|---|---|" + "---|" * len(spec["families"]),
-                  f"| base model | {base['accuracy']:.3f} | {base['nll']:.3f} | " + " | ".join(
-                      f"{base['by_family'][f]['accuracy']:.3f} / {base['by_family'][f]['nll']:.2f}"
-                      for f in spec["families"]) + " |"]
-        for method in METHODS:
-            mine = [r for r in results["runs"] if r["method"] == method and r["split"] == split]
-            if not mine:
-                lines.append(f"| {method} | — | — | " + " | ".join("—" for _ in spec["families"]) + " |")
-                continue
-            lines.append(f"| {method} | {mean_sd([r['accuracy'] for r in mine])} | {mean_sd([r['nll'] for r in mine])} | "
-                         + " | ".join(f"{statistics.mean(r['by_family'][f]['accuracy'] for r in mine):.3f} / "
-                                      f"{statistics.mean(r['by_family'][f]['nll'] for r in mine):.2f}"
-                                      for f in spec["families"]) + " |")
-        lines.append("")
+                  f"{', '.join(spec['verified']) or 'nothing'}", "", *table(header, split_rows(results, split)), ""]
     lines += ["RL and JEPO + RL need a verifier: they do not run on the unverifiable split. "
               "Plot: `jepo_tinyworld.png` (accuracy and proxy NLL by method and split).", ""]
     reading = folder / "jepo_tinyworld_reading.md"
     if reading.is_file():  # the written reading of the numbers, kept apart so the table can be regenerated
         lines += [reading.read_text()]
     (folder / "jepo_tinyworld.md").write_text("\n".join(lines))
+
+
+def split_rows(results: dict, split: str) -> list[list[str]]:
+    """The base model's row, then one per method: mean ± sd over seeds overall, means by family."""
+    families, base = SPLITS[split]["families"], results["base"][split]
+    rows = [["base model", f"{base['accuracy']:.3f}", f"{base['nll']:.3f}",
+             *(family_cell([base], f) for f in families)]]
+    for method in METHODS:
+        mine = [r for r in results["runs"] if r["method"] == method and r["split"] == split]
+        if not mine:  # RL needs a verifier: a row of dashes where the split has none
+            rows.append([method, "—", "—", *("—" for _ in families)])
+            continue
+        rows.append([method, mean_sd([r["accuracy"] for r in mine]), mean_sd([r["nll"] for r in mine]),
+                     *(family_cell(mine, f) for f in families)])
+    return rows
+
+
+def family_cell(reports: list[dict], family: str) -> str:
+    """'accuracy / proxy NLL' of one family, means over the reports."""
+    accuracy = statistics.mean(r["by_family"][family]["accuracy"] for r in reports)
+    return f"{accuracy:.3f} / {statistics.mean(r['by_family'][family]['nll'] for r in reports):.2f}"
 
 
 def plot(results: dict, folder: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results  # noqa: E402
+from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results, table  # noqa: E402
 PRESET = ROOT / "src" / "langplay" / "presets" / "lsp_demo.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
@@ -108,19 +108,26 @@ def write_markdown(results: dict, folder: Path) -> None:
         "temperature 1 (4 answers each); the other nine families near-greedy, 8 prompts per family and level. "
         "Differences to the base model, mean ± standard deviation over seeds.", "",
         f"Base model: `max` {base_max:.3f} near-greedy, {base['sampled']:.3f} sampled; other families {base['others']:.3f}.",
-        "", "| run | `max` near-greedy | win rate on `max` | `max` sampled | other families |", "|---|---|---|---|---|",
+        "", *table(["run", "`max` near-greedy", "win rate on `max`", "`max` sampled", "other families"],
+                   gain_rows(results)),
+        "", "Plot: `lsp_steered.png` (the gains by run; dots are seeds).",
     ]
-    for name in RUNS:
-        runs = [r for r in results["runs"] if r["name"] == name]
-        if runs:
-            wins = statistics.mean(r["win_rate"] for r in runs)
-            lines.append(f"| {name} | {gain_cell(runs, 'score', base_max)} | {wins:.3f} | "
-                         f"{gain_cell(runs, 'sampled', base['sampled'])} | {gain_cell(runs, 'others', base['others'])} |")
-    lines += ["", "Plot: `lsp_steered.png` (the gains by run; dots are seeds)."]
     reading = folder / "lsp_steered_reading.md"
     if reading.is_file():
         lines += ["", reading.read_text()]
     (folder / "lsp_steered.md").write_text("\n".join(lines) + "\n")
+
+
+def gain_rows(results: dict) -> list[list[str]]:
+    """Per run name that ran: its gains over the base model and its mean win rate on `max`."""
+    base, base_max, rows = results["base"], results["runs"][0]["baseline_score"], []
+    for name in RUNS:
+        runs = [r for r in results["runs"] if r["name"] == name]
+        if runs:
+            wins = statistics.mean(r["win_rate"] for r in runs)
+            rows.append([name, gain_cell(runs, "score", base_max), f"{wins:.3f}",
+                         gain_cell(runs, "sampled", base["sampled"]), gain_cell(runs, "others", base["others"])])
+    return rows
 
 
 def plot(results: dict, path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, mean_sd, provenance, run_folder  # noqa: E402
+from common import experiment_parser, finished, mean_sd, provenance, run_folder, table  # noqa: E402
 METHODS = {
     "GRPO (data)": "src/langplay/presets/grpo_tinyworld.yaml",
     "LSP-Zero": "src/langplay/presets/lsp_zero_tinyworld.yaml",
@@ -131,6 +131,7 @@ def level_means(table: list[dict]) -> dict:
 
 def write_markdown(results: dict, folder: Path) -> None:
     runs, s = results["runs"], results["settings"]
+    families, levels = sorted(runs[0]["by_family"]), sorted(runs[0]["by_level"])
     lines = [
         "# LSP in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data)",
         "",
@@ -142,48 +143,17 @@ def write_markdown(results: dict, folder: Path) -> None:
         "",
         f"Base model: mean score {results['base']['score']:.3f}, accuracy {results['base']['accuracy']:.3f}.",
         "",
-        "| method | win rate vs base | mean score | accuracy | valid queries (last step) |",
-        "|---|---|---|---|---|",
+        *table(["method", "win rate vs base", "mean score", "accuracy", "valid queries (last step)"],
+               summary_rows(runs)),
+        "", "Mean score by family (held-out):", "",
+        *table(["method", *families], breakdown_rows(results, "by_family", families)),
+        "", "Mean score by level (held-out):", "",
+        *table(["method", *(f"level {l}" for l in levels)], breakdown_rows(results, "by_level", levels)),
     ]
-    for method in METHODS:
-        mine = [r for r in runs if r["method"] == method]
-        if not mine:
-            continue
-        valid = [r["valid_queries"][-1] for r in mine if r["valid_queries"][-1] is not None]
-        lines.append(f"| {method} | {mean_sd([r['win_rate'] for r in mine])} | {mean_sd([r['score'] for r in mine])} | "
-                     f"{mean_sd([r['accuracy'] for r in mine])} | {mean_sd(valid) if valid else '—'} |")
-    families = sorted(runs[0]["by_family"])
-    lines += ["", "Mean score by family (held-out):", "",
-              "| method | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
-    if "by_family" in results["base"]:
-        lines.append("| base model | " + " | ".join(f"{results['base']['by_family'][f]:.3f}" for f in families) + " |")
-    for method in METHODS:
-        mine = [r for r in runs if r["method"] == method]
-        if mine:
-            lines.append(f"| {method} | " + " | ".join(f"{statistics.mean(r['by_family'][f] for r in mine):.3f}"
-                                                    for f in families) + " |")
-    levels = sorted(runs[0]["by_level"])
-    lines += ["", "Mean score by level (held-out):", "", "| method | " + " | ".join(f"level {l}" for l in levels) + " |",
-              "|---|" + "---|" * len(levels)]
-    if "by_level" in results["base"]:
-        lines.append("| base model | " + " | ".join(f"{results['base']['by_level'][l]:.3f}" for l in levels) + " |")
-    for method in METHODS:
-        mine = [r for r in runs if r["method"] == method]
-        if mine:
-            lines.append(f"| {method} | " + " | ".join(f"{statistics.mean(r['by_level'][l] for r in mine):.3f}"
-                                                    for l in levels) + " |")
     if "sampled_by_family" in results["base"]:
         lines += sampled_table(results)
     lines += ["", "Where the challenger's queries went (first 5 steps -> last 5 steps, all seeds pooled):", ""]
-    for method in ("LSP-Zero", "LSP"):
-        mine = [r for r in runs if r["method"] == method]
-        if mine:
-            first = statistics.mean(r["queries_first"]["valid"] for r in mine)
-            last = statistics.mean(r["queries_last"]["valid"] for r in mine)
-            mix = lambda key: ", ".join(f"L{l} {statistics.mean(r[key]['levels'].get(l, 0) for r in mine):.2f}"
-                                        for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
-            lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
-                         f"{mix('queries_last')}")
+    lines += query_lines(runs)
     lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", ""]
     reading = folder / "lsp_tinyworld_reading.md"
     if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
@@ -191,24 +161,65 @@ def write_markdown(results: dict, folder: Path) -> None:
     (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
 
 
+def runs_of(runs: list[dict], method: str) -> list[dict]:
+    return [r for r in runs if r["method"] == method]
+
+
+def summary_rows(runs: list[dict]) -> list[list[str]]:
+    """Per method that ran: win rate, score, accuracy and the valid-query fraction of the last step, mean ± sd."""
+    rows = []
+    for method in METHODS:
+        mine = runs_of(runs, method)
+        if mine:
+            valid = [r["valid_queries"][-1] for r in mine if r["valid_queries"][-1] is not None]  # GRPO: no queries
+            rows.append([method, mean_sd([r["win_rate"] for r in mine]), mean_sd([r["score"] for r in mine]),
+                         mean_sd([r["accuracy"] for r in mine]), mean_sd(valid)])
+    return rows
+
+
+def breakdown_rows(results: dict, key: str, columns: list[str]) -> list[list[str]]:
+    """Mean score by family or by level (`key`: by_family, by_level): the base model's row where the results have
+    it, then one row per method, means over seeds."""
+    rows = []
+    if key in results["base"]:
+        rows.append(["base model", *(f"{results['base'][key][c]:.3f}" for c in columns)])
+    for method in METHODS:
+        mine = runs_of(results["runs"], method)
+        if mine:
+            rows.append([method, *(f"{statistics.mean(r[key][c] for r in mine):.3f}" for c in columns)])
+    return rows
+
+
+def query_lines(runs: list[dict]) -> list[str]:
+    """Per self-play method: the valid-query fraction and the level mix of the first and last 5 steps."""
+    lines = []
+    for method in ("LSP-Zero", "LSP"):
+        mine = runs_of(runs, method)
+        if mine:
+            first = statistics.mean(r["queries_first"]["valid"] for r in mine)
+            last = statistics.mean(r["queries_last"]["valid"] for r in mine)
+            mix = lambda key: ", ".join(f"L{l} {statistics.mean(r[key]['levels'].get(l, 0) for r in mine):.2f}"
+                                        for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
+            lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
+                         f"{mix('queries_last')}")
+    return lines
+
+
 def sampled_table(results: dict) -> list[str]:
     """Sampled scores by family, as differences to the base model (mean over seeds); all families and all but count."""
     base = results["base"]["sampled_by_family"]
     families = sorted(base)
-    lines = ["", f"Sampled at temperature {SAMPLED['temperature']:g} (the policy being trained; {SAMPLED['n']} answers "
-             f"per prompt, {SAMPLED['per_level']} prompts per family and level): difference to the base model, mean "
-             "over seeds.", "",
-             "| method | " + " | ".join(families) + " | all | all but count |", "|---|" + "---|" * (len(families) + 2),
-             "| base model (score) | " + " | ".join(f"{base[f]:.3f}" for f in families)
-             + f" | {statistics.mean(base.values()):.3f} | {statistics.mean(base[f] for f in families if f != 'count'):.3f} |"]
+    rows = [["base model (score)", *(f"{base[f]:.3f}" for f in families), f"{statistics.mean(base.values()):.3f}",
+             f"{statistics.mean(base[f] for f in families if f != 'count'):.3f}"]]
     for method in METHODS:
-        mine = [r for r in results["runs"] if r["method"] == method and "sampled_by_family" in r]
+        mine = [r for r in runs_of(results["runs"], method) if "sampled_by_family" in r]
         if mine:
             diff = {f: statistics.mean(r["sampled_by_family"][f] for r in mine) - base[f] for f in families}
-            lines.append(f"| {method} | " + " | ".join(f"{diff[f]:+.3f}" for f in families)
-                         + f" | {statistics.mean(diff.values()):+.3f} | "
-                         f"{statistics.mean(diff[f] for f in families if f != 'count'):+.3f} |")
-    return lines
+            rows.append([method, *(f"{diff[f]:+.3f}" for f in families), f"{statistics.mean(diff.values()):+.3f}",
+                         f"{statistics.mean(diff[f] for f in families if f != 'count'):+.3f}"])
+    return ["", f"Sampled at temperature {SAMPLED['temperature']:g} (the policy being trained; {SAMPLED['n']} answers "
+            f"per prompt, {SAMPLED['per_level']} prompts per family and level): difference to the base model, mean "
+            "over seeds.", "", *table(["method", *families, "all", "all but count"], rows)]
 
 
 def plot(results: dict, folder: Path) -> None:

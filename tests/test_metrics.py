@@ -6,7 +6,8 @@ import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from langplay.evaluation.metrics import (
-    characters, distinct_n, log_mean_exp, mean_token_entropy, ngram_entropy, self_bleu, self_bleu_per_prompt, win_rate,
+    characters, distinct_n, log_mean_exp, mean_token_entropy, ngram_entropy, pool_stats, ranks, self_bleu,
+    self_bleu_per_prompt, spearman, win_rate,
 )
 
 
@@ -87,3 +88,45 @@ def test_log_mean_exp():
     assert log_mean_exp([math.log(0.2), math.log(0.4)]) == pytest.approx(math.log(0.3))
     assert log_mean_exp([-1000.0, -1000.0]) == pytest.approx(-1000.0)
     assert log_mean_exp([-math.inf]) == -math.inf
+
+
+def test_ranks_share_the_mean_rank_on_ties():
+    assert ranks([30, 10, 20]) == [3, 1, 2]
+    assert ranks([5, 7, 5]) == [1.5, 3, 1.5]
+    assert ranks([2, 1, 2, 2]) == [3, 1, 3, 3]  # ranks 2, 3, 4 shared
+    assert ranks([]) == []
+
+
+def test_spearman_by_hand():
+    # no ties: 1 - 6 sum d^2 / (n (n^2 - 1)), d = rank differences [0, -1, 1, 0]
+    assert spearman([10, 20, 30, 40], [1, 3, 2, 4]) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert spearman([1, 2, 3], [1, 8, 27]) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman([1, 2, 3], [9, 4, 1]) == pytest.approx(-1.0)
+    # ties: Pearson on the ranks [1, 2.5, 2.5, 4] and [1, 2, 3, 4]: 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))
+    # ties on both sides: the ranks are uncorrelated (the no-ties formula would say 0.2)
+    assert spearman([1, 1, 2, 2], [1, 2, 1, 2]) == pytest.approx(0.0)
+
+
+def test_spearman_is_nan_when_a_side_is_constant():
+    assert math.isnan(spearman([1, 2, 3], [4, 4, 4]))
+    assert math.isnan(spearman([0.5, 0.5], [0.5, 0.5]))
+    assert math.isnan(spearman([1.0], [2.0]))
+    with pytest.raises(ValueError):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_pool_stats_by_hand():
+    pools = [["ab", "ab"], ["ab", "cde"]]
+    scores = [[1.0, 1.0], [1.0, 0.5]]
+    finished = [[True, True], [True, False]]
+    stats = pool_stats(pools, scores, finished, max_n=2, tokenize=characters)
+    assert stats == pytest.approx({
+        "accuracy": 3 / 4, "score": 3.5 / 4,
+        "self_bleu": (1 + 0) / 2,  # identical pair: 1; no shared character: 0
+        "distinct_2": (1 / 2 + 3 / 3) / 2,  # bigrams (ab, ab) and (ab, cd, de)
+        "distinct_answers": (1 / 2 + 2 / 2) / 2,
+        "length": (2 + 2 + 2 + 3) / 4, "truncated": 1 / 4,
+    })
+    words = pool_stats(pools, scores, finished, max_n=2)  # whitespace words: one token each, so no bigrams
+    assert words["distinct_2"] == 0.0

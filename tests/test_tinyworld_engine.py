@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from langplay.cli import app
-from langplay.evaluation.tinyworld import (answer, evaluate_world, held_out_tasks, load_policy, render_table,
-                                          task_scores)
+from langplay.evaluation.tinyworld import (MAX_NEW_TOKENS, answer, evaluate_world, held_out_tasks, load_policy,
+                                          render_table, task_scores)
 from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, training_rows
 from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse, split_of
@@ -68,6 +68,25 @@ def test_shipped_base_model_is_stronger_on_easy_levels(base):
         by_level.setdefault(task.level, []).append(check(task, response))
     assert statistics.mean(by_level[1]) >= 0.6
     assert statistics.mean(by_level[4]) <= statistics.mean(by_level[1]) - 0.15  # room to learn on the hardest
+
+
+def test_answer_says_which_responses_ended_with_eos_and_keeps_to_max_new_tokens(base):
+    tasks = held_out_tasks(per_level=1, families=["add", "spell"])  # answers of 2-4 characters, and long-form ones
+    draw = dict(n=2, temperature=1.0, seed=3)
+    full, full_ended = answer(base, tasks, **draw, with_finished=True)
+    assert answer(base, tasks, **draw) == full  # the default: the same responses, alone
+    cut, cut_ended = answer(base, tasks, **draw, max_new_tokens=4, with_finished=True)
+    assert len(cut) == len(cut_ended) == len(tasks) and all(len(r) == 2 for r in cut + cut_ended)
+    for responses, ended, limit in ((full, full_ended, MAX_NEW_TOKENS), (cut, cut_ended, 4)):
+        for text, finished in zip(sum(responses, []), sum(ended, [])):
+            # one token per character, EOS not in the text: a response without EOS fills the limit, one with it
+            # has room left for the EOS
+            tokens = len(base.encode(text))
+            assert tokens <= limit and finished == (tokens < limit), (text, finished, limit)
+    # the keyed noise is per position, so a response cut at 4 tokens is the start of the uncut one
+    for short, finished, whole in zip(sum(cut, []), sum(cut_ended, []), sum(full, [])):
+        assert whole.startswith(short) and (whole == short or not finished)
+    assert any(sum(cut_ended, [])) and not all(sum(cut_ended, []))  # both kinds were checked
 
 
 def test_evaluation_report_and_cli(base, tmp_path):

@@ -1,5 +1,5 @@
 """Metrics on texts and scores: win rate, diversity (distinct-n, Self-BLEU, n-gram entropy, token entropy),
-likelihood bounds.
+the statistics of k samples per prompt, Spearman's rank correlation, likelihood bounds.
 
 Self-BLEU, as fixed here (the papers that report it rarely say):
 - per text, BLEU of the text against all the *other* texts of its pool as references: nltk `sentence_bleu` with
@@ -18,6 +18,7 @@ distinct-n and n-gram entropy use the same `tokenize`.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from typing import Callable, Sequence
 
@@ -71,6 +72,52 @@ def self_bleu_per_prompt(groups: Sequence[Sequence[str]], max_n: int = 4, tokeni
     if not groups:
         raise ValueError("per-prompt Self-BLEU needs at least one group of samples")
     return sum(self_bleu(group, max_n, tokenize) for group in groups) / len(groups)
+
+
+def pool_stats(pools: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], finished: Sequence[Sequence[bool]],
+               max_n: int = 4, tokenize: Tokenize = str.split) -> dict:
+    """Quality and diversity of k samples per prompt: pools[i] holds prompt i's samples, scores[i] their checker
+    scores (1 = fully right) and finished[i] whether each ended with EOS. accuracy: the share of samples scoring 1;
+    score: the mean score; self_bleu: per-prompt Self-BLEU (order `max_n`); distinct_2: distinct-2 per prompt,
+    averaged; distinct_answers: distinct samples (ignoring surrounding space) / k, averaged; length: mean characters
+    per sample; truncated: the share of samples cut at the length limit (no EOS)."""
+    flat = [s for row in scores for s in row]
+    return {
+        "accuracy": statistics.mean(float(s == 1.0) for s in flat),
+        "score": statistics.mean(flat),
+        "self_bleu": self_bleu_per_prompt(pools, max_n=max_n, tokenize=tokenize),
+        "distinct_2": statistics.mean(distinct_n(pool, 2, tokenize) for pool in pools),
+        "distinct_answers": statistics.mean(len({p.strip() for p in pool}) / len(pool) for pool in pools),
+        "length": statistics.mean(len(p) for pool in pools for p in pool),
+        "truncated": statistics.mean(float(not f) for row in finished for f in row),
+    }
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's on average ranks (ties share their mean rank), as
+    scipy.stats.spearmanr (scipy is not a dependency). NaN when either side is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"Spearman needs pairs: {len(x)} x values, {len(y)} y values")
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of the values; tied values share the mean of the ranks they span ([5, 7, 5] -> [1.5, 3, 1.5])."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for m in range(i, j + 1):
+            out[order[m]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
 
 
 def mean_token_entropy(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,

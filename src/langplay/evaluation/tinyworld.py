@@ -53,16 +53,20 @@ def load_policy(model: str | Path | Policy) -> Policy:
 
 
 def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE, seed: int = 0,
-           batch_prompts: int = 64) -> list[list[str]]:
-    """n responses per task."""
-    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=MAX_NEW_TOKENS), policy)
-    responses = []
+           batch_prompts: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
+           with_finished: bool = False) -> list[list[str]] | tuple[list[list[str]], list[list[bool]]]:
+    """n responses per task, at most `max_new_tokens` tokens each; a task's keyed noise depends on (seed, task)
+    alone, not on the batching. `with_finished`: (responses, finished), finished[i][j] telling whether response j
+    of task i ended with EOS (False: it was cut at the limit)."""
+    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens), policy)
+    responses, finished = [], []
     for start in range(0, len(tasks), batch_prompts):
         chunk = tasks[start : start + batch_prompts]
         samples = sampler.generate([policy.format_prompt(t.prompt) for t in chunk], n,
                                    [key_of(seed, t.seed, stable_id(t.family)) for t in chunk])
         responses += [samples.texts[i * n : (i + 1) * n] for i in range(len(chunk))]
-    return responses
+        finished += [samples.finished[i * n : (i + 1) * n] for i in range(len(chunk))]
+    return (responses, finished) if with_finished else responses
 
 
 def task_scores(model, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE,
