@@ -33,6 +33,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+import step_cost  # noqa: E402  (the bf16 peak, shared with precision.py)
+
 # All the same length, so neither side pads prompts and both process the same number of tokens per step.
 PROMPTS = [f"Item {i:02d}: name a fruit." for i in range(16)]
 # Put before each prompt to lengthen it (--prompt-tokens): a word problem's worth of text.
@@ -92,7 +95,7 @@ def build_trl(args, model_dir: Path, dataset, steps: int, work: Path, times: lis
 
     config = GRPOConfig(
         output_dir=str(work / "trl"), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        use_cpu=True, bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=False,
         max_steps=steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
         optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0, seed=0,
         per_device_train_batch_size=args.prompts * args.group, gradient_accumulation_steps=1,  # one step = one batch
@@ -218,6 +221,8 @@ def main(argv=None) -> int:
                         help="torch threads for both (1: steadiest on a shared machine; see BENCHMARKS.md)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="afterwards, profile N steps of each and split their time by kind of operator")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="both: langplay's train.precision, TRL's bf16=True (autocast over float32 weights)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -245,6 +250,7 @@ def main(argv=None) -> int:
 
         lp = build_langplay(args, model_dir, data_path, work)
         lp_times, lp_collect, lp_lengths, trl_times, trl_lengths, trl_tokens = [], [], [], [], [], []
+        lp_update = []
         for r in range(args.rounds):
             for i in range(args.steps):
                 m = lp.train_step()
@@ -252,6 +258,7 @@ def main(argv=None) -> int:
                 if i:  # the block's first step is a warm-up
                     lp_times.append(m["time/step"])
                     lp_collect.append(m["time/collect"])
+                    lp_update.append(m["time/loss_backward"])
             times: list[float] = []
             trainer = build_trl(args, model_dir, dataset, args.steps, work, times)
             trainer.train()
@@ -263,6 +270,7 @@ def main(argv=None) -> int:
                   f"  |  TRL {', '.join(f'{t:.2f}' for t in times[1:])} s", flush=True)
             del trainer
         profile = profile_both(args, lp, model_dir, dataset, work) if args.profile else None
+        peak = step_cost.bf16_peak_tflops()
 
     prompt_tokens = len(lp.policy.encode(lp.policy.format_prompt(prompts[0])))
     lp_seq_tokens = args.prompts * args.group * (prompt_tokens + args.tokens)
@@ -286,12 +294,20 @@ def main(argv=None) -> int:
         "sequence_tokens_per_step": {"langplay": lp_seq_tokens, "trl": statistics.median(trl_tokens)},
         "model_tokens_per_pass": model_tokens,
         "model_token_ratio": model_tokens["langplay"] / model_tokens["trl"],
+        "precision": args.precision,
     }
+    # The training forward + backward as a fraction of the machine's bf16 matrix-product peak, as GPU people
+    # report MFU: 6 x parameters x the tokens the training pass runs, over its median time.
+    update = statistics.median(lp_update)
+    train_tflops = 6 * n_params * model_tokens["langplay"] / update / 1e12
+    result["training_pass"] = {"median_s": update, "tflops": train_tflops, "bf16_peak_tflops": peak,
+                               "fraction_of_bf16_peak": train_tflops / peak}
     v = result["versions"]
     print()
     print(f"machine: {result['machine']}; torch threads: {args.threads}")
     print(f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.2f}M parameters, float32, CPU")
+    print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.2f}M parameters, float32 "
+          f"weights, {args.precision}, CPU")
     print(f"step: {args.prompts} prompts of {prompt_tokens} tokens x {args.group} completions x {args.tokens} tokens, "
           f"beta {args.beta}, loss {args.loss}, lr {args.lr}")
     print(f"mean completion length: langplay {result['langplay']['mean_completion_length']:.2f}, "
@@ -304,7 +320,10 @@ def main(argv=None) -> int:
           f"{result['langplay']['median_collect_s']:.3f} s, update {lp_median - result['langplay']['median_collect_s']:.3f} s)")
     print(f"TRL:      median step {trl_median:.3f} s over {len(trl_times)} steps "
           f"({tokens_per_step / trl_median:.0f} generated tokens/s)")
-    print(f"ratio langplay / TRL: {result['ratio_langplay_over_trl']:.3f}  (target <= 0.7)")
+    print(f"ratio langplay / TRL: {result['ratio_langplay_over_trl']:.3f}  (targets: 0.7 at first, 0.33 since the scale-out issue)")
+    t = result["training_pass"]
+    print(f"training forward+backward: {t['median_s']:.3f} s, {t['tflops']:.3f} TFLOP/s = "
+          f"{t['fraction_of_bf16_peak']:.1%} of this machine's bf16 matmul peak ({t['bf16_peak_tflops']:.2f} TFLOP/s)")
     if profile:
         result["profile_s_per_step"] = {"steps": args.profile, **profile}
         print_profile(profile)

@@ -23,19 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import step_cost  # noqa: E402
 
 
-def bf16_peak_tflops(repeats: int = 20) -> float:
-    import torch
-
-    a, b = torch.randn(4096, 1024, dtype=torch.bfloat16), torch.randn(1024, 4096, dtype=torch.bfloat16)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return 2 * 4096 * 1024 * 4096 / statistics.median(times) / 1e12
-
-
 def trainer_for(hidden: int, precision: str, work: Path):
     import datasets
 
@@ -68,7 +55,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    peak = bf16_peak_tflops()
+    peak = step_cost.bf16_peak_tflops()
     print(f"bf16 matrix-product peak: {peak:.2f} TFLOP/s ({args.threads} threads)")
     out = {"threads": args.threads, "bf16_peak_tflops": peak, "sizes": {}}
     for hidden in args.hidden:

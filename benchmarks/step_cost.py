@@ -11,6 +11,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -76,3 +77,17 @@ def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: 
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "methods": result, **ratios}, indent=2))
     return 0
+
+
+def bf16_peak_tflops(repeats: int = 20) -> float:
+    """The machine's bf16 matrix-product rate (a 4096 x 1024 x 4096 product, median of `repeats`)."""
+    import torch
+
+    a, b = torch.randn(4096, 1024, dtype=torch.bfloat16), torch.randn(1024, 4096, dtype=torch.bfloat16)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * 4096 * 1024 * 4096 / statistics.median(times) / 1e12

@@ -91,3 +91,42 @@ def test_clipping_stops_the_gradient_outside_the_trust_region():
 
 def test_masked_mean_of_empty_mask_is_zero():
     assert masked_mean(torch.ones(2, 3), torch.zeros(2, 3), dim=1).tolist() == [0.0, 0.0]
+
+
+# -- sampler/trainer mismatch (GRPO's sampler_correction) ---------------------------------------------------------
+def test_truncated_importance_weights_by_hand():
+    from langplay.losses import sampler_mismatch, truncated_importance_weights
+
+    logp = torch.log(torch.tensor([[0.5, 0.2, 0.3]])).requires_grad_()
+    sampler = torch.log(torch.tensor([[0.25, 0.4, 0.3]]))
+    weights = truncated_importance_weights(logp, sampler, cap=1.5)
+    assert torch.allclose(weights, torch.tensor([[1.5, 0.5, 1.0]]))  # ratios 2 (capped), 0.5, 1
+    assert not weights.requires_grad
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert sampler_mismatch(logp, sampler, mask).item() == pytest.approx(math.log(2) + math.log(2))
+
+
+@pytest.mark.parametrize("mode", ["tis", "ppo"])
+def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(mode):
+    """Tokens drawn from a sampler q != pi: E_q[loss] with the correction has the gradient of the on-policy
+    objective E_pi[A grad log pi]; without it, E_q's gradient differs."""
+    from langplay.losses import clipped_policy_loss, truncated_importance_weights
+
+    theta = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)  # the sampler's probabilities
+    advantage = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+
+    def expected_gradient(correction: str) -> torch.Tensor:
+        logp = torch.log_softmax(theta, 0).view(3, 1)  # one one-token "sequence" per action
+        old = q.log().view(3, 1) if correction == "ppo" else logp.detach()
+        per_token = clipped_policy_loss(logp, old, advantage, eps_low=10.0)  # a clip wide enough not to act
+        if correction == "tis":
+            per_token = per_token * truncated_importance_weights(logp, q.log().view(3, 1), cap=100.0)
+        loss = (q.view(3, 1) * per_token).sum()  # the expectation over the sampler's draws
+        return torch.autograd.grad(loss, theta)[0]
+
+    pi = torch.softmax(theta, 0).detach()
+    logp = torch.log_softmax(theta, 0)
+    on_policy = torch.autograd.grad(-(pi * advantage * logp).sum(), theta)[0]
+    assert torch.allclose(expected_gradient(mode), on_policy, atol=1e-12)
+    assert not torch.allclose(expected_gradient("none"), on_policy, atol=1e-3)

@@ -158,3 +158,15 @@ def test_the_trainer_names_no_algorithm():
 
     source = (Path(__file__).parents[1] / "src" / "langplay" / "trainer.py").read_text()
     assert not [name for name in REGISTRY if f'"{name}"' in source or f"'{name}'" in source]
+
+
+def test_grpo_sees_the_samplers_own_logprobs_row_by_row(tiny_model, prompt_file, tmp_path):
+    """The HF sampler's log-probs are the policy's (fp32): the logged mismatch is ~0, which it would not be if
+    they were laid out a token off. Under sampler_correction=ppo the ratio is then 1 and the update the same."""
+    plain = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / "a", "train.steps=1", "train.precision=fp32",
+                                "grpo.sampler_correction=none"), rewards=[count_a]).train()
+    ppo = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / "b", "train.steps=1", "train.precision=fp32",
+                              "grpo.sampler_correction=ppo"), rewards=[count_a]).train()
+    assert plain[0]["sampler_mismatch"] < 1e-5 and ppo[0]["sampler_mismatch"] < 1e-5
+    assert ppo[0]["loss"] == pytest.approx(plain[0]["loss"], abs=1e-5)
+    assert ppo[0]["grad_norm"] == pytest.approx(plain[0]["grad_norm"], rel=1e-4)

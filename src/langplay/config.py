@@ -87,7 +87,9 @@ class SamplingConfig(Section):
     ignore_eos: bool = Field(False, description=(
         "never stop at EOS (benchmarks: every completion has max_new_tokens tokens)"))
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
-        "vLLM: the share of GPU memory its engine may take"))
+        "vLLM on CUDA: the share of GPU memory its engine may take"))
+    vllm_cpu_kv_cache_gb: int = Field(1, gt=0, description=(
+        "vLLM on CPU: GiB of memory for its KV cache (VLLM_CPU_KVCACHE_SPACE, which wins when set)"))
 
 
 class TrainConfig(Section):
@@ -163,6 +165,12 @@ class GRPOConfig(Section):
     leave_one_out: bool = Field(False, description=(
         "RLOO: each completion's baseline is the mean of the others in its group"))
     rewards: list[RewardSpec] = Field([], description="the reward sources, summed with their weights")
+    sampler_correction: Literal["auto", "none", "tis", "ppo"] = Field("auto", description=(
+        "for the gap between the sampler's and the trainer's probabilities (vLLM's kernels, bf16): tis weighs "
+        "each token by min(pi_trainer / pi_sampler, sampler_correction_cap), TRL's token_truncate; ppo takes the "
+        "sampler's log-probs as the old policy, so the clipped ratio corrects it (epsilon acts); none: neither. "
+        "auto: tis with sampling.backend=vllm, else none"))
+    sampler_correction_cap: float = Field(3.0, gt=0, description="tis: the largest weight (TRL's default 3)")
 
 
 class SFTConfig(Section):

@@ -108,6 +108,17 @@ def clipped_policy_loss(
     return -torch.min(ratio * adv, clipped * adv)
 
 
+def truncated_importance_weights(logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-token min(pi / pi_sampler, cap), without gradient: truncated importance sampling (TIS), which
+    corrects a policy gradient for tokens drawn by a sampler whose probabilities differ from the trainer's."""
+    return torch.exp(logp.detach() - sampler_logp).clamp(max=cap)
+
+
+def sampler_mismatch(logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The token sum of |log pi - log pi_sampler| (divide by the token count for the mean)."""
+    return masked_sum((logp.detach() - sampler_logp).abs(), mask)
+
+
 def aggregate(
     per_token: torch.Tensor,
     mask: torch.Tensor,

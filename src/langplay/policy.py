@@ -439,6 +439,14 @@ def build_batch(
     }
 
 
+def token_rows(values: list[list[float]], completion_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token values (e.g. the sampler's log-probs) as a tensor shaped like the completion mask, 0-padded."""
+    out = torch.zeros(completion_mask.shape, dtype=torch.float32, device=completion_mask.device)
+    for row, row_values in enumerate(values):
+        out[row, : len(row_values)] = torch.tensor(row_values[: out.shape[1]], dtype=torch.float32)
+    return out
+
+
 def prompt_groups(rows: int, group_size: int, grouped_rows: int | None = None, device="cpu") -> torch.Tensor:
     """The prompt's index per row: groups of `group_size` over the first `grouped_rows` rows, then one per row."""
     grouped = rows if grouped_rows is None else grouped_rows

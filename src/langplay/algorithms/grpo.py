@@ -13,8 +13,16 @@ import torch
 
 from langplay.algorithms import DataColumns, Experience
 from langplay.distributed import gather, local_slice, total
-from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_sum
-from langplay.policy import build_batch
+from langplay.losses import (
+    aggregate,
+    clipped_policy_loss,
+    group_advantages,
+    kl_penalty,
+    masked_sum,
+    sampler_mismatch,
+    truncated_importance_weights,
+)
+from langplay.policy import build_batch, token_rows
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
 
 
@@ -27,6 +35,8 @@ class GRPO:
         self.args = config.grpo
         self.scorer = build_scorer(self.args.rewards, rewards)
         self.needs_reference = self.args.beta > 0
+        correction = self.args.sampler_correction
+        self.correction = ("tis" if config.sampling.backend == "vllm" else "none") if correction == "auto" else correction
 
     @classmethod
     def data_columns(cls, config) -> DataColumns:
@@ -58,6 +68,7 @@ class GRPO:
         batch = build_batch(samples.prompt_ids, samples.completion_ids, self.policy.tokenizer.pad_token_id, acc.device,
                             group_size=g)
         batch["advantages"] = advantages[mine]
+        batch["sampler_logp"] = token_rows(samples.logprobs, batch["completion_mask"])
         if self.needs_reference:
             batch["ref_logp"] = self.policy.reference_logprobs(
                 batch, cfg.sampling.temperature, cfg.train.micro_batch_size
@@ -89,9 +100,16 @@ class GRPO:
         args = self.args
         out = self.policy.logprobs(batch, self.config.sampling.temperature, with_entropy=True)
         mask = batch["completion_mask"]
-        per_token = clipped_policy_loss(out.logp, out.logp.detach(), batch["advantages"], args.epsilon, args.epsilon_high)
+        sampler_logp = batch["sampler_logp"]
+        # One update per batch: the old policy is the current one (ratio 1), unless the sampler's log-probs
+        # stand in for it (ppo); tis weighs each token by the truncated ratio instead.
+        old = sampler_logp if self.correction == "ppo" else out.logp.detach()
+        per_token = clipped_policy_loss(out.logp, old, batch["advantages"], args.epsilon, args.epsilon_high)
+        if self.correction == "tis":
+            per_token = per_token * truncated_importance_weights(out.logp, sampler_logp, args.sampler_correction_cap)
         tokens = counts["num_tokens"]  # metrics: this micro-batch's share of the step's token means
-        metrics = {"entropy": masked_sum(out.entropy, mask).item() / tokens}
+        metrics = {"entropy": masked_sum(out.entropy, mask).item() / tokens,
+                   "sampler_mismatch": sampler_mismatch(out.logp, sampler_logp, mask).item() / tokens}
         if self.needs_reference:
             kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
             per_token = per_token + args.beta * kl
