@@ -42,3 +42,17 @@ def test_precision_benchmark_times_both_and_measures_the_peak(tmp_path):
     assert result["bf16_peak_tflops"] > 0
     size = result["sizes"]["32"]
     assert size["fp32_step_s"] > 0 and size["bf16_step_s"] > 0 and 0 < size["bf16_fraction_of_peak"] < 1
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_check_runs_every_algorithm_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.py is what a lent GPU runs; on a CPU with the tiny shape it must run end to end, so
+    the day a device is lent the one command works."""
+    out = tmp_path / "gpu_check.json"
+    subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--shape", "tiny", "--steps", "2",
+                    "--tokens", "6", "--json", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["algorithms"]) == {"grpo", "lsp", "jepo", "irl", "sft"}
+    assert all(row["steps"] == 2 and row["median_step_s"] > 0 and row["tokens_per_second"] > 0
+               for row in result["algorithms"].values())
+    assert result["trl_grpo"]["median_step_s"] > 0 and result["grpo_over_trl"] > 0

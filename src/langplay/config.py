@@ -88,6 +88,9 @@ class SamplingConfig(Section):
         "never stop at EOS (benchmarks: every completion has max_new_tokens tokens)"))
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
         "vLLM on CUDA: the share of GPU memory its engine may take"))
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "vLLM: the engine's weights; auto: the policy's. bfloat16 beside bf16 training is the fast choice (GRPO's "
+        "sampler_correction covers the gap)"))
     vllm_cpu_kv_cache_gb: int = Field(1, gt=0, description=(
         "vLLM on CPU: GiB of memory for its KV cache (VLLM_CPU_KVCACHE_SPACE, which wins when set)"))
 

@@ -157,6 +157,7 @@ class Policy:
         self.reference = reference  # None with LoRA: the reference is the base with the adapter disabled
         self.chunk_tokens = chunk_tokens
         self.sharded = None  # train.sharding=fsdp2: the trained shards; self.model is then their full copy
+        self.adapters_off = False  # a view of a LoRA model with its adapter disabled (the reference)
 
     # -- training: the model itself, or its FSDP2 shards (see langplay.sharding) ----------------------------
     def shard(self, device: torch.device) -> None:

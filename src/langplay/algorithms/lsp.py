@@ -133,7 +133,7 @@ class LSP:
         if self.args.self_reward:
             function = self.args.self_reward_function
             self.self_reward = (FunctionScorer(import_function(function)) if function
-                                else ReferenceJudge(policy, self.args.judge_max_new_tokens))
+                                else ReferenceJudge(policy, self.args.judge_max_new_tokens, sampling=config.sampling))
         self.query_check = import_function(self.args.query_check) if self.args.query_check else None
         text = self.args.challenger_prompt or CHALLENGER_PROMPT.format(task=self.args.task, template=self.args.template)
         self.challenger_text = policy.format_prompt(text)

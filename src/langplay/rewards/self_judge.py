@@ -68,10 +68,13 @@ class ReferenceJudge:
     __name__ = "self_reward"
 
     def __init__(self, policy, max_new_tokens: int = 256, temperature: float = 0.01, batch_size: int = 16,
-                 make_sampler=None):
+                 make_sampler=None, sampling: SamplingConfig | None = None):
         self.policy, self.batch_size = policy, batch_size
-        self.sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+        # the run's sampler settings (backend, engine sizes, prompt limit), with the judge's own decoding
+        self.sampling = (sampling or SamplingConfig()).model_copy(update={
+            "temperature": temperature, "max_new_tokens": max_new_tokens, "top_p": 1.0, "ignore_eos": False})
         self.make_sampler = make_sampler or default_sampler  # (sampling config, judge Policy) -> Sampler
+        self.sampler = None  # made once: the reference's weights never change (a vLLM engine is built once)
 
     @torch.no_grad()
     def score(self, prompts, completions, columns: dict) -> tuple[list[float], dict[str, float]]:
@@ -85,10 +88,13 @@ class ReferenceJudge:
                  for q, a in zip(queries, completions)]
         scores, outcomes = [], Counter()
         with self.policy.reference_model() as model:
-            sampler = self.make_sampler(self.sampling, Policy(model, self.policy.tokenizer))
+            if self.sampler is None:
+                judge = Policy(model, self.policy.tokenizer)
+                judge.adapters_off = self.policy.uses_lora  # the reference of a LoRA policy: its base
+                self.sampler = self.make_sampler(self.sampling, judge)
             for start in range(0, len(texts), self.batch_size):
                 chunk = texts[start : start + self.batch_size]
-                for output in sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts:
+                for output in self.sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts:
                     value, how = parse_score(output, fallback=float("nan"))
                     outcomes[how] += 1
                     scores.append(value)
