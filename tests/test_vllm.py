@@ -126,3 +126,28 @@ def test_every_algorithm_trains_with_vllm(vllm_model, tmp_path):
     train_two_steps("jepo", vllm_model, tmp_path, f"data.path={prompts}", "jepo.group_size=2", "jepo.answer_marker=a")
     irl = train_two_steps("irl", vllm_model, tmp_path, f"data.path={sft}", "irl.online_fraction=0.5")
     assert all(h["sampled_tokens"] > 0 for h in irl)  # online samples came from the engine
+
+
+def test_a_resumed_vllm_run_samples_and_ends_as_the_uninterrupted_one(vllm_model, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {c}"}) + "\n" for c in "abcdefgh"))
+
+    def config(out, *more):
+        return load_config(overrides=[
+            f"model.name_or_path={vllm_model}", f"data.path={data}", "sampling.backend=vllm",
+            "sampling.max_new_tokens=8", "sampling.max_prompt_tokens=64", "train.steps=4", "train.lr=1e-2",
+            "train.prompts_per_step=2", "grpo.group_size=4", "run.progress=false", "run.save_every=2",
+            f"run.output_dir={out}", *more])
+
+    straight = Trainer(config(tmp_path / "straight"), rewards=[count_a])
+    straight.train()
+    resumed = Trainer(config(tmp_path / "resumed"), rewards=[count_a])
+    resumed.train(resume=tmp_path / "straight" / "checkpoints" / "step-000002")
+
+    def samples(run):
+        return [json.loads(line) for line in (tmp_path / run / "samples.jsonl").read_text().splitlines()]
+
+    assert [s for s in samples("straight") if s["step"] > 2] == samples("resumed")
+    a = dict(straight.policy.model.named_parameters())
+    gap = max((a[name] - p).abs().max().item() for name, p in resumed.policy.model.named_parameters())
+    assert gap < 1e-6

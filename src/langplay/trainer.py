@@ -185,6 +185,7 @@ class Trainer:
             raise LangplayError(f"nothing to resume: no checkpoint in {self.run_dir / 'checkpoints'}")
         state = load_checkpoint(path, self.policy, self.optimizer, self.scheduler)
         self.step, self.stream.position, self.bad_steps = state["step"], state["position"], state["bad_steps"]
+        self.sampler.sync_weights()  # an engine (vLLM) holds the weights it was built with, not the checkpoint's
 
     # -- one step ------------------------------------------------------------------------------------------
     def step_rows(self) -> tuple[list[dict], list[int]]:
