@@ -69,7 +69,7 @@ def build_langplay(args, model_dir: Path, data_path: Path, work: Path):
     from langplay.trainer import Trainer
 
     config = load_config(overrides=[
-        f"model.name_or_path={model_dir}", "model.device=cpu", "model.dtype=float32",
+        f"model.name_or_path={model_dir}", "model.device=cpu", "model.dtype=float32", f"train.precision={args.precision}",
         f"data.path={data_path}",
         "train.steps=100000", f"train.prompts_per_step={args.prompts}", f"train.micro_batch_size={args.prompts * args.group}",
         f"train.lr={args.lr}", "train.max_grad_norm=1.0",
@@ -295,6 +295,7 @@ def main(argv=None) -> int:
         "model_tokens_per_pass": model_tokens,
         "model_token_ratio": model_tokens["langplay"] / model_tokens["trl"],
         "precision": args.precision,
+        "langplay_precision": lp.precision,  # what the trainer resolved: the run compares what it says
     }
     # The training forward + backward as a fraction of the machine's bf16 matrix-product peak, as GPU people
     # report MFU: 6 x parameters x the tokens the training pass runs, over its median time.

@@ -76,6 +76,7 @@ def grpo_steps(model_dir: Path, work: Path, rounds: int) -> dict:
     from langplay.config import load_config
     from langplay.trainer import Trainer
 
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Item {i:02d}: name a fruit."}) + "\n" for i in range(16)))
 

@@ -17,10 +17,11 @@ def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
     subprocess.run(
         [sys.executable, "benchmarks/grpo_vs_trl.py", "--hidden", "32", "--layers", "1", "--prompts", str(prompts),
          "--group", str(group), "--tokens", str(tokens), "--prompt-tokens", str(prompt_tokens), "--rounds", "1",
-         "--steps", "2", "--profile", "1", "--json", str(out)],
+         "--steps", "2", "--profile", "1", "--precision", "bf16", "--json", str(out)],
         cwd=ROOT, check=True, capture_output=True, timeout=600,
     )
     result = json.loads(out.read_text())
+    assert result["langplay_precision"] == "bf16"  # asked for, not what auto picks for this small model
     # Completions of the full length on both sides, and TRL's own token count agrees with the prompts we built.
     assert result["langplay"]["mean_completion_length"] == result["trl"]["mean_completion_length"] == tokens
     sequence_tokens = prompts * group * (prompt_tokens + tokens)
