@@ -1,6 +1,6 @@
 """What the tinyworld experiments share: the common options of their command lines, and their markdown tables
-(the mean ± sd cells and the table lines). (The scripts run as `python experiments/NAME.py`, so this folder is on
-their import path.)"""
+(the mean ± sd cells, rows from column specs, and the table lines). (The scripts run as `python
+experiments/NAME.py`, so this folder is on their import path.)"""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def experiment_parser(work: str, description: str | None = None) -> argparse.Arg
 
 def finite(values) -> list[float]:
     return [v for v in values if v is not None and not math.isnan(v)]
+
+
+def mean_of(values) -> float:
+    """The mean of the finite values; NaN when there are none."""
+    values = finite(values)
+    return statistics.mean(values) if values else float("nan")
 
 
 def mean_sd(values) -> str:
@@ -55,6 +61,22 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def table_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def dig(report: dict, path: str):
+    """The value at a '/'-separated path of a results dict ("runs/0/nll": report["runs"][0]["nll"], an integer
+    indexing a list); None where a key is missing, so the cell drops it."""
+    value = report
+    for key in path.split("/"):
+        value = value[int(key)] if isinstance(value, list) else value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def cells(reports: list[dict], columns: dict, t: str = "", cell=mean_sd) -> list[str]:
+    """A table row's cells from column specs: per column (header -> a `dig` path, "{T}" in it replaced by t, or a
+    function of (report, t)), `cell` (mean ± sd by default) of its values over the reports (one per seed)."""
+    value = lambda r, column: column(r, t) if callable(column) else dig(r, column.format(T=t))  # noqa: E731
+    return [cell([value(r, column) for r in reports]) for column in columns.values()]
 
 
 def saved_results(args, path: Path) -> dict | None:

@@ -25,7 +25,6 @@ Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to
 from __future__ import annotations
 
 import json
-import random
 import statistics
 import sys
 import time
@@ -33,11 +32,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (experiment_parser, finished, finite, mean_sd, provenance, run_folder,  # noqa: E402
+from common import (cells, dig, experiment_parser, finished, mean_of, provenance, run_folder,  # noqa: E402
                     saved_results, table)
 CONFIG = ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
-K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `units`)
+K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `demonstrations`)
 EVAL_SEED = 123
 PROBE_SEED = 456
 SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answers are a few characters long)
@@ -78,46 +77,17 @@ def kind_of(task) -> str:
 
 
 # -- demonstrations ----------------------------------------------------------------------------------------------
-def units(rows: int, seed: int) -> list[list[dict]]:
-    """About `rows` demonstrations from the training split in units of K_OPEN rows: an open prompt with K_OPEN
-    different valid answers (tinyworld.tasks.reference_samples), or K_OPEN different exact prompts with their
-    reference. Half the units of each kind, so half the rows are exact and half open."""
-    from langplay.tinyworld.tasks import FAMILIES, reference_samples, sample_tasks
-
-    count = max(2, rows // K_OPEN)
-    exact = [f for f in families() if FAMILIES[f].kind == "exact"]
-    opened = [f for f in families() if FAMILIES[f].kind == "open"]
-    n_exact = count // 2
-    exact_tasks = sample_tasks("train", n_exact * K_OPEN, 1000 * seed + 1, families=exact)
-    open_tasks = sample_tasks("train", count - n_exact, 1000 * seed + 2, families=opened)
-    row = lambda task, reference: {"prompt": task.prompt, "reference": reference, "family": task.family,
-                                   "level": task.level}
-    out = [[row(t, t.reference) for t in exact_tasks[i : i + K_OPEN]] for i in range(0, len(exact_tasks), K_OPEN)]
-    out += [[row(t, answer) for answer in reference_samples(t, K_OPEN, t.seed)] for t in open_tasks]
-    return out
-
-
-def ordered_rows(pool: list[list[dict]], total: int, seed: int, per_step: int) -> list[dict]:
-    """`total` rows in training order (the trainer reads them with data.shuffle=false): the units reshuffled every
-    epoch, a step's units kept whole in that step, their rows interleaved (the online variant samples for the first
-    rows of a step: that way they are different prompts)."""
-    per_block = per_step // K_OPEN
-    out, epoch = [], 0
-    while len(out) < total:
-        order = list(range(len(pool)))
-        random.Random(f"irl-demos/{seed}/{epoch}").shuffle(order)
-        for start in range(0, len(order) - per_block + 1, per_block):
-            block = [pool[i] for i in order[start : start + per_block]]
-            out += [unit[j] for j in range(K_OPEN) for unit in block]
-        epoch += 1
-    return out[:total]
-
-
-def training_dataset(pool_rows: int, steps: int, seed: int, per_step: int):
+def demonstrations(pool_rows: int, steps: int, pool_seed: int, order_seed: int):
+    """The rows of `steps` training steps, in order, and their pool: about `pool_rows` demonstrations in units of
+    K_OPEN rows (tinyworld.datasets.demonstration_units: an open prompt with K_OPEN valid answers, or K_OPEN exact
+    prompts; half the rows of each kind), the units of a step kept whole and their rows interleaved (unit_order;
+    the online variant samples for the first rows of a step: that way they are different prompts)."""
     import datasets
 
-    pool = units(pool_rows, seed)
-    return datasets.Dataset.from_list(ordered_rows(pool, steps * per_step, seed, per_step)), pool
+    from langplay.tinyworld.datasets import demonstration_units, unit_order
+
+    size, pool = per_step(), demonstration_units(pool_rows, pool_seed, K_OPEN)
+    return datasets.Dataset.from_list(unit_order(pool, steps * size, order_seed, size)), pool
 
 
 def per_step() -> int:
@@ -140,10 +110,11 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
         "run.progress=false", "run.save_every=0", "data.shuffle=false",
         f"sampling.max_new_tokens={ANSWER_TOKENS}", *([f"train.lr={lr}"] if lr else []), *METHODS[method][1],
     ])
+    # the data key names the demonstration set as the runs so far were keyed (pool 2000 rows, pool and order seed)
     out = run_folder(work / "main", f"{method}-seed{seed}", config, f"training_dataset(2000, {steps}, {seed})")
     if finished(out):
         return out, float("nan")
-    rows, _ = training_dataset(2000, steps, seed, per_step())
+    rows, _ = demonstrations(2000, steps, seed, seed)
     started = time.time()
     Trainer(config, dataset=rows).train()
     return out, time.time() - started
@@ -157,68 +128,13 @@ def training_curves(out: Path) -> dict:
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
-def targets_of(task) -> list[str]:
-    """The references whose likelihood is measured: an open task's K_OPEN valid answers, an exact task's one."""
-    from langplay.tinyworld.tasks import reference_samples
+def reference_pairs(tasks) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, references, kinds) whose likelihood is measured: an open task's K_OPEN valid answers, an exact
+    task's one reference."""
+    from langplay.tinyworld.datasets import valid_answers
 
-    return reference_samples(task, K_OPEN, task.seed) if kind_of(task) == "open" else [task.reference]
-
-
-def reference_nll(policy, pairs: list[tuple[str, str, str]]) -> dict:
-    """Per-token NLL (nats, EOS included) of (kind, prompt, target) pairs, by kind and overall."""
-    from langplay.policy import completion_logprob_sums
-
-    policy.model.eval()
-    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
-    prompts = [policy.encode(policy.format_prompt(prompt)) for _, prompt, _ in pairs]
-    targets = [policy.encode(target) + [eos] for _, _, target in pairs]
-    sums = completion_logprob_sums(policy.model, prompts, targets, pad)
-    out = {}
-    for kind in ("all", *KINDS):
-        index = [i for i, (k, _, _) in enumerate(pairs) if kind in ("all", k)]
-        if index:
-            out[kind] = -sum(sums[i] for i in index) / sum(len(targets[i]) for i in index)
-    return out
-
-
-def reward_analysis(policy, tasks, pools, scores, finished) -> dict:
-    """Spearman, over all sampled responses, of the checker's score with the extracted reward (sum of the implicit
-    rewards under this model, at the preset's gamma; a response that ended with EOS is terminal, one cut at the limit is
-    bootstrapped) and with log pi(y|x) for comparison; and the mean per-token entropy of the model on its own
-    samples."""
-    from langplay.evaluation.metrics import mean_token_entropy, spearman
-    from langplay.policy import completion_logprob_sums
-    from langplay.rewards.implicit import implicit_rewards
-
-    policy.model.eval()
-    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
-    kinds = [kind_of(t) for t, pool in zip(tasks, pools) for _ in pool]
-    prompts = [policy.format_prompt(t.prompt) for t, pool in zip(tasks, pools) for _ in pool]
-    responses = [r for pool in pools for r in pool]
-    flat_scores = [s for row in scores for s in row]
-    ended = [f for row in finished for f in row]
-    extracted = [0.0] * len(responses)
-    for terminal in (True, False):
-        index = [i for i, f in enumerate(ended) if f == terminal]
-        if index:
-            _, sums = implicit_rewards(policy, [prompts[i] for i in index], [responses[i] for i in index],
-                                       gamma=gamma(), terminal=terminal)
-            for i, value in zip(index, sums):
-                extracted[i] = value
-    prompt_ids = [policy.encode(p) for p in prompts]
-    response_ids = [policy.encode(r) + ([eos] if f else []) for r, f in zip(responses, ended)]
-    loglik = completion_logprob_sums(policy.model, prompt_ids, response_ids, pad)
-    out = {}
-    for kind in ("all", *KINDS):
-        index = [i for i, k in enumerate(kinds) if kind in ("all", k)]
-        pick = lambda values: [values[i] for i in index]
-        out[kind] = {
-            "spearman_reward": spearman(pick(extracted), pick(flat_scores)),
-            "spearman_loglik": spearman(pick(loglik), pick(flat_scores)),
-            "mean_reward": statistics.mean(pick(extracted)),
-            "token_entropy": mean_token_entropy(policy.model, pick(prompt_ids), pick(response_ids), pad),
-        }
-    return out
+    pairs = [(t.prompt, target, kind_of(t)) for t in tasks for target in valid_answers(t, K_OPEN)]
+    return tuple(list(column) for column in zip(*pairs))
 
 
 def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
@@ -233,13 +149,13 @@ def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tupl
 
 def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
     from langplay.evaluation.metrics import characters, pool_stats
-    from langplay.evaluation.tinyworld import held_out_tasks, load_policy
+    from langplay.evaluation.tinyworld import held_out_tasks, load_policy, reference_nll
+    from langplay.rewards.implicit import reward_agreement
     from langplay.tinyworld.tasks import check
 
     policy = load_policy(model)
     tasks = held_out_tasks(per_level, seed=EVAL_SEED, families=families())
-    pairs = [(kind_of(t), t.prompt, target) for t in tasks for target in targets_of(t)]
-    report = {"reference_nll": reference_nll(policy, pairs), "temperatures": {}}
+    report = {"reference_nll": reference_nll(policy, *reference_pairs(tasks)), "temperatures": {}}
     reward_temperature = 1.0 if 1.0 in temperatures else max(temperatures)
     for temperature in temperatures:
         pools, finished = sample_answers(policy, tasks, k, temperature, EVAL_SEED)
@@ -250,9 +166,12 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
             cell[kind] = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)),
                                     max_n=SELF_BLEU_N, tokenize=characters)
         report["temperatures"][f"{temperature:g}"] = cell
-        if temperature == reward_temperature:
-            report["rewards"] = {"temperature": temperature,
-                                 **reward_analysis(policy, tasks, pools, scores, finished)}
+        if temperature == reward_temperature:  # the extracted reward (at the training gamma) against the checker
+            flat = lambda per_task: [x for row in per_task for x in row]  # noqa: E731
+            owners = [t for t, pool in zip(tasks, pools) for _ in pool]
+            report["rewards"] = {"temperature": temperature, **reward_agreement(
+                policy, [policy.format_prompt(t.prompt) for t in owners], flat(pools), flat(finished), flat(scores),
+                [kind_of(t) for t in owners], gamma=gamma())}
             report["examples"] = [{"prompt": tasks[i].prompt, "samples": pools[i], "scores": scores[i]}
                                   for i in range(0, len(tasks), max(1, len(tasks) // 8))]
     return report
@@ -262,25 +181,23 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
 def small_probe(pool: list[list[dict]], probe_per_level: int):
     """The trainer's evaluate hook: per-token NLL of held-out references (by kind) and of the first 64 training
     demonstrations, so over-fitting shows as the gap between the two."""
-    from langplay.evaluation.tinyworld import held_out_tasks
-
-    tasks = held_out_tasks(probe_per_level, seed=PROBE_SEED, families=families())
-    held_out = [(kind_of(t), t.prompt, target) for t in tasks for target in targets_of(t)]
+    from langplay.evaluation.tinyworld import held_out_tasks, reference_nll
     from langplay.tinyworld.tasks import FAMILIES
 
-    seen = [(FAMILIES[r["family"]].kind, r["prompt"], r["reference"]) for unit in pool for r in unit][:64]
+    tasks = held_out_tasks(probe_per_level, seed=PROBE_SEED, families=families())
+    held_out = reference_pairs(tasks)
+    first = [r for unit in pool for r in unit][:64]
+    seen = ([r["prompt"] for r in first], [r["reference"] for r in first], [FAMILIES[r["family"]].kind for r in first])
 
     def probe(policy, step: int) -> dict:
-        nll = reference_nll(policy, held_out)
+        nll = reference_nll(policy, *held_out)
         return {"heldout_nll": nll["all"], **{f"heldout_nll_{k}": nll[k] for k in KINDS if k in nll},
-                "train_nll": reference_nll(policy, seen)["all"]}
+                "train_nll": reference_nll(policy, *seen)["all"]}
 
     return probe, tasks
 
 
 def run_small(method: str, seed: int, args) -> dict:
-    import datasets
-
     from langplay.config import load_config
     from langplay.evaluation.tinyworld import EVAL_TEMPERATURE, load_policy
     from langplay.policy import Policy
@@ -288,9 +205,7 @@ def run_small(method: str, seed: int, args) -> dict:
     from langplay.tinyworld.tasks import check
     from langplay.trainer import Trainer
 
-    size = per_step()
-    pool = units(args.small_demos, 10_000 + seed)
-    rows = datasets.Dataset.from_list(ordered_rows(pool, args.small_steps * size, seed, size))
+    rows, pool = demonstrations(args.small_demos, args.small_steps, 10_000 + seed, seed)
     probe, tasks = small_probe(pool, args.small_probe_per_level)
     overrides = [f"train.steps={args.small_steps}", f"train.seed={seed}",
                  f"sampling.max_new_tokens={ANSWER_TOKENS}",
@@ -392,11 +307,6 @@ def main(argv=None) -> int:
 # -- report ------------------------------------------------------------------------------------------------------
 
 
-def mean_of(values) -> float:
-    values = finite(values)
-    return statistics.mean(values) if values else float("nan")
-
-
 def label(method: str) -> str:
     if method == "base":
         return "base model"
@@ -470,102 +380,93 @@ def introduction(s: dict, temps: list[str]) -> list[str]:
     ]
 
 
+# The tables, from data (common.cells): header -> where a report holds the value, a path ("{T}": the table's
+# temperature) or a function of (report, T); a cell is the mean ± sd over a method's reports (one per seed).
+HELD_OUT = {"acc exact": "temperatures/{T}/exact/accuracy", "acc open": "temperatures/{T}/open/accuracy",
+            "score open": "temperatures/{T}/open/score", "Self-BLEU exact": "temperatures/{T}/exact/self_bleu",
+            "Self-BLEU open": "temperatures/{T}/open/self_bleu", "distinct-2 open": "temperatures/{T}/open/distinct_2",
+            "distinct answers open": "temperatures/{T}/open/distinct_answers",
+            "ref NLL exact": "reference_nll/exact", "ref NLL open": "reference_nll/open",
+            "token entropy": "rewards/all/token_entropy",
+            "cut at limit": lambda r, t: mean_of([dig(r, f"temperatures/{t}/{k}/truncated") for k in KINDS])}
+FRONTIER = {"acc exact": "temperatures/{T}/exact/accuracy", "Self-BLEU exact": "temperatures/{T}/exact/self_bleu",
+            "distinct answers exact": "temperatures/{T}/exact/distinct_answers",
+            "acc open": "temperatures/{T}/open/accuracy", "score open": "temperatures/{T}/open/score",
+            "Self-BLEU open": "temperatures/{T}/open/self_bleu", "distinct-2 open": "temperatures/{T}/open/distinct_2"}
+REWARD = {"ρ reward, all": "rewards/all/spearman_reward", "ρ reward, exact": "rewards/exact/spearman_reward",
+          "ρ reward, open": "rewards/open/spearman_reward", "ρ log-lik, all": "rewards/all/spearman_loglik",
+          "ρ log-lik, open": "rewards/open/spearman_loglik"}
+TRAINING = {**{h: (lambda r, t, key=key: tail_mean(r["train"].get(key)))
+               for h, key in {"NLL": "nll", "TD term": "td", "mean V": "value", "entropy": "entropy"}.items()},
+            "s/step": "train/seconds_per_step", "train s/run": "train_seconds"}
+SMALL = {"held-out NLL start": "heldout_nll/0", "min (step)": lambda r, t: r["heldout_nll"][best_step(r)],
+         "final": "heldout_nll/-1", "final − min": lambda r, t: r["heldout_nll"][-1] - r["heldout_nll"][best_step(r)],
+         "train NLL final": "train_nll/-1", "accuracy": "accuracy", "score": "score"}
+
+
+def method_table(results: dict, methods: list[str], columns: dict, t: str = "") -> list[str]:
+    return table(["method", *columns], [[label(m), *cells(reports_of(results, m), columns, t)] for m in methods])
+
+
+def best_step(run: dict) -> int:
+    """The index of the small-data run's lowest held-out NLL (the first, on ties)."""
+    return min(range(len(run["heldout_nll"])), key=run["heldout_nll"].__getitem__)
+
+
 def held_out_section(results: dict, hot: str) -> list[str]:
     """Accuracy, diversity, reference NLL and the share cut at the limit, at temperature `hot` (1, or the last
     one), mean ± sd over seeds."""
-    def row(method: str) -> list[str]:
-        reports = reports_of(results, method)
-        cell = lambda kind, key: mean_sd([r["temperatures"][hot][kind][key] for r in reports])
-        return [label(method), cell("exact", "accuracy"), cell("open", "accuracy"), cell("open", "score"),
-                cell("exact", "self_bleu"), cell("open", "self_bleu"), cell("open", "distinct_2"),
-                cell("open", "distinct_answers"),
-                mean_sd([r["reference_nll"].get("exact") for r in reports]),
-                mean_sd([r["reference_nll"].get("open") for r in reports]),
-                mean_sd([r["rewards"]["all"]["token_entropy"] for r in reports if "rewards" in r]),
-                mean_sd([mean_of([r["temperatures"][hot][k].get("truncated") for k in KINDS]) for r in reports])]
-
-    header = ["method", "acc exact", "acc open", "score open", "Self-BLEU exact", "Self-BLEU open", "distinct-2 open",
-              "distinct answers open", "ref NLL exact", "ref NLL open", "token entropy", "cut at limit"]
     return ["", f"## Held-out results at temperature {hot}", "",
-            *table(header, [row(m) for m in ["base", *methods_in(results["runs"])]])]
+            *method_table(results, ["base", *methods_in(results["runs"])], HELD_OUT, hot)]
 
 
 def frontier_section(results: dict, temps: list[str]) -> list[str]:
     """Accuracy against diversity at every sampling temperature, means over seeds."""
-    rows = []
-    for method in ["base", *methods_in(results["runs"])]:
-        reports = reports_of(results, method)
-        for t in temps:
-            m = lambda kind, key: f"{mean_of([r['temperatures'][t][kind][key] for r in reports]):.3f}"
-            rows.append([label(method), t, m("exact", "accuracy"), m("exact", "self_bleu"),
-                         m("exact", "distinct_answers"), m("open", "accuracy"), m("open", "score"),
-                         m("open", "self_bleu"), m("open", "distinct_2")])
-    header = ["method", "T", "acc exact", "Self-BLEU exact", "distinct answers exact", "acc open", "score open",
-              "Self-BLEU open", "distinct-2 open"]
-    return ["", "## Accuracy–diversity frontier (means over seeds)", "", *table(header, rows)]
+    mean = lambda values: f"{mean_of(values):.3f}"  # noqa: E731
+    rows = [[label(method), t, *cells(reports_of(results, method), FRONTIER, t, mean)]
+            for method in ["base", *methods_in(results["runs"])] for t in temps]
+    return ["", "## Accuracy–diversity frontier (means over seeds)", "", *table(["method", "T", *FRONTIER], rows)]
 
 
 def reward_section(results: dict, hot: str) -> list[str]:
     """Spearman of the extracted reward (and of log pi alone) with the checker's score."""
     s = results["settings"]
-    rows = []
-    for method in ["base", *methods_in(results["runs"])]:
-        reports = [r for r in reports_of(results, method) if method == "base" or "rewards" in r]
-        rho = lambda kind, key: mean_sd([r["rewards"][kind][key] for r in reports])
-        rows.append([label(method), rho("all", "spearman_reward"), rho("exact", "spearman_reward"),
-                     rho("open", "spearman_reward"), rho("all", "spearman_loglik"), rho("open", "spearman_loglik")])
     rt = float(results["base"].get("rewards", {}).get("temperature", hot))
     return ["", f"## Extracted reward vs checker score (Spearman, samples at temperature {rt:g})", "",
             "Extracted reward: sum over the response of r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_t+1) under the "
             f"trained model itself (gamma {s.get('gamma', 1.0):g}; EOS: terminal; at gamma 1 it equals log pi(y|x) + "
-            "V(s_0)); pooled over all "
-            f"{s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.", "",
-            *table(["method", "ρ reward, all", "ρ reward, exact", "ρ reward, open", "ρ log-lik, all",
-                    "ρ log-lik, open"], rows)]
+            f"V(s_0)); pooled over all {s['k']} samples of every held-out prompt. For comparison, log pi(y|x) alone.",
+            "", *method_table(results, ["base", *methods_in(results["runs"])], REWARD)]
 
 
 def training_section(results: dict) -> list[str]:
-    rows = []
-    for method in methods_in(results["runs"]):
-        mine = reports_of(results, method)
-        tail = lambda key: mean_sd([tail_mean(r["train"].get(key)) for r in mine])
-        rows.append([label(method), tail("nll"), tail("td"), tail("value"), tail("entropy"),
-                     mean_sd([r["train"]["seconds_per_step"] for r in mine]),
-                     mean_sd([r["train_seconds"] for r in mine])])
     return ["", "## Training (mean of the last 5 steps)", "",
             "The TD term (mean squared implicit reward on demonstration tokens) and V (mean soft value on them) "
             "are logged apart: V is a free shift of the logits.", "",
-            *table(["method", "NLL", "TD term", "mean V", "entropy", "s/step", "train s/run"], rows)]
+            *method_table(results, methods_in(results["runs"]), TRAINING)]
 
 
 def small_data_section(results: dict) -> list[str]:
-    """Held-out NLL at the start, at its minimum and at the end (over-fitting shows as final − min); none without
-    small-data runs."""
+    """Held-out NLL at the start, at its minimum (and the step of each seed's) and at the end (over-fitting shows as
+    final − min); none without small-data runs."""
     s, small = results["settings"], results.get("small", [])
     if not small:
         return []
     rows = []
     for method in methods_in(small):
         mine = [r for r in small if r["method"] == method]
-        best = [min(range(len(r["heldout_nll"])), key=r["heldout_nll"].__getitem__) for r in mine]
-        steps = ", ".join(str(r["step"][i]) for r, i in zip(mine, best))
-        rows.append([label(method), mean_sd([r["heldout_nll"][0] for r in mine]),
-                     f"{mean_sd([r['heldout_nll'][i] for r, i in zip(mine, best)])} ({steps})",
-                     mean_sd([r["heldout_nll"][-1] for r in mine]),
-                     mean_sd([r["heldout_nll"][-1] - r["heldout_nll"][i] for r, i in zip(mine, best)]),
-                     mean_sd([r["train_nll"][-1] for r in mine]), mean_sd([r["accuracy"] for r in mine]),
-                     mean_sd([r["score"] for r in mine])])
+        row = [label(method), *cells(mine, SMALL)]
+        row[2] += f" ({', '.join(str(r['step'][best_step(r)]) for r in mine)})"
+        rows.append(row)
     where = (f"from scratch (character Llama, hidden 128, 2 layers, lr {SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})"
              if small[0]["init"] == "scratch" else "from the shipped base model (lr of the preset)")
     epochs = s["small_steps"] * 16 / max(1, small[0]["demos"])
-    header = ["method", "held-out NLL start", "min (step)", "final", "final − min", "train NLL final", "accuracy",
-              "score"]
     return ["", "## Small-data regime", "",
             f"{small[0]['demos']} demonstrations (the same mix), {s['small_steps']} steps of 16 rows (about "
             f"{epochs:.0f} epochs), {where}; the same settings for both methods. NLL: per token, of held-out "
             f"references ({s['small_probe_per_level']} prompts per family and level) and of the first 64 "
             f"training demonstrations, every {s['small_eval_every']} steps. Accuracy: near-greedy, the "
-            "held-out probe prompts, at the end.", "", *table(header, rows)]
+            "held-out probe prompts, at the end.", "", *table(["method", *SMALL], rows)]
 
 
 def plot(results: dict, folder: Path) -> None:

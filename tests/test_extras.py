@@ -30,6 +30,17 @@ def test_sequence_classification_reward_model_scores_chats(tmp_path):
     text = scorer._text("hi", "aaa")
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     assert model(**enc).logits[0, 0].item() == pytest.approx(scores[0], abs=1e-5)
+    assert scorer.model.dtype == torch.float32  # dtype auto on a CPU
+
+
+def test_dtype_auto_stores_a_frozen_scorer_in_bf16_on_cuda_only():
+    from langplay.policy import resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_dtype("auto", cuda, frozen=True) == torch.bfloat16
+    assert resolve_dtype("auto", cpu, frozen=True) == torch.float32
+    assert resolve_dtype("auto", cuda) == torch.float32  # a trained policy keeps float32 weights
+    assert resolve_dtype("float16", cpu, frozen=True) == torch.float16  # an explicit dtype is taken as it is
 
 
 def test_lora_grpo_trains_only_the_adapter_and_resumes_exactly(tiny_model, prompt_file, tmp_path):

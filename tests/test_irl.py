@@ -347,6 +347,31 @@ def test_irl_reward_spec_is_a_scorer(policy, tiny_model):
         RewardSpec(kind="irl")
 
 
+def test_extracted_rewards_bootstrap_cut_responses_and_agreement_ranks_them_by_group(policy):
+    from langplay.evaluation.metrics import spearman
+    from langplay.rewards.implicit import extracted_rewards, reward_agreement
+
+    prompts = [policy.format_prompt(p) for p in ("say a", "say b", "say a", "say c")]
+    responses, finished, groups = ["aaa", "b", "ab", "ccc"], [True, False, True, False], ["x", "y", "x", "y"]
+    rewards = extracted_rewards(policy, prompts, responses, finished, gamma=0.9)
+    alone = [implicit_rewards(policy, [p], [r], gamma=0.9, terminal=f)[1][0]
+             for p, r, f in zip(prompts, responses, finished)]
+    assert rewards == pytest.approx(alone, abs=1e-5)
+    assert rewards[1] != pytest.approx(implicit_rewards(policy, prompts[1:2], ["b"], gamma=0.9)[1][0], abs=1e-3)
+    scores = [0.0, 1.0, 1.0, 0.5]
+    out = reward_agreement(policy, prompts, responses, finished, scores, groups, gamma=0.9)
+    assert list(out) == ["all", "x", "y"]
+    eos = policy.tokenizer.eos_token_id  # log pi(y|x): EOS scored only where the response ended with it
+    loglik = completion_logprob_sums(policy.model, [policy.encode(p) for p in prompts],
+                                     [policy.encode(r) + [eos] * f for r, f in zip(responses, finished)],
+                                     policy.tokenizer.pad_token_id)
+    assert out["all"]["spearman_reward"] == pytest.approx(spearman(rewards, scores))
+    assert out["all"]["spearman_loglik"] == pytest.approx(spearman(loglik, scores))
+    assert out["x"]["spearman_reward"] == (1.0 if rewards[2] > rewards[0] else -1.0)  # two points: +-1
+    assert out["y"]["mean_reward"] == pytest.approx((rewards[1] + rewards[3]) / 2)
+    assert out["all"]["token_entropy"] > 0
+
+
 # -- runs from the command line ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("online", [False, True])
 def test_train_irl_from_the_cli(tiny_model, sft_file, tmp_path, online):

@@ -415,3 +415,21 @@ def test_group_terms_by_hand():
     lonely = group_terms([None, -2.0, None], "multi", format_penalty=10.0)  # one formatted: no bound advantage
     assert not lonely["in_bound"].any() and lonely["bound"] == -2.0 and lonely["format"][1] == 10.0
     assert group_terms([None, None], "multi", 10.0)["bound"] is None
+
+
+def test_rl_terms_and_stacking_a_step_by_hand():
+    """A prompt on the RL loss gets a 0/1 reward with a leave-one-out baseline; a step's columns are its prompts'
+    terms end to end, zero where a prompt has none (an RL prompt has no bound terms, a JEPO prompt no RL term)."""
+    from langplay.algorithms.jepo import group_terms, rl_terms, stack_terms
+
+    rl = rl_terms(torch.tensor([1.0, 0.0, 0.5]), threshold=0.5)  # passes [1, 0, 1]: 1 - 1/2, 0 - 1, 1 - 1/2
+    assert rl["rl"].tolist() == [0.5, -1.0, 0.5] and rl["bound"] is None
+    assert rl_terms(torch.tensor([float("nan"), 1.0]), 0.5)["rl"].tolist() == [-1.0, 1.0]  # NaN does not pass
+    step = stack_terms([group_terms([-1.0, None, -3.0], "single", 10.0), rl], n=3)
+    assert step["advantage"].tolist() == [2.0, 0.0, -2.0, 0.0, 0.0, 0.0]
+    assert step["in_bound"].tolist() == [True, False, True, False, False, False]
+    assert step["format"].tolist() == [5.0, -10.0, 5.0, 0.0, 0.0, 0.0]
+    assert step["sup_weight"].tolist() == [0.5, 0.0, 0.5, 0.0, 0.0, 0.0]
+    assert step["rl"].tolist() == [0.0, 0.0, 0.0, 0.5, -1.0, 0.5]
+    assert step["takes_jepo"].tolist() == [True, True, True, False, False, False]
+    assert step["advantage"].dtype == torch.float64 and step["in_bound"].dtype == torch.bool

@@ -89,6 +89,28 @@ def test_answer_says_which_responses_ended_with_eos_and_keeps_to_max_new_tokens(
     assert any(sum(cut_ended, [])) and not all(sum(cut_ended, []))  # both kinds were checked
 
 
+def test_reference_nll_pools_tokens_eos_included_by_group_and_reference_loglik_agrees(base):
+    import torch
+
+    from langplay.evaluation.tinyworld import reference_loglik, reference_nll
+
+    prompts, targets, groups = ["Add 2 and 3.", "Name a letter.", "Add 1 and 1."], ["5", "b", "21"], ["x", "y", "x"]
+
+    def nll(prompt, target):  # a direct forward pass: -log pi(target + EOS | x) summed, and its token count
+        x, y = base.encode(base.format_prompt(prompt)), base.encode(target) + [base.tokenizer.eos_token_id]
+        with torch.no_grad():
+            logp = base.model(input_ids=torch.tensor([x + y])).logits[0, len(x) - 1 : -1].log_softmax(-1)
+        return -logp.gather(1, torch.tensor(y)[:, None]).sum().item(), len(y)
+
+    (a, na), (b, nb), (c, nc) = (nll(p, t) for p, t in zip(prompts, targets))
+    out = reference_nll(base, prompts, targets, groups)
+    assert list(out) == ["all", "x", "y"] and (na, nb, nc) == (2, 2, 3)  # one token a character, and EOS
+    assert out["all"] == pytest.approx((a + b + c) / 7, abs=1e-5)  # pooled by tokens, not a mean of pairs
+    assert out["x"] == pytest.approx((a + c) / 5, abs=1e-5) and out["y"] == pytest.approx(b / 2, abs=1e-5)
+    add = held_out_tasks(per_level=1, families=["add"], levels=[1])
+    assert reference_loglik(base, add) == pytest.approx([-nll(t.prompt, t.reference)[0] for t in add], abs=1e-5)
+
+
 def test_evaluation_report_and_cli(base, tmp_path):
     report = evaluate_world(base, baseline=base_model_path(), per_level=1, k=3, n_bound=2)
     assert {"score", "accuracy", "nll", "table", "diversity", "versus_baseline"} <= set(report)

@@ -349,3 +349,46 @@ def test_checker_reward_is_the_verifier_on_every_family_even_withheld_ones():
     assert checker_reward(queries, answers) == [1.0, 0.0, 1.0, 0.0, 0.0]
     withheld = verifier_reward(queries, answers)
     assert math.isnan(withheld[0]) and withheld[2:4] == [1.0, 0.0]
+
+
+# ------------------------------------------------------------------------------ demonstration sets (IRL)
+def test_valid_answers_are_several_for_open_tasks_and_the_reference_otherwise():
+    from langplay.tinyworld.datasets import valid_answers
+
+    add, = sample_tasks("train", 1, 0, families=["add"])
+    assert valid_answers(add, 4) == [add.reference]
+    for task in sample_tasks("train", 12, 0, families=kinds("open")):
+        answers = valid_answers(task, 4)
+        assert answers == reference_samples(task, 4, task.seed) and all(check(task, a) == 1.0 for a in answers)
+
+
+def test_demonstration_units_are_exact_prompts_or_one_open_prompt_with_several_answers():
+    from langplay.tinyworld.datasets import demonstration_units
+
+    units = demonstration_units(40, seed=3, k=4)
+    assert units == demonstration_units(40, seed=3, k=4) and units != demonstration_units(40, seed=4, k=4)
+    assert len(units) == 10 and all(len(unit) == 4 for unit in units)
+    kinds_of = [{FAMILIES[r["family"]].kind for r in unit} for unit in units]
+    assert kinds_of == [{"exact"}] * 5 + [{"open"}] * 5  # half the units (and rows) of each kind
+    for unit, (kind,) in zip(units, kinds_of):
+        tasks = [parse(r["prompt"]) for r in unit]
+        assert all(split_of(t.family, t.params) == "train" for t in tasks)
+        assert all(check(t, r["reference"]) == 1.0 for t, r in zip(tasks, unit))
+        prompts = {r["prompt"] for r in unit}
+        assert len(prompts) == (1 if kind == "open" else 4)
+    assert any(len({r["reference"] for r in unit}) > 1 for unit in units[5:])  # several expert continuations
+    assert [len(u) for u in demonstration_units(5, seed=0, k=4)] == [4, 4]  # at least one unit of each kind
+
+
+def test_unit_order_keeps_a_step_s_units_whole_and_interleaves_their_rows():
+    from langplay.tinyworld.datasets import unit_order
+
+    units = [[f"{name}{j}" for j in range(2)] for name in "abc"]
+    rows = unit_order(units, total=10, seed=0, per_step=4)
+    assert rows == unit_order(units, total=10, seed=0, per_step=4) and len(rows) == 10
+    for start in (0, 4, 8):  # a step (one an epoch: the third unit fills none): two units u, v as u0 v0 u1 v1
+        u, v = rows[start][0], rows[start + 1][0]
+        assert u != v and rows[start : start + 4] == [u + "0", v + "0", u + "1", v + "1"][: 10 - start]
+    for per_step in (3, 8):  # not whole units; more units than there are
+        with pytest.raises(ValueError, match="whole units"):
+            unit_order(units, total=8, seed=0, per_step=per_step)

@@ -34,9 +34,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto: float32 weights everywhere; speed comes from mixed precision (train.precision), not from storage."""
-    return torch.float32 if dtype == "auto" else getattr(torch, dtype)
+def resolve_dtype(dtype: str, device: torch.device, frozen: bool = False) -> torch.dtype:
+    """auto: float32 weights for a model that is trained (speed comes from mixed precision, train.precision, not
+    from storage); a `frozen` one (a reward model: never trained, so no float32 master copy is needed) is stored
+    in bfloat16 on CUDA, where that is fast, and in float32 elsewhere."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    return torch.bfloat16 if frozen and device.type == "cuda" else torch.float32
 
 
 def fast_bf16(device: torch.device) -> bool:

@@ -102,6 +102,25 @@ def group_terms(scores: list[float | None], estimator: str, format_penalty: floa
     return out
 
 
+def rl_terms(rewards: torch.Tensor, threshold: float) -> dict:
+    """A prompt on the RL loss (a sample passed the verifier): a 0/1 reward (pass: >= threshold; NaN fails) with a
+    leave-one-out baseline, float64; no bound."""
+    return {"rl": leave_one_out((rewards >= threshold).double()), "bound": None}
+
+
+STEP_COLUMNS = {"advantage": torch.float64, "in_bound": torch.bool, "format": torch.float64, "rl": torch.float64,
+                "sup_weight": torch.float64}
+
+
+def stack_terms(terms: list[dict], n: int) -> dict[str, torch.Tensor]:
+    """The step's per-generation columns (STEP_COLUMNS) from its prompts' terms (group_terms or rl_terms): zero
+    (False) where a prompt has none, and `takes_jepo`, the generations of the prompts on the JEPO loss."""
+    out = {key: torch.cat([t.get(key, torch.zeros(n, dtype=dtype)) for t in terms])
+           for key, dtype in STEP_COLUMNS.items()}
+    out["takes_jepo"] = torch.tensor([["rl" not in t] * n for t in terms], dtype=torch.bool).view(-1)
+    return out
+
+
 def normalize(advantages: torch.Tensor, clip: float | None, std: float | None = None) -> torch.Tensor:
     """clip(A / std(A), -c, c); a zero std (or a single value) gives zero advantages."""
     std = float(advantages.std()) if std is None and advantages.numel() > 1 else std
@@ -171,76 +190,91 @@ class JEPO:
         return [bool((r >= self.args.pass_threshold).any()) for r in rewards], rewards
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
-        cfg, args, acc, n = self.config, self.args, self.accelerator, self.args.group_size
-        tokenizer = self.policy.tokenizer
+        cfg, args, n = self.config, self.args, self.args.group_size
         prompts = [self.policy.format_prompt(row[cfg.data.prompt_column], cfg.data.system_prompt) for row in rows]
-        started = time.perf_counter()
+        clock = [time.perf_counter()]
         samples = self.sampler.generate(prompts, n, seeds)
-        generated = time.perf_counter()
+        clock.append(time.perf_counter())
         use_rl, rewards = self.verified(rows, prompts, samples.texts)
 
         # The chains c_i (None: no marker) and S_i = log pi(a*|x, c_i) for the prompts that take the JEPO loss.
-        chains = [chain_ids(tokenizer, ids, args.answer_marker) for ids in samples.completion_ids]
+        chains = [chain_ids(self.policy.tokenizer, ids, args.answer_marker) for ids in samples.completion_ids]
         answers = [self.answer_ids(row[args.answer_column]) for row in rows]
         scored = [i for i, c in enumerate(chains) if c is not None and not use_rl[i // n]]
-        contexts = [samples.prompt_ids[i] + chains[i] for i in scored]
-        targets = [answers[i // n] for i in scored]
-        sums = completion_logprob_sums(self.policy.model, contexts, targets, tokenizer.pad_token_id,
-                                       cfg.train.micro_batch_size, temperature=cfg.sampling.temperature) if scored else []
-        score_of = dict(zip(scored, sums))
-        bounded = time.perf_counter()
+        score_of = dict(zip(scored, self.answer_logliks(samples.prompt_ids, chains, answers, scored)))
+        clock.append(time.perf_counter())
 
         # Per prompt: the JEPO terms (group_terms), or the RL advantage where a sample passed the verifier.
-        terms = [group_terms([score_of.get(p * n + j) for j in range(n)], args.estimator, args.format_penalty)
+        terms = [rl_terms(rewards[p], args.pass_threshold) if use_rl[p] else
+                 group_terms([score_of.get(p * n + j) for j in range(n)], args.estimator, args.format_penalty)
                  for p in range(len(rows))]
-        for p in (p for p in range(len(rows)) if use_rl[p]):
-            terms[p] = {"rl": leave_one_out((rewards[p] >= args.pass_threshold).double()), "bound": None}
-        column = lambda key, empty: torch.cat([t.get(key, empty) for t in terms])  # noqa: E731
-        zeros, false = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
-        bounds = [t["bound"] for t in terms if t["bound"] is not None]
-        takes_jepo = torch.tensor([not use_rl[i // n] for i in range(len(chains))], dtype=torch.bool)
-        advantage = self.normalized(column("advantage", zeros), column("in_bound", false))
-        format_advantage = self.normalized(column("format", zeros), takes_jepo)
-        rl_advantage, sup_weight = column("rl", zeros), column("sup_weight", zeros)
+        step = stack_terms(terms, n)
+        advantage = self.normalized(step["advantage"], step["in_bound"])
+        format_advantage = self.normalized(step["format"], step["takes_jepo"])
+        pg_coef = (advantage + format_advantage + step["rl"]) / n
+        sup_coef = args.beta_sup * step["sup_weight"]
 
         # One batch, one pass: each row's completion is the tokens under the policy gradient (pg_mask), then the
         # reference answer a* under the supervised term (sup_mask); see `training_rows`.
-        pg_coef = (advantage + format_advantage + rl_advantage) / n
-        sup_coef = args.beta_sup * sup_weight
         layout = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
-        gen_rows = len(chains)  # one row per generation first, then (policy_gradient="generation") the a* rows
-        batch = build_batch(layout["prompts"], layout["completions"], tokenizer.pad_token_id, acc.device,
-                            group_size=n, grouped_rows=gen_rows)
-        for key in ("pg_mask", "sup_mask"):
-            batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], acc.device)
-        batch["pg_coef"] = torch.tensor(layout["pg_coef"], device=acc.device)
-        batch["sup_coef"] = torch.tensor(layout["sup_coef"], device=acc.device)
-        if self.needs_reference:  # the KL covers the policy-gradient tokens, all in the first gen_rows rows
-            generations = {k: v[:gen_rows] for k, v in batch.items()}
-            ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
-            batch["ref_logp"] = torch.cat([ref, ref.new_zeros(batch["pg_coef"].numel() - gen_rows, ref.shape[1])])
-
-        counts = {"num_prompts": float(total(acc, len(rows)))}
-        generations = counts["num_prompts"] * n
-        metrics = {
-            "bound": total(acc, sum(bounds)) / max(1.0, total(acc, len(bounds))),
-            "log_likelihood": total(acc, sum(sums)) / max(1.0, total(acc, len(sums))),
-            "formatted": total(acc, sum(c is not None for c in chains)) / generations,
-            "rl_prompts": total(acc, sum(use_rl)) / counts["num_prompts"],
-            "completion_length": total(acc, sum(map(len, samples.completion_ids))) / generations,
-            "truncated": total(acc, sum(not f for f in samples.finished)) / generations,
-            "time/generate": generated - started,
-            "time/bound": bounded - generated,
-            "time/reference": time.perf_counter() - bounded,
-        }
-        if rewards is not None:
-            metrics["reward"] = total(acc, torch.nansum(rewards).item()) / generations
+        batch = self.training_batch(layout, generation_rows=len(chains))
+        clock.append(time.perf_counter())
+        counts, metrics = self.step_metrics(samples, chains, terms, score_of, use_rl, rewards, clock)
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
              "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
             for i in range(min(cfg.run.samples_per_step, len(chains)))
         ]
         return Experience(batch, counts, metrics, shown)
+
+    def answer_logliks(self, prompt_ids, chains, answers, scored: list[int]) -> list[float]:
+        """S_i = log pi(a*|x, c_i) of the generations `scored`, teacher-forced at the sampling temperature."""
+        if not scored:
+            return []
+        cfg, n = self.config, self.args.group_size
+        contexts = [prompt_ids[i] + chains[i] for i in scored]
+        return completion_logprob_sums(self.policy.model, contexts, [answers[i // n] for i in scored],
+                                       self.policy.tokenizer.pad_token_id, cfg.train.micro_batch_size,
+                                       temperature=cfg.sampling.temperature)
+
+    def training_batch(self, layout: dict, generation_rows: int) -> dict:
+        """The batch of a `training_rows` layout: its token masks and coefficients and (beta > 0) the reference's
+        log-probs; the KL covers the policy-gradient tokens, all in the first `generation_rows` rows."""
+        cfg, device = self.config, self.accelerator.device
+        batch = build_batch(layout["prompts"], layout["completions"], self.policy.tokenizer.pad_token_id, device,
+                            group_size=self.args.group_size, grouped_rows=generation_rows)
+        for key in ("pg_mask", "sup_mask"):
+            batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], device)
+        batch["pg_coef"] = torch.tensor(layout["pg_coef"], device=device)
+        batch["sup_coef"] = torch.tensor(layout["sup_coef"], device=device)
+        if self.needs_reference:
+            generations = {k: v[:generation_rows] for k, v in batch.items()}
+            ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
+            padding = ref.new_zeros(batch["pg_coef"].numel() - generation_rows, ref.shape[1])
+            batch["ref_logp"] = torch.cat([ref, padding])
+        return batch
+
+    def step_metrics(self, samples, chains, terms, score_of, use_rl, rewards, clock) -> tuple[dict, dict]:
+        """(counts, metrics) of a step, summed over processes (in the same order on every process); `clock`: the
+        times at the start, after generating, after scoring S_i and at the end."""
+        acc, n = self.accelerator, self.args.group_size
+        counts = {"num_prompts": float(total(acc, len(terms)))}
+        generations = counts["num_prompts"] * n
+        mean = lambda values: total(acc, sum(values)) / max(1.0, total(acc, len(values)))  # noqa: E731
+        metrics = {
+            "bound": mean([t["bound"] for t in terms if t["bound"] is not None]),
+            "log_likelihood": mean(list(score_of.values())),
+            "formatted": total(acc, sum(c is not None for c in chains)) / generations,
+            "rl_prompts": total(acc, sum(use_rl)) / counts["num_prompts"],
+            "completion_length": total(acc, sum(map(len, samples.completion_ids))) / generations,
+            "truncated": total(acc, sum(not f for f in samples.finished)) / generations,
+            "time/generate": clock[1] - clock[0],
+            "time/bound": clock[2] - clock[1],
+            "time/reference": clock[3] - clock[2],
+        }
+        if rewards is not None:
+            metrics["reward"] = total(acc, torch.nansum(rewards).item()) / generations
+        return counts, metrics
 
     def training_rows(self, samples, chains, scored, answers, pg_coef, sup_coef) -> dict:
         """The training rows, one per generation first: prompts, completions, the spans of each completion under

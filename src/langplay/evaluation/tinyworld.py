@@ -92,9 +92,30 @@ def split_reference(task: Task) -> tuple[str, str]:
     return task.reference[:cut], task.reference[cut:]
 
 
+def target_logliks(policy: Policy, contexts: list[list[int]], texts: list[str]) -> tuple[list[float], list[int]]:
+    """Per pair: log pi(text + EOS | context) summed over the text's tokens (teacher forcing; `contexts` are token
+    ids, a formatted prompt and whatever follows it), and the number of those tokens, EOS included."""
+    eos = policy.tokenizer.eos_token_id
+    targets = [policy.encode(text) + [eos] for text in texts]
+    sums = completion_logprob_sums(policy.model, contexts, targets, policy.tokenizer.pad_token_id)
+    return sums, [len(t) for t in targets]
+
+
+def reference_nll(policy: Policy, prompts: list[str], targets: list[str], groups: list[str]) -> dict[str, float]:
+    """Per-token NLL (nats, EOS included) of each target after its (raw) prompt: over all pairs ("all") and over
+    the pairs of each group (groups[i]: pair i's, e.g. its family's kind), pooled by tokens. Sets eval mode."""
+    policy.model.eval()
+    sums, lengths = target_logliks(policy, [policy.encode(policy.format_prompt(p)) for p in prompts], targets)
+    out = {}
+    for group in ("all", *sorted(set(groups))):
+        index = [i for i, g in enumerate(groups) if group in ("all", g)]
+        if index:
+            out[group] = -sum(sums[i] for i in index) / sum(lengths[i] for i in index)
+    return out
+
+
 def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 0) -> list[float]:
     """Per task: log pi(reference | x), or for reasoning families the n-sample bound over sampled chains."""
-    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
     reasoning = [t for t in tasks if FAMILIES[t.family].kind == "reasoning"]
     chains = answer(policy, reasoning, n=n, temperature=1.0, seed=seed + 1) if reasoning else []
     prompts, targets, owner = [], [], []
@@ -103,7 +124,7 @@ def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 
         x = policy.encode(policy.format_prompt(task.prompt))
         if FAMILIES[task.family].kind != "reasoning":
             prompts.append(x)
-            targets.append(policy.encode(task.reference) + [eos])
+            targets.append(task.reference)
             owner.append(index)
             continue
         _, gold = split_reference(task)
@@ -112,9 +133,9 @@ def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 
             cut = marker_end(sample, ANSWER_MARKER)
             chain = sample[:cut] if cut is not None else sample.rstrip() + " " + ANSWER_MARKER
             prompts.append(x + policy.encode(chain))
-            targets.append(policy.encode(gold) + [eos])
+            targets.append(gold)
             owner.append(index)
-    sums = completion_logprob_sums(policy.model, prompts, targets, pad)
+    sums, _ = target_logliks(policy, prompts, targets)
     per_task: dict[int, list[float]] = defaultdict(list)
     for index, value in zip(owner, sums):
         per_task[index].append(value)

@@ -10,15 +10,19 @@ state after its last token is bootstrapped from the model. With gamma = 1 and a 
 telescopes to log pi(y|x) + V(s_0).
 
 The IRL algorithm trains with these quantities; `ImplicitRewardScorer` (RewardSpec kind "irl") scores responses
-with an IRL-trained model for RL, by the sum of r over the response (the paper's extracted reward).
+with an IRL-trained model for RL, by the sum of r over the response (the paper's extracted reward);
+`reward_agreement` measures how well that reward ranks responses as a checker does.
 """
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from langplay.config import ModelConfig
-from langplay.policy import Policy, build_batch, sequence_logprobs
+from langplay.evaluation.metrics import mean_token_entropy, spearman
+from langplay.policy import Policy, build_batch, completion_logprob_sums, sequence_logprobs
 
 
 def ends_with_eos(batch: dict, eos_id: int) -> torch.Tensor:
@@ -70,6 +74,46 @@ def implicit_rewards(policy: Policy, prompts: list[str], responses: list[str], g
         lengths = batch["completion_mask"].sum(1).long().tolist()
         per_token += [row[:n] for row, n in zip(rewards.tolist(), lengths)]
     return per_token, [sum(row) for row in per_token]
+
+
+def extracted_rewards(policy: Policy, prompts: list[str], responses: list[str], finished: list[bool],
+                      gamma: float = 1.0) -> list[float]:
+    """Each response's extracted reward (the sum of its implicit rewards at `gamma`) after its formatted prompt: a
+    response that ended with EOS (finished[i]) is terminal, one cut at the length limit is bootstrapped."""
+    out = [0.0] * len(responses)
+    for terminal in (True, False):
+        index = [i for i, f in enumerate(finished) if f == terminal]
+        if index:
+            _, sums = implicit_rewards(policy, [prompts[i] for i in index], [responses[i] for i in index],
+                                       gamma=gamma, terminal=terminal)
+            for i, value in zip(index, sums):
+                out[i] = value
+    return out
+
+
+def reward_agreement(policy: Policy, prompts: list[str], responses: list[str], finished: list[bool],
+                     scores: list[float], groups: list[str], gamma: float = 1.0) -> dict[str, dict[str, float]]:
+    """How the extracted reward (`extracted_rewards`) of the model's responses agrees with their `scores` (a
+    checker's), over all responses ("all") and the responses of each group (groups[i]: response i's): Spearman of
+    reward and score, and of log pi(y|x) and score for comparison; the mean extracted reward; the model's mean
+    next-token entropy on the responses. Sets eval mode."""
+    policy.model.eval()
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    extracted = extracted_rewards(policy, prompts, responses, finished, gamma)
+    prompt_ids = [policy.encode(p) for p in prompts]
+    response_ids = [policy.encode(r) + ([eos] if f else []) for r, f in zip(responses, finished)]
+    loglik = completion_logprob_sums(policy.model, prompt_ids, response_ids, pad)
+    out = {}
+    for group in ("all", *sorted(set(groups))):
+        index = [i for i, g in enumerate(groups) if group in ("all", g)]
+        pick = lambda values: [values[i] for i in index]  # noqa: E731
+        out[group] = {
+            "spearman_reward": spearman(pick(extracted), pick(scores)),
+            "spearman_loglik": spearman(pick(loglik), pick(scores)),
+            "mean_reward": statistics.mean(pick(extracted)),
+            "token_entropy": mean_token_entropy(policy.model, pick(prompt_ids), pick(response_ids), pad),
+        }
+    return out
 
 
 class ImplicitRewardScorer:

@@ -18,12 +18,11 @@ class RewardModelScorer:
     def __init__(self, name_or_path: str, device: str = "auto", batch_size: int = 16, dtype: str = "auto"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from langplay.policy import resolve_device
+        from langplay.policy import resolve_device, resolve_dtype
 
         self.__name__ = f"reward_model:{name_or_path}"
         self.device = resolve_device(device)
-        # a frozen scorer: bf16 storage where it is fast (it is never trained, so no float32 master copy is needed)
-        torch_dtype = (torch.bfloat16 if self.device.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+        torch_dtype = resolve_dtype(dtype, self.device, frozen=True)  # auto: bf16 on CUDA, a scorer is never trained
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=torch_dtype)
