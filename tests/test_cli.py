@@ -100,3 +100,17 @@ def test_periodic_evaluation_runs_from_the_command_line(tiny_model, sft_file, pr
     assert len(nll) == 2 and nll[1] < nll[0]  # the held-out NLL of the demonstrations falls as SFT trains
     result = invoke("train", "sft", *common, f"data.path={sft_file}", f"run.output_dir={tmp_path}/none")
     assert result.exit_code == 2 and "run.eval_every needs held-out data" in result.output
+
+
+def test_the_cli_prints_a_warning_as_one_line():
+    import warnings
+
+    from langplay import cli
+
+    before = warnings.formatwarning
+    try:
+        cli.quiet_libraries()
+        text = warnings.formatwarning("step 1: non-finite loss", UserWarning, "/x/trainer.py", 239, "warn(...)")
+    finally:
+        warnings.formatwarning = before
+    assert text == "warning: step 1: non-finite loss\n"

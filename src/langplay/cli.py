@@ -33,9 +33,18 @@ def friendly(command):
     return wrapper
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning on the console as one line, like the errors: no file, line number or source line."""
+    return f"warning: {message}\n"
+
+
 def quiet_libraries() -> None:
+    import warnings
+
     import datasets
     import transformers
+
+    warnings.formatwarning = warning_line
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
