@@ -11,14 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from langplay.config import load_config
+from langplay.distributed import whole
 from langplay.trainer import Trainer
-
-
-def whole(tensor: torch.Tensor) -> torch.Tensor:
-    """A gradient whole: under train.sharding=fsdp2 each rank holds a shard (a DTensor)."""
-    from torch.distributed.tensor import DTensor
-
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def main(plan_path: str) -> None:

@@ -55,9 +55,14 @@ def sum_gradients(accelerator, params: list[torch.Tensor]) -> None:
         offset += g.numel()
 
 
-def gradient_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Clip the gradients to `max_norm` and return their total norm, whole even over FSDP2 shards."""
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard (a DTensor; a collective: every process calls it in the same order), or
+    the tensor itself."""
     from torch.distributed.tensor import DTensor
 
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def gradient_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip the gradients to `max_norm` and return their total norm, whole even over FSDP2 shards."""
+    return whole(torch.nn.utils.clip_grad_norm_(params, max_norm))

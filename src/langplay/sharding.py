@@ -20,6 +20,8 @@ while it writes (a truly sharded DCP save is the next step for models beyond one
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -29,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from langplay.distributed import whole
 from langplay.errors import LangplayError
 
 
@@ -61,8 +64,6 @@ def shard(model: nn.Module, device: torch.device) -> LogprobModule:
 
     if not torch.distributed.is_initialized():
         raise LangplayError("train.sharding=fsdp2 needs a process group: launch with torchrun (one process is fine)")
-    import copy
-
     root = LogprobModule(copy.deepcopy(model))
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     for layer in decoder_layers(root.model):
@@ -79,17 +80,12 @@ def trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
 
 
-def full(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a shard (a collective: every process calls it in the same order)."""
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
 @torch.no_grad()
 def copy_shards_to_model(root: LogprobModule, model: nn.Module) -> None:
     """Refresh the plain model from the trained shards (after an optimizer step)."""
     plain = dict(model.named_parameters())
     for name, p in trainable(root.model):
-        plain[name].copy_(full(p))
+        plain[name].copy_(whole(p))
 
 
 @torch.no_grad()
