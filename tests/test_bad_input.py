@@ -203,7 +203,7 @@ CASES = {
     "bad tracker": (lambda w: base_args(w) + ["run.trackers=[mlflow]"], "run.trackers"),
     "rewards to sft in python only": (lambda w: base_args(w, "sft", "sft.jsonl") + ["sft.max_length=0"], "sft.max_length"),
     # -- other commands
-    "eval of a missing model": (lambda w: ["eval", "--world", "tinyworld", "--model", str(w["root"] / "nope")],
+    "eval of a missing model": (lambda w: ["eval", "tinyworld", "--model", str(w["root"] / "nope")],
                                 "model folder not found"),
     "reward command with a missing data file": (lambda w: ["reward", "--model", str(w["tiny"]), "--data",
                                                            str(w["root"] / "nope.jsonl")], "not found"),

@@ -71,7 +71,7 @@ def test_train_from_a_yaml_file_then_resume_then_eval(tiny_model, sft_file, prom
     steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
     report = tmp_path / "report.json"
-    result = invoke("eval", "--model", tmp_path / "run" / "final", f"data.path={prompt_file}", "--output", report,
+    result = invoke("eval", "rewards", "--model", tmp_path / "run" / "final", f"data.path={prompt_file}", "--output", report,
                     "grpo.rewards=[{kind: exact_match}]", "sampling.max_new_tokens=4")
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["samples"] == 8

@@ -117,10 +117,10 @@ def test_evaluation_report_and_cli(base, tmp_path):
     assert report["versus_baseline"]["ties"] == len(held_out_tasks(per_level=1))  # a model ties with itself
     assert set(report["diversity"]) == {"between", "sum_to", "letters"}
     assert "tinyworld held-out evaluation" in render_table(report)
-    result = CliRunner().invoke(app, ["eval", "--world", "tinyworld", "--per-level", "1", "--output", str(tmp_path)])
+    result = CliRunner().invoke(app, ["eval", "tinyworld", "--per-level", "1", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "eval.png").is_file() and json.loads((tmp_path / "eval.json").read_text())["per_level"] == 1
-    result = CliRunner().invoke(app, ["eval", "--world", "tinyworld", "--model", str(tmp_path / "nope")])
+    result = CliRunner().invoke(app, ["eval", "tinyworld", "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "model folder not found" in result.output
 
 

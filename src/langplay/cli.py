@@ -82,48 +82,56 @@ def train(
         typer.echo(f"done: {trainer.step} steps ({shown}); run folder {trainer.run_dir}")
 
 
-@app.command("eval")
+eval_app = typer.Typer(help="Evaluate models: tinyworld's held-out set, a dataset's rewards, pairwise win rates, "
+                         "accuracy, likelihood of reference answers, diversity.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("tinyworld")
 @friendly
-def evaluate(
+def eval_tinyworld(
+    model: Optional[str] = typer.Option(None, "--model", help="model folder (default: tinyworld's base model)"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="model folder to compare against"),
+    per_level: int = typer.Option(12, "--per-level", help="test prompts per family and level"),
+    output: Optional[Path] = typer.Option(None, "--output", help="report folder (default runs/eval-tinyworld)"),
+):
+    """tinyworld's test instances: score, accuracy and NLL per family and level, win rate, diversity."""
+    quiet_libraries()
+    from langplay.evaluation.tinyworld import evaluate_world, render_table, save_report
+    from langplay.tinyworld.base import base_model_path
+
+    target = model or str(base_model_path())
+    for path in [target] + ([baseline] if baseline else []):
+        if not Path(path).exists():
+            raise LangplayError(f"model folder not found: {path}")
+    report = evaluate_world(target, baseline, per_level=per_level)
+    typer.echo(render_table(report))
+    folder = save_report(report, output or Path("runs") / "eval-tinyworld")
+    typer.echo(f"report: {folder}/eval.json, table {folder}/eval.txt, plot {folder}/eval.png")
+
+
+@eval_app.command("rewards")
+@friendly
+def eval_rewards(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: model, data, grpo.rewards"),
-    model: Optional[str] = typer.Option(None, "--model", help="model to evaluate (default in tinyworld: the base)"),
-    world: Optional[str] = typer.Option(None, "--world", help="evaluate on a built-in world: tinyworld"),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="tinyworld: model to compare against"),
-    per_level: int = typer.Option(12, "--per-level", help="tinyworld: held-out prompts per family and level"),
-    samples: int = typer.Option(1, "--samples", help="dataset: completions per prompt"),
-    output: Optional[Path] = typer.Option(None, "--output", help="where to write the report"),
+    model: Optional[str] = typer.Option(None, "--model", help="model to evaluate (model.name_or_path)"),
+    samples: int = typer.Option(1, "--samples", help="completions per prompt"),
+    output: Optional[Path] = typer.Option(None, "--output", help="where to write the JSON report"),
 ):
-    """Evaluate a model: on tinyworld's held-out set (`--world tinyworld`), or by mean reward on a dataset."""
-    import json
-
+    """The mean of the config's rewards (grpo.rewards) on the config's dataset."""
     quiet_libraries()
-    if world is not None:
-        if world != "tinyworld":
-            raise LangplayError(f"unknown world {world!r}: the built-in world is tinyworld")
-        from langplay.evaluation.tinyworld import evaluate_world, render_table, save_report
-        from langplay.tinyworld.base import base_model_path
-
-        target = model or str(base_model_path())
-        for path in [target] + ([baseline] if baseline else []):
-            if not Path(path).exists():
-                raise LangplayError(f"model folder not found: {path}")
-        report = evaluate_world(target, baseline, per_level=per_level)
-        typer.echo(render_table(report))
-        folder = save_report(report, output or Path("runs") / "eval-tinyworld")
-        typer.echo(f"report: {folder}/eval.json, table {folder}/eval.txt, plot {folder}/eval.png")
-        return
     from langplay.config import load_config
+    from langplay.evaluation import evaluate_rewards_from_config
+    from langplay.evaluation.answers import write_json
 
     extra = [f"model.name_or_path={model}"] if model else []
     cfg = load_config(config, list(overrides or []) + extra)
-    from langplay.evaluation import evaluate_rewards_from_config
-
     report = evaluate_rewards_from_config(cfg, samples)
     for key, value in report.items():
         typer.echo(f"{key:>24}  {value:.4f}" if isinstance(value, float) else f"{key:>24}  {value}")
     if output:
-        output.write_text(json.dumps(report, indent=2))
+        write_json(output, report)
 
 
 @app.command()

@@ -1,0 +1,160 @@
+"""A model's answers to a prompt file, for the evaluations of `langplay eval`: loaded rows, a model to answer
+with, and answers cached on disk so that an interrupted evaluation continues where it stopped.
+
+The cache is one JSONL file per evaluation folder. Each line holds the answers to one prompt under a key that
+names everything they depend on: the model (its path, and for a local folder its weight files' sizes and
+times, so a retrained model is never served stale answers), the formatted prompt, and the decoding
+(temperature, top-p, length, n, seed). A line is appended and flushed as soon as its batch is done; a torn last
+line (a crash mid-write) is cut off when the cache is opened, and that prompt answered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from langplay.config import ModelConfig, SamplingConfig
+from langplay.errors import LangplayError
+
+GREEDY_TEMPERATURE = 0.01  # near-greedy: the samplers take a temperature > 0 (as the LSP paper's evaluation)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How answers are drawn: n per prompt at a temperature, each prompt's noise keyed by (seed, prompt index)."""
+
+    temperature: float = GREEDY_TEMPERATURE
+    n: int = 1
+    max_new_tokens: int = 512
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def load_eval_policy(name_or_path: str, dtype: str = "auto", device: str = "auto"):
+    """A model to evaluate: a local folder or a Hub name, without a reference copy."""
+    from langplay.policy import Policy
+
+    return Policy.from_config(ModelConfig(name_or_path=str(name_or_path), dtype=dtype, device=device),
+                              with_reference=False)
+
+
+def load_prompt_rows(path: str, columns: list[str], subset: str | None = None, split: str = "test",
+                     limit: int | None = None) -> list[dict]:
+    """The first `limit` rows of a JSONL / JSON / Parquet / CSV file or Hub dataset, checked to have `columns`."""
+    from langplay.data import load_rows, require_columns
+
+    rows = load_rows(path, subset, split, limit)
+    if len(rows) == 0:
+        raise LangplayError(f"dataset {path!r} has no rows")
+    require_columns(rows, columns, f"dataset {path!r}")
+    return [dict(row) for row in rows]
+
+
+def model_identity(name_or_path: str) -> str:
+    """The model's name, plus the size and time of each weight file when it is a local folder."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return str(name_or_path)
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json")
+    stamps = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return f"{folder.resolve()}|{'|'.join(stamps)}"
+
+
+def answer_key(model: str, prompt: str, decoding: Decoding) -> str:
+    text = json.dumps([model, prompt, asdict(decoding)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class AnswerCache:
+    """Answers on disk, appended one prompt per line; `get` finds what an earlier (interrupted) run wrote."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: dict[str, list[str]] = {}
+        if self.path.exists():
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):  # cut a torn last line, so the next append starts a line
+                with open(self.path, "r+") as file:
+                    file.truncate(len(text[: text.rfind("\n") + 1].encode()))
+            for line in text.splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line: that prompt is answered again
+                    continue
+                self.entries[entry["key"]] = entry["answers"]
+
+    def get(self, key: str) -> list[str] | None:
+        return self.entries.get(key)
+
+    def put_many(self, items: dict[str, list[str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as file:
+            for key, answers in items.items():
+                file.write(json.dumps({"key": key, "answers": answers}) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self.entries.update(items)
+
+
+def default_backend() -> str:
+    """vLLM on CUDA when it is installed; the transformers loop elsewhere (on CPU, vLLM only pays off for
+    large models, and its attention lacks some head sizes)."""
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
+def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding, cache: AnswerCache | None = None,
+                     backend: str | None = None, system_prompt: str | None = None, batch_size: int = 32,
+                     progress: bool = True, label: str = "answering") -> list[list[str]]:
+    """`decoding.n` answers to each prompt (raw prompts: the chat template is applied here), from the cache
+    where an earlier run wrote them, else sampled and cached batch by batch."""
+    from tqdm.auto import tqdm
+
+    from langplay.sampling import make_sampler
+    from langplay.sampling.keys import key_of
+
+    identity = model_identity(model_name)
+    texts = [policy.format_prompt(p, system_prompt) for p in prompts]
+    keys = [answer_key(identity, t, decoding) for t in texts]
+    cached = cache.entries if cache is not None else {}
+    todo = [i for i, key in enumerate(keys) if key not in cached]
+    found: dict[str, list[str]] = {}
+    if todo:
+        sampling = SamplingConfig(backend=backend or default_backend(), temperature=decoding.temperature,
+                                  top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens)
+        sampler = make_sampler(sampling, policy)
+        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=label, disable=not progress,
+                   leave=False)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            samples = sampler.generate([texts[i] for i in batch], decoding.n, [key_of(decoding.seed, i) for i in batch])
+            done = {keys[i]: samples.texts[j * decoding.n : (j + 1) * decoding.n] for j, i in enumerate(batch)}
+            if cache is not None:
+                cache.put_many(done)
+            found.update(done)
+            bar.update(len(batch))
+        bar.close()
+    return [cached.get(key) or found[key] for key in keys]
+
+
+def eval_folder(output: str | Path | None, kind: str) -> Path:
+    """Where an evaluation writes its report and answer cache: `--output`, or runs/eval-KIND. Running the same
+    evaluation into the same folder again continues it (answers are cached by what they depend on)."""
+    folder = Path(output) if output is not None else Path("runs") / f"eval-{kind}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_json(path: str | Path, report: dict) -> Path:
+    """Written beside and renamed over, so a crash never leaves half a report."""
+    path = Path(path)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(report, indent=2))
+    partial.replace(path)
+    return path
