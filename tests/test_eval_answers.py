@@ -75,3 +75,21 @@ def test_prompt_rows_are_checked(tmp_path):
     assert [r["prompt"] for r in load_prompt_rows(str(path), ["prompt"], limit=2)] == ["q0", "q1"]
     with pytest.raises(LangplayError, match="answer"):
         load_prompt_rows(str(path), ["prompt", "answer"])
+
+
+def test_an_evaluation_preset_gives_defaults_that_the_command_line_overrides(tmp_path, monkeypatch):
+    import langplay.config as config
+    from langplay.evaluation.answers import eval_preset
+
+    (tmp_path / "eval_x.yaml").write_text("command: accuracy\ndata: some/set\nlimit: 10\n")
+    (tmp_path / "grpo_x.yaml").write_text("train: {steps: 1}\n")
+    monkeypatch.setattr(config, "PRESETS", tmp_path)
+    options = {"data": None, "limit": 5, "model": "m"}
+    assert eval_preset("eval_x", "accuracy", options) == {"data": "some/set", "limit": 5, "model": "m"}
+    assert eval_preset(None, "accuracy", options) == {"limit": 5, "model": "m"}
+    with pytest.raises(LangplayError, match="langplay eval accuracy"):
+        eval_preset("eval_x", "winrate", options)
+    with pytest.raises(LangplayError, match="choose one of eval_x"):
+        eval_preset("grpo_x", "accuracy", options)
+    with pytest.raises(LangplayError, match="unknown options"):
+        eval_preset("eval_x", "accuracy", {"model": None})

@@ -158,3 +158,28 @@ def write_json(path: str | Path, report: dict) -> Path:
     partial.write_text(json.dumps(report, indent=2))
     partial.replace(path)
     return path
+
+
+def eval_preset(name: str | None, command: str, options: dict) -> dict:
+    """The options of an evaluation: a packaged preset's (presets/NAME.yaml, holding `command:` and option
+    values named as on the command line, dashes as underscores), then those given on the command line (not
+    None), which win."""
+    import yaml
+
+    from langplay.config import PRESETS
+
+    given = {key: value for key, value in options.items() if value is not None}
+    if name is None:
+        return given
+    path = PRESETS / f"{name.removesuffix('.yaml')}.yaml"
+    known = sorted(p.stem for p in PRESETS.glob("*.yaml") if "command:" in p.read_text())
+    if not path.is_file() or "command:" not in path.read_text():
+        raise LangplayError(f"unknown evaluation preset {name!r}: choose one of {', '.join(known) or 'none'}")
+    preset = yaml.safe_load(path.read_text())
+    if preset.get("command") != command:
+        raise LangplayError(f"preset {name!r} is for `langplay eval {preset.get('command')}`, not `langplay eval {command}`")
+    del preset["command"]
+    unknown = sorted(set(preset) - set(options))
+    if unknown:
+        raise LangplayError(f"preset {name!r} sets unknown options {unknown}: known are {sorted(options)}")
+    return {**preset, **given}
