@@ -130,3 +130,16 @@ def test_pool_stats_by_hand():
     })
     words = pool_stats(pools, scores, finished, max_n=2)  # whitespace words: one token each, so no bigrams
     assert words["distinct_2"] == 0.0
+
+
+def test_bootstrap_interval_of_a_mean():
+    from langplay.evaluation.metrics import bootstrap_interval
+
+    assert bootstrap_interval([0.3] * 50) == (pytest.approx(0.3), pytest.approx(0.3))  # no spread, no width
+    low, high = bootstrap_interval([0.0, 1.0] * 200)  # mean 0.5, standard error 0.025: +-1.96 se
+    assert low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.008) and high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.008)
+    narrow = bootstrap_interval([0.0, 1.0] * 800)
+    assert narrow[1] - narrow[0] < (high - low) * 0.6  # 4x the items: about half the width
+    gains = [0.1 + 0.01 * (i % 3 - 1) for i in range(30)]  # paired differences, all positive
+    assert bootstrap_interval(gains)[0] > 0
+    assert bootstrap_interval([], 0.95) != bootstrap_interval([], 0.95)  # NaN, not an interval

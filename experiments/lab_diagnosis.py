@@ -1,0 +1,120 @@
+"""Why RL on data barely moves tinyworld's base model: what sampling finds, what the judge rewards.
+
+    python experiments/lab_diagnosis.py [--model DIR] [--per-level 32] [--k 8] [--name base]
+
+GRPO can only sharpen what sampling already finds sometimes, and can only learn from a group whose rewards
+differ. On test instances (never training ones), per family and level, from k samples at temperature 1 (the
+policy RL trains) and one near-greedy answer:
+- greedy score and accuracy; sampled score (pass@1 in expectation) and accuracy; pass@k (some sample exactly
+  right); best-of-k score;
+- `no signal`: the share of prompts whose k samples all get the same reward (a GRPO group with zero advantage);
+- `spread`: the mean standard deviation of the k rewards (what a group's advantages are made of);
+- the judge's partial credit: the mean score of the wrong samples (reward for near-misses), and of constant
+  answers (the same short string whatever the prompt).
+Writes results/lab_diagnosis_NAME.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import experiment_parser, provenance, saved_results, table  # noqa: E402
+
+CONSTANT_ANSWERS = ("0", "1", "a", "yes", "The answer is 0.")
+
+
+def cell_stats(tasks, pools, greedy) -> dict:
+    """The statistics of one family and level from its tasks' sample pools and greedy answers."""
+    from langplay.tinyworld.tasks import check
+
+    scores = [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
+    exact = [[s == 1.0 for s in row] for row in scores]
+    greedy_scores = [check(t, g[0]) for t, g in zip(tasks, greedy)]
+    wrong = [s for row in scores for s in row if s < 1.0]
+    mean = statistics.mean
+    return {
+        "prompts": len(tasks),
+        "greedy_score": mean(greedy_scores), "greedy_accuracy": mean(s == 1.0 for s in greedy_scores),
+        "sampled_score": mean(mean(row) for row in scores), "sampled_accuracy": mean(mean(row) for row in exact),
+        "pass_at_k": mean(any(row) for row in exact), "best_of_k": mean(max(row) for row in scores),
+        "no_signal": mean(max(row) == min(row) for row in scores),
+        "spread": mean(statistics.pstdev(row) for row in scores),
+        "wrong_credit": mean(wrong) if wrong else float("nan"),
+        "constant_credit": mean(check(t, c) for t in tasks for c in CONSTANT_ANSWERS),
+    }
+
+
+def diagnose(model: str, per_level: int, k: int) -> dict:
+    from langplay.evaluation.tinyworld import answer, held_out_tasks, load_policy
+    from langplay.tinyworld.tasks import FAMILIES
+
+    policy = load_policy(model)
+    tasks = held_out_tasks(per_level)
+    started = time.time()
+    pools = answer(policy, tasks, n=k, temperature=1.0, seed=1)
+    greedy = answer(policy, tasks)
+    cells = []
+    for family in sorted(FAMILIES):
+        for level in range(1, FAMILIES[family].levels + 1):
+            index = [i for i, t in enumerate(tasks) if t.family == family and t.level == level]
+            cells.append({"family": family, "level": level, **cell_stats(
+                [tasks[i] for i in index], [pools[i] for i in index], [greedy[i] for i in index])})
+    return {"model": str(model), "per_level": per_level, "k": k, "cells": cells,
+            "minutes": round((time.time() - started) / 60, 2)}
+
+
+COLUMNS = ("greedy_score", "greedy_accuracy", "sampled_score", "sampled_accuracy", "pass_at_k", "best_of_k",
+           "no_signal", "spread", "wrong_credit", "constant_credit")
+
+
+def by(cells: list[dict], key: str) -> dict:
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault(cell[key], []).append(cell)
+    return {name: {c: statistics.mean(x[c] for x in group) for c in COLUMNS} for name, group in groups.items()}
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    fmt = lambda row: [f"{row[c]:.3f}" for c in COLUMNS]  # noqa: E731
+    header = [c.replace("_", " ").replace("pass at k", f"pass@{report['k']}") for c in COLUMNS]
+    lines = [f"# tinyworld lab diagnosis: {report['model']}", "",
+             f"Test instances, {report['per_level']} per family and level; {report['k']} samples at temperature 1 "
+             "and one near-greedy answer each. Regenerate: `python experiments/lab_diagnosis.py`.", "",
+             "## By level", "", *table(["level"] + header, [[str(lv)] + fmt(r) for lv, r in sorted(by(report["cells"], "level").items())]),
+             "", "## By family", "", *table(["family"] + header, [[f] + fmt(r) for f, r in sorted(by(report["cells"], "family").items())]),
+             "", "## Every cell", "", *table(["family", "lvl"] + header, [[c["family"], str(c["level"])] + fmt(c) for c in report["cells"]]),
+             "", "## Provenance", "", "```json", json.dumps(report["provenance"], indent=1), "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    parser = experiment_parser("lab_diagnosis", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped base)")
+    parser.add_argument("--per-level", type=int, default=32)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--name", default="base")
+    args = parser.parse_args(argv)
+    path = args.results / f"lab_diagnosis_{args.name}.json"
+    report = saved_results(args, path)
+    if report is None:
+        import torch
+
+        torch.set_num_threads(2)
+        from langplay.tinyworld.base import base_model_path
+
+        report = diagnose(args.model or str(base_model_path()), args.per_level, args.k)
+        report["provenance"] = provenance()
+        path.write_text(json.dumps(report, indent=1))
+    write_markdown(report, path.with_suffix(".md"))
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
