@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (cells, dig, experiment_parser, finished, mean_of, provenance, run_folder,  # noqa: E402
+from common import (cells, dig, experiment_parser, finished, mean_of, provenance, run_folder, run_metrics,  # noqa: E402
                     saved_results, table)
 CONFIG = ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml"
 KINDS = ("exact", "open")
@@ -121,7 +121,7 @@ def run_one(method: str, seed: int, steps: int, work: Path, lr: float | None = N
 
 
 def training_curves(out: Path) -> dict:
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_metrics(out)
     curves = {key: [m.get(key) for m in metrics] for key in TRAIN_CURVES if any(key in m for m in metrics)}
     curves["seconds_per_step"] = statistics.mean(m["time/step"] for m in metrics)
     return curves
@@ -229,7 +229,7 @@ def run_small(method: str, seed: int, args) -> dict:
         started = time.time()
         Trainer(config, policy=policy, dataset=rows, evaluate=probe).train()
         trained = time.time() - started
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_metrics(out)
     logged = [m for m in metrics if "eval/heldout_nll" in m]
     curve = {"step": [0] + [m["step"] for m in logged]}
     for key in start:
