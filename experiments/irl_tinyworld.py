@@ -70,12 +70,6 @@ def families() -> list[str]:
     return [name for name in sorted(FAMILIES) if FAMILIES[name].kind in KINDS]
 
 
-def kind_of(task) -> str:
-    from langplay.tinyworld.tasks import FAMILIES
-
-    return FAMILIES[task.family].kind
-
-
 # -- demonstrations ----------------------------------------------------------------------------------------------
 def demonstrations(pool_rows: int, steps: int, pool_seed: int, order_seed: int):
     """The rows of `steps` training steps, in order, and their pool: about `pool_rows` demonstrations in units of
@@ -128,50 +122,31 @@ def training_curves(out: Path) -> dict:
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
-def reference_pairs(tasks) -> tuple[list[str], list[str], list[str]]:
-    """(prompts, references, kinds) whose likelihood is measured: an open task's K_OPEN valid answers, an exact
-    task's one reference."""
-    from langplay.tinyworld.datasets import valid_answers
+def sample_answers(policy, tasks, k: int, temperature: float, seed: int):
+    """(responses, finished, scores) of k samples per task: tinyworld's checked answers with this experiment's
+    length limit, ANSWER_TOKENS (a model that lost EOS is not decoded to 96 tokens); all prompts in one batch, as
+    the saved results were sampled."""
+    from langplay.evaluation.tinyworld import checked_answers
 
-    pairs = [(t.prompt, target, kind_of(t)) for t in tasks for target in valid_answers(t, K_OPEN)]
-    return tuple(list(column) for column in zip(*pairs))
-
-
-def sample_answers(policy, tasks, k: int, temperature: float, seed: int) -> tuple[list[list[str]], list[list[bool]]]:
-    """tinyworld's `answer` with this experiment's length limit, ANSWER_TOKENS (a model that lost EOS is not decoded
-    to 96 tokens), and whether each response ended with EOS; all prompts in one batch, as the saved results were
-    sampled."""
-    from langplay.evaluation.tinyworld import answer
-
-    return answer(policy, tasks, n=k, temperature=temperature, seed=seed, batch_prompts=len(tasks),
-                  max_new_tokens=ANSWER_TOKENS, with_finished=True)
+    return checked_answers(policy, tasks, k, temperature, seed, max_new_tokens=ANSWER_TOKENS, batch_prompts=len(tasks))
 
 
 def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
-    from langplay.evaluation.metrics import characters, pool_stats
-    from langplay.evaluation.tinyworld import held_out_tasks, load_policy, reference_nll
-    from langplay.rewards.implicit import reward_agreement
-    from langplay.tinyworld.tasks import check
+    """The held-out protocol: reference NLL; at each temperature, quality and diversity of k samples per prompt by
+    kind; at temperature 1 (or the highest), the extracted reward against the checker, and a few examples."""
+    from langplay.evaluation.tinyworld import (held_out_tasks, load_policy, pool_stats_by_kind,
+                                               pooled_reward_agreement, reference_nll, reference_pairs)
 
     policy = load_policy(model)
     tasks = held_out_tasks(per_level, seed=EVAL_SEED, families=families())
-    report = {"reference_nll": reference_nll(policy, *reference_pairs(tasks)), "temperatures": {}}
+    report = {"reference_nll": reference_nll(policy, *reference_pairs(tasks, K_OPEN)), "temperatures": {}}
     reward_temperature = 1.0 if 1.0 in temperatures else max(temperatures)
     for temperature in temperatures:
-        pools, finished = sample_answers(policy, tasks, k, temperature, EVAL_SEED)
-        scores = [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
-        cell = {}
-        for kind in KINDS:
-            index = [i for i, t in enumerate(tasks) if kind_of(t) == kind]
-            cell[kind] = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)),
-                                    max_n=SELF_BLEU_N, tokenize=characters)
-        report["temperatures"][f"{temperature:g}"] = cell
+        pools, finished, scores = sample_answers(policy, tasks, k, temperature, EVAL_SEED)
+        report["temperatures"][f"{temperature:g}"] = pool_stats_by_kind(tasks, pools, scores, finished, SELF_BLEU_N)
         if temperature == reward_temperature:  # the extracted reward (at the training gamma) against the checker
-            flat = lambda per_task: [x for row in per_task for x in row]  # noqa: E731
-            owners = [t for t, pool in zip(tasks, pools) for _ in pool]
-            report["rewards"] = {"temperature": temperature, **reward_agreement(
-                policy, [policy.format_prompt(t.prompt) for t in owners], flat(pools), flat(finished), flat(scores),
-                [kind_of(t) for t in owners], gamma=gamma())}
+            report["rewards"] = {"temperature": temperature,
+                                 **pooled_reward_agreement(policy, tasks, pools, finished, scores, gamma())}
             report["examples"] = [{"prompt": tasks[i].prompt, "samples": pools[i], "scores": scores[i]}
                                   for i in range(0, len(tasks), max(1, len(tasks) // 8))]
     return report
@@ -181,11 +156,11 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
 def small_probe(pool: list[list[dict]], probe_per_level: int):
     """The trainer's evaluate hook: per-token NLL of held-out references (by kind) and of the first 64 training
     demonstrations, so over-fitting shows as the gap between the two."""
-    from langplay.evaluation.tinyworld import held_out_tasks, reference_nll
+    from langplay.evaluation.tinyworld import held_out_tasks, reference_nll, reference_pairs
     from langplay.tinyworld.tasks import FAMILIES
 
     tasks = held_out_tasks(probe_per_level, seed=PROBE_SEED, families=families())
-    held_out = reference_pairs(tasks)
+    held_out = reference_pairs(tasks, K_OPEN)
     first = [r for unit in pool for r in unit][:64]
     seen = ([r["prompt"] for r in first], [r["reference"] for r in first], [FAMILIES[r["family"]].kind for r in first])
 
@@ -202,7 +177,6 @@ def run_small(method: str, seed: int, args) -> dict:
     from langplay.evaluation.tinyworld import EVAL_TEMPERATURE, load_policy
     from langplay.policy import Policy
     from langplay.tinyworld.base import BASE_RECIPE, base_model_path, init_model
-    from langplay.tinyworld.tasks import check
     from langplay.trainer import Trainer
 
     rows, pool = demonstrations(args.small_demos, args.small_steps, 10_000 + seed, seed)
@@ -235,8 +209,7 @@ def run_small(method: str, seed: int, args) -> dict:
     for key in start:
         curve[key] = [start[key]] + [m[f"eval/{key}"] for m in logged]
     final = load_policy(out / "final")
-    responses = [r[0] for r in sample_answers(final, tasks, 1, EVAL_TEMPERATURE, PROBE_SEED)[0]]
-    scores = [check(t, r) for t, r in zip(tasks, responses)]
+    scores = [score for score, in sample_answers(final, tasks, 1, EVAL_TEMPERATURE, PROBE_SEED)[2]]
     return {"method": method, "seed": seed, "init": args.small_init, "demos": sum(len(u) for u in pool),
             "train_seconds": trained, **curve,
             "accuracy": statistics.mean(float(s == 1.0) for s in scores), "score": statistics.mean(scores)}
