@@ -42,6 +42,7 @@ SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answ
 ANSWER_TOKENS = 40  # sampling limit (evaluation and online samples): the longest reference here has 18 characters
 SCRATCH_LR = 1e-3  # from scratch a higher learning rate is needed (the base model was built with 1.5e-3)
 SCRATCH_WARMUP = 20
+SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}  # from scratch
 METHODS = {  # slug: (label, overrides of presets/irl_tinyworld.yaml)
     "mle": ("MLE", ["algorithm=sft"]),
     "mle-entropy": ("MLE + entropy 0.05", ["algorithm=sft", "sft.entropy_bonus=0.05"]),
@@ -173,53 +174,81 @@ def small_probe(pool: list[list[dict]], probe_per_level: int):
 
 
 def run_small(method: str, seed: int, args) -> dict:
+    """One small-data run: train on a few hundred demonstrations with the probe every few steps, then score the
+    final model near-greedily on the probe's held-out prompts."""
     from langplay.config import load_config
     from langplay.evaluation.tinyworld import EVAL_TEMPERATURE, load_policy
-    from langplay.policy import Policy
-    from langplay.tinyworld.base import BASE_RECIPE, base_model_path, init_model
     from langplay.trainer import Trainer
 
     rows, pool = demonstrations(args.small_demos, args.small_steps, 10_000 + seed, seed)
     probe, tasks = small_probe(pool, args.small_probe_per_level)
-    overrides = [f"train.steps={args.small_steps}", f"train.seed={seed}",
-                 f"sampling.max_new_tokens={ANSWER_TOKENS}",
-                 "run.progress=false", "run.save_every=0", "data.shuffle=false",
-                 f"run.eval_every={args.small_eval_every}", *METHODS[method][1]]
-    if args.small_init == "scratch":
-        recipe = {**BASE_RECIPE, **SMALL_RECIPE, "seed": seed}
-        model, tokenizer = init_model(recipe)
-        policy = Policy(model, tokenizer)
-        overrides += ["model.name_or_path=tinyworld-scratch", f"train.lr={SCRATCH_LR}",
-                      f"train.warmup_steps={SCRATCH_WARMUP}"]
-    else:
-        policy = load_policy(base_model_path())
-        overrides += [f"model.name_or_path={base_model_path()}"]
+    policy, start_overrides = small_start(args.small_init, seed)
     start = probe(policy, 0)
     trained = float("nan")
-    config = load_config(CONFIG, overrides)
+    config = load_config(CONFIG, [f"train.steps={args.small_steps}", f"train.seed={seed}",
+                                  f"sampling.max_new_tokens={ANSWER_TOKENS}",
+                                  "run.progress=false", "run.save_every=0", "data.shuffle=false",
+                                  f"run.eval_every={args.small_eval_every}", *METHODS[method][1], *start_overrides])
     out = run_folder(args.work / "small", f"{method}-{args.small_init}-seed{seed}", config,
                      f"small: {args.small_demos} demos, {args.small_probe_per_level} probe, {SMALL_RECIPE}")
     if not finished(out):
         started = time.time()
         Trainer(config, policy=policy, dataset=rows, evaluate=probe).train()
         trained = time.time() - started
-    metrics = run_metrics(out)
-    logged = [m for m in metrics if "eval/heldout_nll" in m]
-    curve = {"step": [0] + [m["step"] for m in logged]}
-    for key in start:
-        curve[key] = [start[key]] + [m[f"eval/{key}"] for m in logged]
-    final = load_policy(out / "final")
-    scores = [score for score, in sample_answers(final, tasks, 1, EVAL_TEMPERATURE, PROBE_SEED)[2]]
+    scores = [score for score, in sample_answers(load_policy(out / "final"), tasks, 1, EVAL_TEMPERATURE, PROBE_SEED)[2]]
     return {"method": method, "seed": seed, "init": args.small_init, "demos": sum(len(u) for u in pool),
-            "train_seconds": trained, **curve,
+            "train_seconds": trained, **probe_curve(out, start),
             "accuracy": statistics.mean(float(s == 1.0) for s in scores), "score": statistics.mean(scores)}
 
 
-SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}
+def small_start(init: str, seed: int):
+    """The small-data regime's starting policy and its config overrides: a fresh small character Llama
+    (SMALL_RECIPE, lr SCRATCH_LR, warm-up SCRATCH_WARMUP) for "scratch", else the shipped base model."""
+    from langplay.evaluation.tinyworld import load_policy
+    from langplay.policy import Policy
+    from langplay.tinyworld.base import BASE_RECIPE, base_model_path, init_model
+
+    if init == "scratch":
+        model, tokenizer = init_model({**BASE_RECIPE, **SMALL_RECIPE, "seed": seed})
+        return Policy(model, tokenizer), ["model.name_or_path=tinyworld-scratch", f"train.lr={SCRATCH_LR}",
+                                          f"train.warmup_steps={SCRATCH_WARMUP}"]
+    return load_policy(base_model_path()), [f"model.name_or_path={base_model_path()}"]
+
+
+def probe_curve(out: Path, start: dict) -> dict:
+    """The probe's values over training: "step" and each value's list, from `start` (step 0, before training)
+    then every evaluation the run logged."""
+    logged = [m for m in run_metrics(out) if "eval/heldout_nll" in m]
+    return {"step": [0] + [m["step"] for m in logged],
+            **{key: [start[key]] + [m[f"eval/{key}"] for m in logged] for key in start}}
 
 
 # -- the experiment ----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
+    """The base model's evaluation, every method and seed of the main comparison, then the small-data regime (the
+    JSON saved after each run); then the report (irl_report), which --report-only rewrites alone."""
+    args = parse_args(argv)
+    path = args.results / "irl_tinyworld.json"
+    results = saved_results(args, path)
+    if results is None:
+        results = base_results(args)
+        save(results, path)
+        for seed in args.seeds:
+            for method in args.methods:
+                results["runs"].append(main_run(method, seed, args))
+                save(results, path)
+        for seed in args.seeds:
+            for method in args.small_methods:
+                results["small"].append(small_data_run(method, seed, args))
+                save(results, path)
+    from irl_report import plot, write_markdown  # here, not above: the report reads this module's design
+
+    write_markdown(results, args.results)
+    plot(results, args.results)
+    return 0
+
+
+def parse_args(argv=None):
     parser = experiment_parser("irl_experiment", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="training steps of every main run (16 rows each)")
     parser.add_argument("--per-level", type=int, default=6, help="held-out prompts per family and level")
@@ -233,50 +262,51 @@ def main(argv=None) -> int:
     parser.add_argument("--small-probe-per-level", type=int, default=3)
     parser.add_argument("--small-init", choices=["scratch", "base"], default="scratch")
     parser.add_argument("--small-methods", nargs="*", default=list(SMALL_METHODS), choices=list(METHODS))
-    args = parser.parse_args(argv)
-    path = args.results / "irl_tinyworld.json"
-    results = saved_results(args, path)
-    if results is None:
-        from langplay.tinyworld.base import base_model_path
+    return parser.parse_args(argv)
 
-        settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
-        settings["gamma"] = gamma()
-        started = time.time()
-        results = {"provenance": provenance(), "settings": settings, "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures),
-                   "runs": [], "small": []}
-        results["base_eval_seconds"] = time.time() - started
-        path.write_text(json.dumps(results, indent=2))
-        for seed in args.seeds:
-            for method in args.methods:
-                started = time.time()
-                out, trained = run_one(method, seed, args.steps, args.work, args.lr)
-                evaluated = time.time()
-                report = evaluate(out / "final", args.per_level, args.k, args.temperatures)
-                run = {"method": method, "seed": seed, "train_seconds": trained,
-                       "eval_seconds": time.time() - evaluated,
-                       "minutes": (time.time() - started) / 60, "train": training_curves(out), **report}
-                results["runs"].append(run)
-                hot = report["temperatures"][f"{max(args.temperatures):g}"]
-                print(f"{method:12s} seed {seed}: T {max(args.temperatures):g} accuracy exact "
-                      f"{hot['exact']['accuracy']:.3f} open {hot['open']['accuracy']:.3f}, Self-BLEU open "
-                      f"{hot['open']['self_bleu']:.3f}, rho {report['rewards']['all']['spearman_reward']:.3f}; "
-                      f"train {trained:.0f} s, {run['minutes']:.1f} min", flush=True)
-                path.write_text(json.dumps(results, indent=2))
-        for seed in args.seeds:
-            for method in args.small_methods:
-                started = time.time()
-                run = run_small(method, seed, args)
-                run["minutes"] = (time.time() - started) / 60
-                results["small"].append(run)
-                print(f"small {method:8s} seed {seed}: held-out NLL {run['heldout_nll'][0]:.3f} -> min "
-                      f"{min(run['heldout_nll']):.3f} -> {run['heldout_nll'][-1]:.3f}, train NLL "
-                      f"{run['train_nll'][-1]:.3f}; {run['minutes']:.1f} min", flush=True)
-                path.write_text(json.dumps(results, indent=2))
-    from irl_report import plot, write_markdown  # here, not above: the report reads this module's design
 
-    write_markdown(results, args.results)
-    plot(results, args.results)
-    return 0
+def base_results(args) -> dict:
+    """A fresh results dict: provenance, the settings (the options, and gamma) and the base model's evaluation."""
+    from langplay.tinyworld.base import base_model_path
+
+    settings = {key: value for key, value in vars(args).items() if key not in ("work", "results", "report_only")}
+    settings["gamma"] = gamma()
+    started = time.time()
+    results = {"provenance": provenance(), "settings": settings,
+               "base": evaluate(base_model_path(), args.per_level, args.k, args.temperatures), "runs": [], "small": []}
+    results["base_eval_seconds"] = time.time() - started
+    return results
+
+
+def main_run(method: str, seed: int, args) -> dict:
+    """One method and seed of the main comparison: trained from the base model, evaluated held out."""
+    started = time.time()
+    out, trained = run_one(method, seed, args.steps, args.work, args.lr)
+    evaluated = time.time()
+    report = evaluate(out / "final", args.per_level, args.k, args.temperatures)
+    run = {"method": method, "seed": seed, "train_seconds": trained, "eval_seconds": time.time() - evaluated,
+           "minutes": (time.time() - started) / 60, "train": training_curves(out), **report}
+    hot = report["temperatures"][f"{max(args.temperatures):g}"]
+    print(f"{method:12s} seed {seed}: T {max(args.temperatures):g} accuracy exact "
+          f"{hot['exact']['accuracy']:.3f} open {hot['open']['accuracy']:.3f}, Self-BLEU open "
+          f"{hot['open']['self_bleu']:.3f}, rho {report['rewards']['all']['spearman_reward']:.3f}; "
+          f"train {trained:.0f} s, {run['minutes']:.1f} min", flush=True)
+    return run
+
+
+def small_data_run(method: str, seed: int, args) -> dict:
+    """One method and seed of the small-data regime (run_small), timed."""
+    started = time.time()
+    run = run_small(method, seed, args)
+    run["minutes"] = (time.time() - started) / 60
+    print(f"small {method:8s} seed {seed}: held-out NLL {run['heldout_nll'][0]:.3f} -> min "
+          f"{min(run['heldout_nll']):.3f} -> {run['heldout_nll'][-1]:.3f}, train NLL "
+          f"{run['train_nll'][-1]:.3f}; {run['minutes']:.1f} min", flush=True)
+    return run
+
+
+def save(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
