@@ -8,7 +8,8 @@ import statistics
 from pathlib import Path
 
 from common import cells, dig, mean_of, table
-from irl_tinyworld import ANSWER_TOKENS, K_OPEN, KINDS, METHODS, SCRATCH_LR, SCRATCH_WARMUP, SELF_BLEU_N, SMALL_METHODS
+from irl_tinyworld import (ANSWER_TOKENS, K_OPEN, KINDS, METHODS, SCRATCH_LR, SCRATCH_WARMUP, SELF_BLEU_N,
+                           SMALL_METHODS, SMALL_RECIPE)
 
 
 def label(method: str) -> str:
@@ -162,7 +163,8 @@ def small_data_section(results: dict) -> list[str]:
         row = [label(method), *cells(mine, SMALL)]
         row[2] += f" ({', '.join(str(r['step'][best_step(r)]) for r in mine)})"
         rows.append(row)
-    where = (f"from scratch (character Llama, hidden 128, 2 layers, lr {SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})"
+    where = (f"from scratch (character Llama, hidden {SMALL_RECIPE['hidden_size']}, "
+             f"{SMALL_RECIPE['num_hidden_layers']} layers, lr {SCRATCH_LR:g}, warmup {SCRATCH_WARMUP})"
              if small[0]["init"] == "scratch" else "from the shipped base model (lr of the preset)")
     epochs = s["small_steps"] * 16 / max(1, small[0]["demos"])
     return ["", "## Small-data regime", "",

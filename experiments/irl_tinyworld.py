@@ -19,7 +19,8 @@ NLL of held-out references; Spearman correlation, over the samples at temperatur
 (sum of the implicit rewards under the trained model itself, at the training gamma) and the checker's score.
 Small-data regime: a few hundred demonstrations, several epochs, MLE vs IRL, held-out and training NLL over
 training; from scratch (a small character Llama, tinyworld.base.init_model) by default, or from the base model.
-Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png; runs go to runs/irl_experiment/.
+Writes results/irl_tinyworld.{md,json} and results/irl_tinyworld.png (the report: experiments/irl_report.py);
+runs go to runs/irl_experiment/.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answ
 ANSWER_TOKENS = 40  # sampling limit (evaluation and online samples): the longest reference here has 18 characters
 SCRATCH_LR = 1e-3  # from scratch a higher learning rate is needed (the base model was built with 1.5e-3)
 SCRATCH_WARMUP = 20
-SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}  # from scratch
+# the small-data model from scratch: tinyworld's base recipe, smaller
+SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}
 METHODS = {  # slug: (label, overrides of presets/irl_tinyworld.yaml)
     "mle": ("MLE", ["algorithm=sft"]),
     "mle-entropy": ("MLE + entropy 0.05", ["algorithm=sft", "sft.entropy_bonus=0.05"]),

@@ -141,8 +141,9 @@ def test_checked_answers_and_the_by_kind_pool_stats_and_reward_agreement_over_th
     for kind, part in (("exact", slice(0, 2)), ("open", slice(2, 6))):
         assert by_kind[kind] == pool_stats(pools[part], scores[part], finished[part], max_n=2, tokenize=characters)
     flat = lambda per_task: sum(per_task, [])  # noqa: E731
-    by_sample = reward_agreement(base, [base.format_prompt(t.prompt) for t in tasks for _ in range(3)], flat(pools),
-                                 flat(finished), flat(scores), [k for k in kinds_of(tasks) for _ in range(3)], gamma=0.9)
+    prompts = [base.format_prompt(t.prompt) for t in tasks for _ in range(3)]
+    kinds = [kind for kind in kinds_of(tasks) for _ in range(3)]
+    by_sample = reward_agreement(base, prompts, flat(pools), flat(finished), flat(scores), kinds, gamma=0.9)
     # compared as JSON: a kind whose scores are all equal has a NaN Spearman on both sides
     assert json.dumps(pooled_reward_agreement(base, tasks, pools, finished, scores, gamma=0.9)) == json.dumps(by_sample)
     assert set(by_sample) == {"all", "exact", "open"}
