@@ -116,6 +116,11 @@ def finished(out: Path) -> bool:
     return (out / "final" / "model.safetensors").is_file()
 
 
+def run_metrics(out: Path) -> list[dict]:
+    """The metrics a training run logged, one dict a step (and one an evaluation), from its metrics.jsonl."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def provenance() -> dict:
     """What a results file needs to be traced: the commit (and whether the tree had changes), library
     versions, the machine and the date."""

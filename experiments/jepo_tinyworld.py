@@ -23,7 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, mean_sd, provenance, run_folder, saved_results, table  # noqa: E402
+from common import (experiment_parser, finished, mean_sd, provenance, run_folder, run_metrics,  # noqa: E402
+                    saved_results, table)
 SPLITS = {
     "verifiable": {"families": ["word_problem"], "verified": ["word_problem"]},
     "semi": {"families": ["word_problem", "multiply"], "verified": ["word_problem"]},
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
                     started = time.time()
                     out = run_one(method, split, seed, args.steps, args.work)
                     report = evaluate(out / "final", SPLITS[split]["families"], args.per_level)
-                    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+                    metrics = run_metrics(out)
                     results["runs"].append({"method": method, "split": split, "seed": seed, **report,
                                             "minutes": (time.time() - started) / 60,
                                             "bound": [m.get("bound") for m in metrics]})

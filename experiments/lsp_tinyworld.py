@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, mean_sd, provenance, run_folder, table  # noqa: E402
+from common import experiment_parser, finished, mean_sd, provenance, run_folder, run_metrics, table  # noqa: E402
 METHODS = {
     "GRPO (data)": "src/langplay/presets/grpo_tinyworld.yaml",
     "LSP-Zero": "src/langplay/presets/lsp_zero_tinyworld.yaml",
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             started = time.time()
             out = run_one(method, seed, args.steps, args.work, args.lr)
             report = evaluate_world(out / "final", baseline=base_model_path(), per_level=args.per_level, seed=123)
-            metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+            metrics = run_metrics(out)
             run = {
                 "method": method, "seed": seed, "minutes": (time.time() - started) / 60,
                 "win_rate": report["versus_baseline"]["win_rate"], "wins_ties_losses": report["versus_baseline"],

@@ -1,4 +1,4 @@
-"""experiments/common.py: the experiments' markdown table cells from column specs."""
+"""experiments/common.py: the experiments' markdown table cells from column specs; irl_report.py's tables from them."""
 
 import math
 import sys
@@ -18,3 +18,20 @@ def test_cells_from_column_specs_by_hand():
     assert cells(reports, columns, "1") == ["0.600 ± 0.141", "1.500 ± 0.707", "1.000", "2.000 ± 1.414"]
     assert cells(reports, {"acc": "T/{T}/acc"}, "1", cell=lambda v: f"{mean_of(v):.2f}") == ["0.60"]
     assert math.isnan(mean_of([None, float("nan")])) and mean_of([None, 2.0, 4.0]) == 3.0
+
+
+def test_irl_report_rewrites_the_committed_markdown_from_the_saved_results(tmp_path):
+    """experiments/irl_report.py, from the committed results/irl_tinyworld.json and the written reading: the
+    committed results/irl_tinyworld.md to the byte, and the plot."""
+    import json
+    import shutil
+
+    from irl_report import plot, write_markdown
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    shutil.copy(results / "irl_tinyworld_reading.md", tmp_path)
+    saved = json.loads((results / "irl_tinyworld.json").read_text())
+    write_markdown(saved, tmp_path)
+    assert (tmp_path / "irl_tinyworld.md").read_text() == (results / "irl_tinyworld.md").read_text()
+    plot(saved, tmp_path)
+    assert (tmp_path / "irl_tinyworld.png").stat().st_size > 10_000

@@ -111,6 +111,44 @@ def test_reference_nll_pools_tokens_eos_included_by_group_and_reference_loglik_a
     assert reference_loglik(base, add) == pytest.approx([-nll(t.prompt, t.reference)[0] for t in add], abs=1e-5)
 
 
+def test_reference_pairs_take_an_open_tasks_valid_answers_and_an_exact_tasks_reference():
+    from langplay.evaluation.tinyworld import reference_pairs
+    from langplay.tinyworld.datasets import valid_answers
+
+    add, between = held_out_tasks(per_level=1, families=["add", "between"], levels=[1])
+    prompts, targets, kinds = reference_pairs([add, between], 3)
+    assert prompts == [add.prompt] + [between.prompt] * 3 and kinds == ["exact", "open", "open", "open"]
+    assert targets == [add.reference, *valid_answers(between, 3)]
+    assert all(check(between, target) == 1.0 for target in targets[1:])
+    assert reference_pairs([], 3) == ([], [], [])
+
+
+def test_checked_answers_and_the_by_kind_pool_stats_and_reward_agreement_over_them(base):
+    """The per-sample evaluation of k samples a prompt: the checker's scores beside `answer`'s samples, then
+    pool_stats and reward_agreement over the samples of each family kind, as if called on each kind's part."""
+    from langplay.evaluation.metrics import characters, pool_stats
+    from langplay.evaluation.tinyworld import checked_answers, kinds_of, pool_stats_by_kind, pooled_reward_agreement
+    from langplay.rewards.implicit import reward_agreement
+
+    tasks = held_out_tasks(per_level=1, families=["add", "between", "letters"], levels=[1, 2])
+    draw = dict(temperature=1.0, seed=5, max_new_tokens=12, batch_prompts=4)
+    pools, finished, scores = checked_answers(base, tasks, 3, **draw)
+    assert (pools, finished) == answer(base, tasks, n=3, **draw, with_finished=True)
+    assert scores == [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
+    assert kinds_of(tasks) == ["exact"] * 2 + ["open"] * 4
+    by_kind = pool_stats_by_kind(tasks, pools, scores, finished)
+    assert list(by_kind) == ["exact", "open"]
+    for kind, part in (("exact", slice(0, 2)), ("open", slice(2, 6))):
+        assert by_kind[kind] == pool_stats(pools[part], scores[part], finished[part], max_n=2, tokenize=characters)
+    flat = lambda per_task: sum(per_task, [])  # noqa: E731
+    prompts = [base.format_prompt(t.prompt) for t in tasks for _ in range(3)]
+    kinds = [kind for kind in kinds_of(tasks) for _ in range(3)]
+    by_sample = reward_agreement(base, prompts, flat(pools), flat(finished), flat(scores), kinds, gamma=0.9)
+    # compared as JSON: a kind whose scores are all equal has a NaN Spearman on both sides
+    assert json.dumps(pooled_reward_agreement(base, tasks, pools, finished, scores, gamma=0.9)) == json.dumps(by_sample)
+    assert set(by_sample) == {"all", "exact", "open"}
+
+
 def test_evaluation_report_and_cli(base, tmp_path):
     report = evaluate_world(base, baseline=base_model_path(), per_level=1, k=3, n_bound=2)
     assert {"score", "accuracy", "nll", "table", "diversity", "versus_baseline"} <= set(report)

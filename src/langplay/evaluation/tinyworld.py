@@ -5,6 +5,8 @@ model (the judge scores both answers to each prompt; ties count half); diversity
 (k samples per prompt at temperature 1: distinct answers, distinct-n and Self-BLEU on characters, n <= 2);
 and the likelihood of the reference answer: log pi(a*|x) for plain families, and for reasoning families the
 multi-sample bound log (1/n) sum_i pi(a*|x, c_i) over n sampled chains of thought c_i (JEPO's proxy NLL).
+For k checked samples per prompt (`checked_answers`): their quality and diversity by family kind
+(`pool_stats_by_kind`) and how an IRL model's extracted reward ranks them (`pooled_reward_agreement`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from langplay.config import ModelConfig, SamplingConfig
-from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, self_bleu, win_rate
+from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, pool_stats, self_bleu, win_rate
 from langplay.policy import Policy, completion_logprob_sums
+from langplay.rewards.implicit import reward_agreement
 from langplay.sampling.hf import HFSampler
 from langplay.sampling.keys import key_of
 from langplay.text import marker_end
+from langplay.tinyworld.datasets import valid_answers
 from langplay.tinyworld.judges import score as judge_score
 from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sample_tasks
 
@@ -69,6 +73,43 @@ def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = E
     return (responses, finished) if with_finished else responses
 
 
+def checked_answers(policy: Policy, tasks: list[Task], n: int, temperature: float, seed: int = 0,
+                    max_new_tokens: int = MAX_NEW_TOKENS,
+                    batch_prompts: int = 64) -> tuple[list[list[str]], list[list[bool]], list[list[float]]]:
+    """`answer`'s n responses per task with whether each ended with EOS, and the checker's score of each:
+    (responses, finished, scores), each indexed [task][sample]."""
+    pools, finished = answer(policy, tasks, n=n, temperature=temperature, seed=seed, batch_prompts=batch_prompts,
+                             max_new_tokens=max_new_tokens, with_finished=True)
+    return pools, finished, [[check(task, r) for r in pool] for task, pool in zip(tasks, pools)]
+
+
+def kinds_of(tasks: list[Task]) -> list[str]:
+    """Each task's family kind (exact, open, reasoning, ...), the groups the by-kind reports pool over."""
+    return [FAMILIES[t.family].kind for t in tasks]
+
+
+def pool_stats_by_kind(tasks: list[Task], pools: list[list[str]], scores: list[list[float]],
+                       finished: list[list[bool]], max_n: int = 2) -> dict[str, dict]:
+    """metrics.pool_stats (on characters, Self-BLEU of order `max_n`) over the tasks of each family kind, by kind."""
+    kinds = kinds_of(tasks)
+    out = {}
+    for kind in sorted(set(kinds)):
+        index = [i for i, k in enumerate(kinds) if k == kind]
+        out[kind] = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)),
+                               max_n=max_n, tokenize=characters)
+    return out
+
+
+def pooled_reward_agreement(policy: Policy, tasks: list[Task], pools: list[list[str]], finished: list[list[bool]],
+                            scores: list[list[float]], gamma: float = 1.0) -> dict[str, dict[str, float]]:
+    """rewards.implicit.reward_agreement over every sample of every task (pools[i]: task i's samples), grouped by
+    the task's family kind: how the extracted reward at `gamma` ranks the samples as the checker does."""
+    owners = [t for t, pool in zip(tasks, pools) for _ in pool]
+    flat = lambda per_task: [x for row in per_task for x in row]  # noqa: E731
+    return reward_agreement(policy, [policy.format_prompt(t.prompt) for t in owners], flat(pools), flat(finished),
+                            flat(scores), kinds_of(owners), gamma=gamma)
+
+
 def task_scores(model, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE,
                 seed: int = 0, exact: bool = False) -> list[float]:
     """Per task, the mean checker score of n answers: near-greedy by default; at temperature 1, of the policy
@@ -112,6 +153,13 @@ def reference_nll(policy: Policy, prompts: list[str], targets: list[str], groups
         if index:
             out[group] = -sum(sums[i] for i in index) / sum(lengths[i] for i in index)
     return out
+
+
+def reference_pairs(tasks: list[Task], k: int) -> tuple[list[str], list[str], list[str]]:
+    """The (prompts, targets, kinds) columns whose likelihood `reference_nll` measures: an open task's k valid
+    answers (tinyworld.datasets.valid_answers), any other task's one reference; kinds: the tasks' family kinds."""
+    pairs = [(t.prompt, target, kind) for t, kind in zip(tasks, kinds_of(tasks)) for target in valid_answers(t, k)]
+    return [p for p, _, _ in pairs], [target for _, target, _ in pairs], [kind for _, _, kind in pairs]
 
 
 def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 0) -> list[float]:
