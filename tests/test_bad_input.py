@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from langplay.cli import app
+from test_http_judge import closed_port
 from test_run_folder import snapshot
 
 runner = CliRunner()
@@ -181,6 +182,10 @@ CASES = {
                                        "returned 1 values for 4 completions"),
     "reward raises": (lambda w: base_args(w, run=w["root"] / "r14") + [reward(w, f"{F(w, 'rewards.py')}:raises")], "raised KeyError"),
     "reward returns strings": (lambda w: base_args(w, run=w["root"] / "r15") + [reward(w, f"{F(w, 'rewards.py')}:strings")], "expected a number"),
+    "http judge without url": (lambda w: base_args(w) + ["grpo.rewards=[{kind: http_judge, model: judge}]"], "needs url"),
+    "http judge unreachable": (lambda w: base_args(w, run=w["root"] / "r17") + [
+        f"grpo.rewards=[{{kind: http_judge, url: 'http://127.0.0.1:{closed_port()}/v1', model: judge}}]",
+        "http_judge.retries=1", "http_judge.backoff_s=0.01"], "unreachable after 2 tries: connection refused"),
     "reward returns nan": (lambda w: base_args(w, run=w["root"] / "r16") + [reward(w, f"{F(w, 'rewards.py')}:nan"), "train.steps=5"],
                            "steps in a row had a non-finite loss"),
     # -- run folders, resume, trackers

@@ -133,15 +133,42 @@ class RunConfig(Section):
     progress: bool = Field(True, description="a progress bar on the console")
 
 
+class HttpJudgeConfig(Section):
+    """How langplay talks to a judge served over HTTP: an OpenAI-compatible chat-completions endpoint, such as
+    `vllm serve` exposes. One section for every such judge of a run (reward kind http_judge, lsp.self_reward_url)."""
+
+    timeout_s: float = Field(60.0, gt=0, description="seconds to wait for one reply before it counts as a failed try")
+    retries: int = Field(3, ge=0, description=(
+        "tries after the first on a connection error, a timeout, HTTP 429 or 5xx; then the run stops with one line"))
+    backoff_s: float = Field(0.5, ge=0, description="wait before the first retry; it doubles at each retry")
+    concurrency: int = Field(8, gt=0, description="requests in flight at once (one request per completion)")
+    max_tokens: int = Field(256, gt=0, description=(
+        "longest judge reply (LSP's R_Q from an endpoint: lsp.judge_max_new_tokens)"))
+    temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature (0: greedy)")
+    api_key_env: str = Field("OPENAI_API_KEY", description=(
+        "environment variable holding the API key, sent as `Authorization: Bearer` (vllm serve --api-key); "
+        "unset or empty: no key sent"))
+
+
+def _check_url(url: str, key: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{key} {url!r} must start with http:// or https:// (e.g. http://localhost:8000/v1)")
+
+
 class RewardSpec(Section):
     """One reward source. `kind` picks it; `weight` scales it in the sum."""
 
-    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math", "irl"] = Field(description=(
-        "function, reward_model, exact_match, numeric_match, math (math-verify) or irl (an IRL model's implicit "
-        "reward)"))
+    kind: Literal["function", "reward_model", "exact_match", "numeric_match", "math", "irl", "http_judge"] = Field(
+        description=(
+            "function, reward_model, exact_match, numeric_match, math (math-verify), irl (an IRL model's implicit "
+            "reward) or http_judge (LSP's Box-3 judge, 0..7, from an OpenAI-compatible endpoint; a reply with no "
+            "readable score scores 0, the lowest, since a NaN reward would skip the whole step)"))
     function: str | None = Field(None, description="kind=function: \"package.module:name\" or \"path/to/file.py:name\"")
     model: str | None = Field(None, description=(
-        "kind=reward_model: a sequence classifier; kind=irl: an IRL-trained causal LM"))
+        "kind=reward_model: a sequence classifier; kind=irl: an IRL-trained causal LM; kind=http_judge: the served "
+        "model's name"))
+    url: str | None = Field(None, description=(
+        "kind=http_judge: the endpoint's base URL, e.g. http://host:8000/v1 (settings: the http_judge section)"))
     answer_column: str = Field("answer", description="verifiers: the dataset column holding the gold answer")
     weight: float = Field(1.0, description="its weight in the sum of rewards")
 
@@ -151,6 +178,11 @@ class RewardSpec(Section):
             raise ValueError("a reward of kind 'function' needs function: 'module:name'")
         if self.kind in ("reward_model", "irl") and not self.model:
             raise ValueError(f"a reward of kind '{self.kind}' needs model: NAME_OR_PATH")
+        if self.kind == "http_judge":
+            if not (self.url and self.model):
+                raise ValueError("a reward of kind 'http_judge' needs url: http://HOST:PORT/v1 and model: the served "
+                                 "model's name")
+            _check_url(self.url, "url")
         return self
 
 
@@ -200,7 +232,13 @@ class LSPConfig(Section):
         " (see lsp.py)"))
     self_reward: bool = Field(False, description="False: LSP-Zero; True: LSP, adding the quality score R_Q")
     self_reward_function: str | None = Field(None, description=(
-        "\"module:name\" scorer for R_Q; None: the reference model as judge (Box 3)"))
+        "\"module:name\" scorer for R_Q; None: a judge, the endpoint at self_reward_url or else the reference model "
+        "(Box 3)"))
+    self_reward_url: str | None = Field(None, description=(
+        "R_Q from a judge served over HTTP (an OpenAI-compatible endpoint, e.g. http://host:8000/v1) instead of the "
+        "reference model; same Box 3 prompt, NaN (left out) where no score can be read; settings: the http_judge "
+        "section"))
+    self_reward_model: str | None = Field(None, description="the served model's name at self_reward_url")
     self_reward_weight: float = Field(1.0, description="R + w R_Q (the paper adds them unscaled)")
     challenger_prompt: str | None = Field(None, description="None: the paper's Box 1 prompt filled with task/template")
     task: str = Field("", description="Box 1's {task}")
@@ -213,6 +251,17 @@ class LSPConfig(Section):
         "optional \"module:name\": f(queries) -> list[bool], logged as the valid fraction"))
     rewards: list[RewardSpec] = Field([], description=(
         "R(q, a); the raw query reaches scorers as the `raw_prompt` column"))
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> LSPConfig:
+        if self.self_reward_url is None:
+            return self
+        if not self.self_reward_model:
+            raise ValueError("lsp.self_reward_url needs lsp.self_reward_model: the served model's name")
+        if self.self_reward_function:
+            raise ValueError("lsp.self_reward_url and lsp.self_reward_function are both set: R_Q comes from one")
+        _check_url(self.self_reward_url, "lsp.self_reward_url")
+        return self
 
 
 class JEPOConfig(Section):
@@ -281,6 +330,7 @@ class Config(Section):
     lsp: LSPConfig = LSPConfig()
     jepo: JEPOConfig = JEPOConfig()
     irl: IRLConfig = IRLConfig()
+    http_judge: HttpJudgeConfig = HttpJudgeConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -33,7 +33,7 @@ class GRPO:
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.grpo
-        self.scorer = build_scorer(self.args.rewards, rewards)
+        self.scorer = build_scorer(self.args.rewards, rewards, config.http_judge)
         self.needs_reference = self.args.beta > 0
         correction = self.args.sampler_correction
         self.correction = ("tis" if config.sampling.backend == "vllm" else "none") if correction == "auto" else correction

@@ -164,7 +164,8 @@ class JEPO:
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.jepo
-        self.verifier = build_scorer(self.args.rewards, rewards) if (self.args.rewards or rewards) else None
+        has_verifier = bool(self.args.rewards or rewards)
+        self.verifier = build_scorer(self.args.rewards, rewards, config.http_judge) if has_verifier else None
         self.needs_reference = self.args.beta > 0
 
     @classmethod

@@ -7,8 +7,9 @@ One model, two roles. The challenger writes N queries after a fixed prompt; the 
     L_Sol    = -1/(NG) sum_ij [ A_Sol pi/sg(pi) - beta log(pi(a|q) / pi_Ref(a|q)) ]          eq. 4
     L_Ch     = -1/N    sum_i  [ A_Ch  pi/sg(pi) - beta log(pi_Ch(q) / pi_Ref(q|<cp>)) ]      eq. 5
     L        = L_Sol + alpha_Ch L_Ch, one gradient step.
-LSP adds the quality self-reward R_Q (0..7) of the frozen reference model as judge: the solver's reward becomes
-R + R_Q, the challenger's -V(q_i) + V_Q(q_i); advantages are taken after adding it.
+LSP adds the quality self-reward R_Q (0..7) of the frozen reference model as judge (or of a judge served over HTTP,
+`lsp.self_reward_url`): the solver's reward becomes R + R_Q, the challenger's -V(q_i) + V_Q(q_i); advantages are
+taken after adding it.
 
 Where the paper is silent (our defaults, all in config.LSPConfig):
 - log pi of a sequence in the policy-gradient term: the mean over its tokens (`logprob_reduction="mean"`), so
@@ -43,6 +44,7 @@ from langplay.distributed import gather, local_slice, total
 from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
 from langplay.policy import build_batch
 from langplay.rewards import FunctionScorer, build_scorer, import_function
+from langplay.rewards.http_judge import http_self_reward
 from langplay.rewards.self_judge import ReferenceJudge
 from langplay.sampling.keys import key_of
 
@@ -116,6 +118,17 @@ class Query:
     logprobs: list[float]  # the sampler's, i.e. the current policy's (on-policy)
 
 
+def self_reward_scorer(config, policy):
+    """R_Q's judge: a user's function, an endpoint serving a judge model, or the frozen reference model (Box 3)."""
+    args = config.lsp
+    if args.self_reward_function:
+        return FunctionScorer(import_function(args.self_reward_function))
+    if args.self_reward_url:
+        return http_self_reward(args.self_reward_url, args.self_reward_model, config.http_judge,
+                                max_tokens=args.judge_max_new_tokens)
+    return ReferenceJudge(policy, args.judge_max_new_tokens, sampling=config.sampling)
+
+
 class LSP:
     name = "lsp"
     needs_reference = True  # the KL of both roles; and in LSP, the judge
@@ -128,12 +141,8 @@ class LSP:
     def __init__(self, config, policy, sampler, accelerator, rewards=None):
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.lsp
-        self.reward = build_scorer(self.args.rewards, rewards)
-        self.self_reward = None
-        if self.args.self_reward:
-            function = self.args.self_reward_function
-            self.self_reward = (FunctionScorer(import_function(function)) if function
-                                else ReferenceJudge(policy, self.args.judge_max_new_tokens, sampling=config.sampling))
+        self.reward = build_scorer(self.args.rewards, rewards, config.http_judge)
+        self.self_reward = self_reward_scorer(config, policy) if self.args.self_reward else None
         self.query_check = import_function(self.args.query_check) if self.args.query_check else None
         text = self.args.challenger_prompt or CHALLENGER_PROMPT.format(task=self.args.task, template=self.args.template)
         self.challenger_text = policy.format_prompt(text)

@@ -35,7 +35,7 @@ def evaluate_rewards_from_config(config, n: int = 1) -> dict:
     rows = load_rows(data.eval_path or data.path, data.subset, data.eval_split or data.split, data.max_samples, data.where)
     require_columns(rows, [data.prompt_column], f"dataset {data.eval_path or data.path!r}")
     policy = Policy.from_config(config.model, with_reference=False)
-    scorer = build_scorer(config.grpo.rewards)
+    scorer = build_scorer(config.grpo.rewards, http_judge=config.http_judge)
     return evaluate_rewards(policy, rows, scorer, config.sampling, data.prompt_column, data.system_prompt, n,
                             config.train.seed)
 
@@ -74,7 +74,7 @@ def periodic_evaluation(config, rewards=None):
 
         return nll
     require_columns(rows, [data.prompt_column], "the eval dataset")
-    scorer = build_scorer(specs, rewards)
+    scorer = build_scorer(specs, rewards, config.http_judge)
 
     def reward(policy, step: int) -> dict:
         report = evaluate_rewards(policy, rows, scorer, config.sampling, data.prompt_column, data.system_prompt,

@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 from typing import Callable, Protocol
 
-from langplay.config import RewardSpec
+from langplay.config import HttpJudgeConfig, RewardSpec
 from langplay.errors import LangplayError, first_line
 
 
@@ -51,7 +51,8 @@ def import_function(spec: str) -> Callable:
     return function
 
 
-def scorer_from_spec(spec: RewardSpec) -> Scorer:
+def scorer_from_spec(spec: RewardSpec, http_judge: HttpJudgeConfig | None = None) -> Scorer:
+    """The scorer of one config entry; `http_judge`: the settings of a judge served over HTTP (None: defaults)."""
     if spec.kind == "function":
         return import_function(spec.function)
     if spec.kind == "reward_model":
@@ -62,6 +63,10 @@ def scorer_from_spec(spec: RewardSpec) -> Scorer:
         from langplay.rewards.implicit import ImplicitRewardScorer
 
         return ImplicitRewardScorer(spec.model)
+    if spec.kind == "http_judge":
+        from langplay.rewards.http_judge import HttpJudgeReward
+
+        return HttpJudgeReward(spec.url, spec.model, http_judge or HttpJudgeConfig())
     from langplay.rewards import verifiers
 
     return verifiers.make(spec.kind, spec.answer_column)
@@ -141,8 +146,9 @@ def repeated_columns(rows: list[dict], n: int, prompt_column: str) -> dict[str, 
     return columns
 
 
-def build_scorer(specs: list[RewardSpec], extra: list[Scorer] | None = None) -> WeightedSum:
+def build_scorer(specs: list[RewardSpec], extra: list[Scorer] | None = None,
+                 http_judge: HttpJudgeConfig | None = None) -> WeightedSum:
     """The config's rewards plus any Python callables given directly (weight 1)."""
-    scorers = [scorer_from_spec(spec) for spec in specs] + list(extra or [])
+    scorers = [scorer_from_spec(spec, http_judge) for spec in specs] + list(extra or [])
     weights = [spec.weight for spec in specs] + [1.0] * len(extra or [])
     return WeightedSum(scorers, weights)

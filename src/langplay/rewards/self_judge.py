@@ -61,6 +61,21 @@ def parse_score(text: str, fallback: float = 0.0) -> tuple[float, str]:
     return value, how
 
 
+def judge_prompt(instruction: str, response: str) -> str:
+    """Box 3 filled with one (instruction, response) pair."""
+    return JUDGE_PROMPT.format(instruction=instruction, response=response)
+
+
+def read_scores(replies: list[str], fallback: float, metrics_prefix: str) -> tuple[list[float], dict[str, float]]:
+    """The score of each judge reply (`fallback` where none is readable) and the count of each parse outcome."""
+    scores, outcomes = [], Counter()
+    for reply in replies:
+        value, how = parse_score(reply, fallback=fallback)
+        outcomes[how] += 1
+        scores.append(value)
+    return scores, {f"{metrics_prefix}/{how}": float(count) for how, count in outcomes.items()}
+
+
 class ReferenceJudge:
     """R_Q(q, a) from the frozen reference model, prompted with Box 3 (near-greedy decoding); NaN where its
     reply has no readable score."""
@@ -84,9 +99,8 @@ class ReferenceJudge:
         from langplay.sampling.keys import key_of
 
         queries = columns.get("raw_prompt") or prompts
-        texts = [self.policy.format_prompt(JUDGE_PROMPT.format(instruction=q, response=a))
-                 for q, a in zip(queries, completions)]
-        scores, outcomes = [], Counter()
+        texts = [self.policy.format_prompt(judge_prompt(q, a)) for q, a in zip(queries, completions)]
+        replies = []
         with self.policy.reference_model() as model:
             if self.sampler is None:
                 judge = Policy(model, self.policy.tokenizer)
@@ -94,11 +108,8 @@ class ReferenceJudge:
                 self.sampler = self.make_sampler(self.sampling, judge)
             for start in range(0, len(texts), self.batch_size):
                 chunk = texts[start : start + self.batch_size]
-                for output in self.sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts:
-                    value, how = parse_score(output, fallback=float("nan"))
-                    outcomes[how] += 1
-                    scores.append(value)
-        return scores, {f"self_reward_parse/{how}": float(count) for how, count in outcomes.items()}
+                replies += self.sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts
+        return read_scores(replies, float("nan"), "self_reward_parse")
 
 
 def default_sampler(sampling: SamplingConfig, judge):
