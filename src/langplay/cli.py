@@ -157,6 +157,7 @@ def eval_winrate(
     preset: Optional[str] = typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. eval_lsp_alpacaeval"),
 ):
     """Pairwise win rate against a baseline: both answer every prompt, a judge decides each pair in both orders."""
+    quiet_libraries()
     from langplay.evaluation import pairwise
     from langplay.evaluation.answers import Decoding, eval_folder, eval_preset, load_prompt_rows
 
@@ -176,7 +177,6 @@ def eval_winrate(
     for key in ("model", "baseline", "judge", "reward_model"):
         if o.get(key) is not None:
             pairwise.require_model_source(o[key], key.replace("_", " "))
-    quiet_libraries()
     folder = eval_folder(output, "winrate")
     cache = pairwise.answer_cache(folder)
     if kind == "judge":

@@ -429,8 +429,9 @@ def plot_win_rates(report: dict, path: str | Path) -> Path:
     y = list(range(len(rows)))[::-1]
     rates = [s["win_rate"] for _, s in rows]
     errors = [[r - s["ci_low"] for r, (_, s) in zip(rates, rows)], [s["ci_high"] - r for r, (_, s) in zip(rates, rows)]]
-    colors = ["tab:gray" if name == "overall" else "tab:blue" for name, _ in rows]
-    ax.barh(y, rates, xerr=errors, color=colors, capsize=3)
+    for yi, rate, low, high, (name, _) in zip(y, rates, errors[0], errors[1], rows):  # a point, so 0 still shows
+        ax.errorbar(rate, yi, xerr=[[low], [high]], fmt="o", capsize=4,
+                    color="black" if name == "overall" else "tab:blue")
     ax.axvline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_yticks(y, [f"{name} ({s['judged']})" for name, s in rows])
     ax.set_xlim(0, 1)
