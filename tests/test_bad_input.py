@@ -101,6 +101,13 @@ def reward(w, spec):
 
 F = lambda w, name: w["files"][name]  # noqa: E731
 
+
+def winrate(w, model="tiny", baseline="tiny", judge=()):
+    """`langplay eval winrate` on the world's prompts; every case fails before a model is loaded."""
+    models = {"--model": w["tiny"] if model == "tiny" else model, "--baseline": w["tiny"] if baseline == "tiny" else baseline}
+    return (["eval", "winrate", "--data", F(w, "prompts.jsonl"), "--output", w["root"] / "winrate"]
+            + [a for flag, value in models.items() if value is not None for a in (flag, value)] + list(judge))
+
 CASES = {
     # -- config keys and values
     "unknown key": (lambda w: base_args(w) + ["train.lrr=1"], "unknown key 'train.lrr'"),
@@ -212,6 +219,22 @@ CASES = {
                                 "model folder not found"),
     "reward command with a missing data file": (lambda w: ["reward", "--model", str(w["tiny"]), "--data",
                                                            str(w["root"] / "nope.jsonl")], "not found"),
+    # -- eval winrate
+    "winrate without a model": (lambda w: winrate(w, model=None, judge=["--reward-model", w["tiny"]]), "no model given"),
+    "winrate without a judge": (lambda w: winrate(w), "no judge given"),
+    "winrate with two judges": (lambda w: winrate(w, judge=["--judge", w["tiny"], "--reward-model", w["tiny"]]),
+                                "two judges given (--judge and --reward-model)"),
+    "winrate judge url without its model": (lambda w: winrate(w, judge=["--judge-url", "http://localhost:1/v1"]),
+                                            "--judge-url and --judge-model go together"),
+    "winrate missing prompt column": (lambda w: winrate(w, judge=["--judge", w["tiny"], "--prompt-column", "question"]),
+                                      "no column 'question'"),
+    "winrate missing subset column": (lambda w: winrate(w, judge=["--judge", w["tiny"], "--subset-column", "kind"]),
+                                      "no column 'kind'"),
+    "winrate missing model folder": (lambda w: winrate(w, model=w["root"] / "nope", judge=["--judge", w["tiny"]]),
+                                     "model folder not found"),
+    "winrate baseline is a file": (lambda w: winrate(w, baseline=F(w, "a_file"), judge=["--judge", w["tiny"]]),
+                                   "is a file, not a model folder"),
+    "winrate unknown preset": (lambda w: winrate(w) + ["--preset", "nope"], "unknown evaluation preset 'nope'"),
 }
 
 

@@ -11,9 +11,10 @@ MATH_SUBJECTS = {"algebra", "counting_and_probability", "geometry", "intermediat
                  "prealgebra", "precalculus"}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if "command:" not in p.read_text()),
+                         ids=lambda p: p.name)
 def test_every_preset_validates(path):
-    load_config(path)
+    load_config(path)  # training presets; evaluation presets (`command:`) are read by eval_preset, tested with theirs
 
 
 def test_jepo_math_preset_is_two_stages_on_every_subject():

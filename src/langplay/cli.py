@@ -134,6 +134,67 @@ def eval_rewards(
         write_json(output, report)
 
 
+@eval_app.command("winrate")
+@friendly
+def eval_winrate(
+    model: Optional[str] = typer.Option(None, "--model", help="model to evaluate: local folder or Hub name"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="model to compare against"),
+    data: Optional[str] = typer.Option(None, "--data", help="prompts: .jsonl/.json/.parquet/.csv file or Hub dataset"),
+    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="column of the prompts (default prompt)"),
+    subset: Optional[str] = typer.Option(None, "--subset", help="the Hub dataset's config"),
+    split: Optional[str] = typer.Option(None, "--split", help="the Hub dataset's split (default test)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="the first N prompts only"),
+    subset_column: Optional[str] = typer.Option(None, "--subset-column", help="report per value of this column"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="a causal LM as judge: local folder or Hub name"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint of a judge"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="the model the --judge-url serves"),
+    reward_model: Optional[str] = typer.Option(None, "--reward-model", help="a reward model as judge"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="answers' temperature (default 0.01)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="longest answer (default 512)"),
+    judge_max_new_tokens: Optional[int] = typer.Option(None, "--judge-max-new-tokens",
+                                                       help="longest judge reply (default 512)"),
+    output: Optional[Path] = typer.Option(None, "--output", help="report folder (default runs/eval-winrate)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. eval_lsp_alpacaeval"),
+):
+    """Pairwise win rate against a baseline: both answer every prompt, a judge decides each pair in both orders."""
+    quiet_libraries()
+    from langplay.evaluation import pairwise
+    from langplay.evaluation.answers import Decoding, eval_folder, eval_preset, load_prompt_rows
+
+    given = dict(model=model, baseline=baseline, data=data, prompt_column=prompt_column, subset=subset, split=split,
+                 limit=limit, subset_column=subset_column, judge=judge, judge_url=judge_url, judge_model=judge_model,
+                 reward_model=reward_model, temperature=temperature, max_new_tokens=max_new_tokens,
+                 judge_max_new_tokens=judge_max_new_tokens)
+    defaults = {"prompt_column": "prompt", "split": "test", "temperature": 0.01, "max_new_tokens": 512,
+                "judge_max_new_tokens": 512}
+    o = {**defaults, **pairwise.prefer_given_judge(eval_preset(preset, "winrate", given), given)}
+    for key in ("model", "baseline", "data"):
+        if o.get(key) is None:
+            raise LangplayError(f"no {key} given: set --{key}")
+    kind = pairwise.check_judge_choice(o.get("judge"), o.get("judge_url"), o.get("judge_model"), o.get("reward_model"))
+    columns = [o["prompt_column"]] + ([o["subset_column"]] if o.get("subset_column") else [])
+    rows = load_prompt_rows(o["data"], columns, o.get("subset"), o["split"], o.get("limit"))
+    for key in ("model", "baseline", "judge", "reward_model"):
+        if o.get(key) is not None:
+            pairwise.require_model_source(o[key], key.replace("_", " "))
+    folder = eval_folder(output, "winrate")
+    cache = pairwise.answer_cache(folder)
+    if kind == "judge":
+        chosen = pairwise.llm_judge(o["judge"], cache, max_new_tokens=o["judge_max_new_tokens"])
+    elif kind == "judge_url":
+        chosen = pairwise.http_judge(o["judge_url"], o["judge_model"], cache, max_tokens=o["judge_max_new_tokens"])
+    else:
+        chosen = pairwise.reward_model_judge(o["reward_model"])
+    report, judgments = pairwise.evaluate_win_rate(
+        o["model"], o["baseline"], [row[o["prompt_column"]] for row in rows], chosen,
+        [row[o["subset_column"]] for row in rows] if o.get("subset_column") else None,
+        Decoding(temperature=o["temperature"], max_new_tokens=o["max_new_tokens"]), cache)
+    report["data"] = {key: o.get(key) for key in ("data", "subset", "split", "prompt_column", "subset_column", "limit")}
+    paths = pairwise.save_win_rate(report, judgments, folder)
+    typer.echo(pairwise.render_table(report))
+    typer.echo(f"report: {paths['report']}, judgments {paths['judgments']}, plot {paths['plot']}")
+
+
 @app.command()
 @friendly
 def reward(

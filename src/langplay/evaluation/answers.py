@@ -111,9 +111,10 @@ def default_backend() -> str:
 
 def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding, cache: AnswerCache | None = None,
                      backend: str | None = None, system_prompt: str | None = None, batch_size: int = 32,
-                     progress: bool = True, label: str = "answering") -> list[list[str]]:
+                     progress: bool = True, label: str = "answering", max_prompt_tokens: int = 1024) -> list[list[str]]:
     """`decoding.n` answers to each prompt (raw prompts: the chat template is applied here), from the cache
-    where an earlier run wrote them, else sampled and cached batch by batch."""
+    where an earlier run wrote them, else sampled and cached batch by batch. Prompts longer than
+    `max_prompt_tokens` are cut from the left (a judge's prompts, holding two answers, want more room)."""
     from tqdm.auto import tqdm
 
     from langplay.sampling import make_sampler
@@ -127,7 +128,8 @@ def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding,
     found: dict[str, list[str]] = {}
     if todo:
         sampling = SamplingConfig(backend=backend or default_backend(), temperature=decoding.temperature,
-                                  top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens)
+                                  top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens,
+                                  max_prompt_tokens=max_prompt_tokens)
         sampler = make_sampler(sampling, policy)
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=label, disable=not progress,
                    leave=False)

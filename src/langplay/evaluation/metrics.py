@@ -156,14 +156,15 @@ def log_mean_exp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
 
 
-def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float | None, float | None]:
     """The percentile bootstrap interval of the mean of `values` (items resampled with replacement). For a paired
     comparison pass the per-item differences (model minus baseline on the same prompt): the interval of the
-    mean difference then excludes 0 exactly when the gain is resolved at this level."""
+    mean difference then excludes 0 exactly when the gain is resolved at this level. No values: (None, None)."""
     import numpy as np
 
     if len(values) == 0:
-        return float("nan"), float("nan")
+        return None, None
     data = np.asarray(values, dtype=float)
     picks = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
     low, high = np.quantile(data[picks].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
