@@ -206,30 +206,23 @@ def test_a_model_against_itself_is_half_with_a_reward_model_judge(tiny_pair, tmp
     assert parse_verdict(replies[0]) in ("A", "B")
 
 
-def test_the_http_judge_is_wired_to_chat_client(tmp_path, monkeypatch):
-    made = {}
+def test_the_http_judge_asks_a_chat_server_and_caches_its_replies(tmp_path):
+    from judge_server import chat_reply, serving
 
-    class FakeChatClient:
-        def __init__(self, url, model, **options):
-            made.update(url=url, model=model, options=options, prompts=[])
-
-        def complete(self, prompts):
-            made["prompts"] += prompts
-            return ["I prefer the first. [[A]]" for _ in prompts]
-
-    monkeypatch.setitem(sys.modules, "langplay.rewards.http_judge", types.SimpleNamespace(ChatClient=FakeChatClient))
-    cache = pairwise.answer_cache(tmp_path)
-    judge = pairwise.http_judge("http://judge:8000/v1", "big-judge", cache, max_tokens=64, progress=False, retries=2)
-    assert made["options"] == {"max_tokens": 64, "temperature": 0.01, "retries": 2}
-    records = judge_both_orders(judge, PROMPTS[:2], ["x", "y"], ["u", "v"])
-    assert summarize(records)["win_rate"] == 0.5 and len(made["prompts"]) == 4
-    assert made["prompts"][0] == pairwise.judge_prompt("say a", "x", "u")
-    judge_both_orders(judge, PROMPTS[:2], ["x", "y"], ["u", "v"])
-    assert len(made["prompts"]) == 4  # the second time, every reply came from the cache
-
-    monkeypatch.setitem(sys.modules, "langplay.rewards.http_judge", None)  # a langplay without the module
-    with pytest.raises(LangplayError, match="needs langplay.rewards.http_judge"):
-        pairwise.http_judge("http://judge:8000/v1", "big-judge")
+    server, stop = serving()
+    server.respond = lambda number, body: chat_reply("I prefer the first. [[A]]")  # position-biased judge
+    try:
+        cache = pairwise.answer_cache(tmp_path)
+        judge = pairwise.http_judge(server.url, "big-judge", cache, max_tokens=64, progress=False, retries=0)
+        records = judge_both_orders(judge, PROMPTS[:2], ["x", "y"], ["u", "v"])
+        assert summarize(records)["win_rate"] == 0.5 and summarize(records)["position_consistency"] == 0.0
+        assert len(server.requests) == 4 and server.requests[0]["model"] == "big-judge"
+        assert server.requests[0]["max_tokens"] == 64
+        assert server.requests[0]["messages"][0]["content"] == pairwise.judge_prompt("say a", "x", "u")
+        judge_both_orders(judge, PROMPTS[:2], ["x", "y"], ["u", "v"])
+        assert len(server.requests) == 4  # the second time, every reply came from the cache
+    finally:
+        stop()
 
 
 # -- options, the preset, the command ----------------------------------------------------------------------------

@@ -241,10 +241,8 @@ def http_judge(url: str, model: str, cache: AnswerCache | None = None, template:
                **client_options) -> PairJudge:
     """A judge behind an OpenAI-compatible chat endpoint (e.g. `vllm serve MODEL`), through
     langplay.rewards.http_judge.ChatClient; `client_options`: timeout_s, retries, concurrency."""
-    try:
-        from langplay.rewards.http_judge import ChatClient
-    except ImportError:
-        raise LangplayError("--judge-url needs langplay.rewards.http_judge (ChatClient), which this install lacks") from None
+    from langplay.rewards.http_judge import ChatClient
+
     client = ChatClient(url, model, max_tokens=max_tokens, temperature=temperature, **client_options)
     complete = client.complete
     if cache is not None:
