@@ -93,3 +93,18 @@ def test_an_evaluation_preset_gives_defaults_that_the_command_line_overrides(tmp
         eval_preset("grpo_x", "accuracy", options)
     with pytest.raises(LangplayError, match="unknown options"):
         eval_preset("eval_x", "accuracy", {"model": None})
+
+
+def test_explicit_noise_keys_reproduce_another_evaluations_draws(tiny_model, tmp_path):
+    from langplay.sampling.keys import key_of
+
+    policy = load_eval_policy(str(tiny_model), device="cpu")
+    prompts = ["say a", "say b"]
+    plain = generate_answers(policy, str(tiny_model), prompts, DECODING, progress=False)
+    swapped = generate_answers(policy, str(tiny_model), prompts[::-1], DECODING, AnswerCache(tmp_path / "a.jsonl"),
+                               progress=False, noise_keys=[key_of(3, 1), key_of(3, 0)])
+    assert swapped == plain[::-1]  # each prompt drew from the key it was given, not from its position
+    cache = AnswerCache(tmp_path / "a.jsonl")
+    assert len(cache.entries) == 2
+    generate_answers(policy, str(tiny_model), prompts[::-1], DECODING, cache, progress=False)
+    assert len(AnswerCache(tmp_path / "a.jsonl").entries) == 4  # positional keys are other draws: not served

@@ -63,8 +63,10 @@ def model_identity(name_or_path: str) -> str:
     return f"{folder.resolve()}|{'|'.join(stamps)}"
 
 
-def answer_key(model: str, prompt: str, decoding: Decoding) -> str:
-    text = json.dumps([model, prompt, asdict(decoding)], sort_keys=True)
+def answer_key(model: str, prompt: str, decoding: Decoding, noise_key: int | None = None) -> str:
+    """A prompt's cache key; an explicit noise key (another evaluation's draws) is part of it."""
+    parts = [model, prompt, asdict(decoding)] + ([noise_key] if noise_key is not None else [])
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -111,10 +113,13 @@ def default_backend() -> str:
 
 def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding, cache: AnswerCache | None = None,
                      backend: str | None = None, system_prompt: str | None = None, batch_size: int = 32,
-                     progress: bool = True, label: str = "answering", max_prompt_tokens: int = 1024) -> list[list[str]]:
+                     progress: bool = True, label: str = "answering", max_prompt_tokens: int = 1024,
+                     noise_keys: list[int] | None = None) -> list[list[str]]:
     """`decoding.n` answers to each prompt (raw prompts: the chat template is applied here), from the cache
     where an earlier run wrote them, else sampled and cached batch by batch. Prompts longer than
-    `max_prompt_tokens` are cut from the left (a judge's prompts, holding two answers, want more room)."""
+    `max_prompt_tokens` are cut from the left (a judge's prompts, holding two answers, want more room). Prompt i
+    draws its noise from key_of(decoding.seed, i), or from noise_keys[i] when given (to reproduce another
+    evaluation's draws, e.g. tinyworld's, which are keyed by task)."""
     from tqdm.auto import tqdm
 
     from langplay.sampling import make_sampler
@@ -122,7 +127,9 @@ def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding,
 
     identity = model_identity(model_name)
     texts = [policy.format_prompt(p, system_prompt) for p in prompts]
-    keys = [answer_key(identity, t, decoding) for t in texts]
+    explicit = noise_keys is not None
+    noise = noise_keys if explicit else [key_of(decoding.seed, i) for i in range(len(prompts))]
+    keys = [answer_key(identity, t, decoding, k if explicit else None) for t, k in zip(texts, noise)]
     cached = cache.entries if cache is not None else {}
     todo = [i for i, key in enumerate(keys) if key not in cached]
     found: dict[str, list[str]] = {}
@@ -135,7 +142,7 @@ def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding,
                    leave=False)
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            samples = sampler.generate([texts[i] for i in batch], decoding.n, [key_of(decoding.seed, i) for i in batch])
+            samples = sampler.generate([texts[i] for i in batch], decoding.n, [noise[i] for i in batch])
             done = {keys[i]: samples.texts[j * decoding.n : (j + 1) * decoding.n] for j, i in enumerate(batch)}
             if cache is not None:
                 cache.put_many(done)
@@ -158,6 +165,15 @@ def write_json(path: str | Path, report: dict) -> Path:
     path = Path(path)
     partial = path.with_suffix(path.suffix + ".partial")
     partial.write_text(json.dumps(report, indent=2))
+    partial.replace(path)
+    return path
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> Path:
+    """One JSON object a line: an evaluation's per-row results, beside its report."""
+    path = Path(path)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
     partial.replace(path)
     return path
 
@@ -185,3 +201,23 @@ def eval_preset(name: str | None, command: str, options: dict) -> dict:
     if unknown:
         raise LangplayError(f"preset {name!r} sets unknown options {unknown}: known are {sorted(options)}")
     return {**preset, **given}
+
+
+def table_text(title: str, header: list[str], rows: list[list[str]], notes: list[str] = ()) -> str:
+    """A console table (rich) as plain text: the evaluation commands print it and save it beside report.json.
+    The first column is left-aligned (names), the others right-aligned (numbers)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for index, column in enumerate(header):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    return console.export_text()
