@@ -67,6 +67,16 @@ def test_gsm8k_gold_answers_score_one_with_numeric_and_math_match():
     assert math_match("no idea", "3") == 0.0
 
 
+def test_math_match_reads_bare_latex_gold_answers():
+    """MATH's answer column (and a \\boxed{} extracted from a solution) is LaTeX without delimiters, which
+    math-verify parses to nothing unless it is wrapped."""
+    cases = [("(3, \\frac{\\pi}{2})", "The final answer is $\\left( 3, \\frac{\\pi}{2} \\right)$"),
+             ("\\text{Evelyn}", "The final answer is \\boxed{\\text{Evelyn}}"),
+             ("p - q", "The final answer is $p-q$"), ("\\frac{14}{3}", "The final answer is \\frac{14}{3}.")]
+    assert [math_match(completion, gold) for gold, completion in cases] == [1.0] * 4
+    assert math_match("The final answer is $p+q$", "p - q") == 0.0
+
+
 def test_verifier_helpers():
     assert last_number("it costs 1,234.5 dollars") == 1234.5 and last_number("none") is None
     assert exact_match("  Paris. ", "paris") == 1.0 and exact_match("Lyon", "Paris") == 0.0

@@ -47,8 +47,13 @@ def boxed_answer(solution: str) -> str | None:
     return None
 
 
+ANSWER_FORMATS = ("plain", "gsm8k", "boxed")
+
+
 def extract_answer(text: str, answer_format: str = "plain") -> str:
     """The reference answer in a dataset cell: as is, GSM8K's `#### x`, or MATH's last `\\boxed{x}`."""
+    if answer_format not in ANSWER_FORMATS:
+        raise LangplayError(f"unknown answer format {answer_format!r}: choose one of {', '.join(ANSWER_FORMATS)}")
     if answer_format == "gsm8k":
         return gsm8k_answer(text)
     if answer_format == "boxed":
@@ -81,7 +86,10 @@ def math_match(completion: str, gold) -> float:
 
     try:
         gold = str(gold)[:MATH_MAX_CHARS]
-        gold_parsed = parse(gold if "$" in gold or "\\" in gold else f"${gold}$", parsing_timeout=MATH_TIMEOUT_SECONDS)
+        # math-verify reads LaTeX only between delimiters: a bare answer such as MATH's "(3, \frac{\pi}{2})" or
+        # "\text{Evelyn}" (an answer column, or a \boxed{} extracted) parses to nothing unless wrapped in $...$
+        delimited = any(mark in gold for mark in ("$", "\\boxed", "\\(", "\\["))
+        gold_parsed = parse(gold if delimited else f"${gold}$", parsing_timeout=MATH_TIMEOUT_SECONDS)
         predicted = parse(str(completion)[-MATH_MAX_CHARS:], parsing_timeout=MATH_TIMEOUT_SECONDS)
         return float(verify(gold_parsed, predicted, timeout_seconds=MATH_TIMEOUT_SECONDS))
     except Exception:  # math-verify can fail on odd LaTeX; a completion it can't read is simply not verified
