@@ -195,6 +195,66 @@ def eval_winrate(
     typer.echo(f"report: {paths['report']}, judgments {paths['judgments']}, plot {paths['plot']}")
 
 
+# -- accuracy, likelihood, diversity: any model on any file. Options default to None so that a preset
+# (--preset NAME, presets/NAME.yaml) can set them; the library functions hold the defaults.
+MODEL = typer.Option(None, "--model", help="model to evaluate: local folder or Hub name")
+DATA = typer.Option(None, "--data", help=".jsonl/.json/.parquet/.csv file, or a Hub dataset name")
+PROMPT_COLUMN = typer.Option(None, "--prompt-column", "--question-column", help="the prompt (default prompt)")
+ANSWER_COLUMN = typer.Option(None, "--answer-column", help="the reference answer (default answer)")
+ANSWER_FORMAT = typer.Option(None, "--answer-format", help="reference answers: plain, gsm8k (#### x) or boxed "
+                             "(the last \\boxed{x}); default plain")
+VERIFIER = typer.Option(None, "--verifier", help="math (math-verify), numeric_match or exact_match")
+LIMIT = typer.Option(None, "--limit", help="the first N rows only")
+SYSTEM_PROMPT = typer.Option(None, "--system-prompt", help="a system message before each prompt")
+MAX_NEW_TOKENS = typer.Option(None, "--max-new-tokens", help="longest answer (default 512)")
+DATA_SUBSET = typer.Option(None, "--data-subset", help="a Hub dataset's configuration")
+SPLIT = typer.Option(None, "--split", help="a Hub dataset's split (default test)")
+SEED = typer.Option(None, "--seed", help="keys the sampling noise (default 0)")
+BACKEND = typer.Option(None, "--backend", help="hf or vllm (default: vllm on CUDA when installed)")
+OUTPUT = typer.Option(None, "--output", help="eval folder: report, table, plots, answer cache "
+                      "(default runs/eval-COMMAND); the same folder again continues an interrupted run")
+PRESET = typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. eval_jepo_math")
+
+
+def eval_options(preset: str | None, command: str, options: dict, required: list[str]) -> dict:
+    """A command's options: its preset's, then those given on the command line; `required` must be set by one."""
+    from langplay.evaluation.answers import eval_preset
+
+    chosen = eval_preset(preset, command, options)
+    missing = [name for name in required if name not in chosen]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise LangplayError(f"`langplay eval {command}` needs {flags} (or a --preset that sets them)")
+    return chosen
+
+
+@eval_app.command("likelihood")
+@friendly
+def eval_likelihood(
+    model: Optional[str] = MODEL, data: Optional[str] = DATA, prompt_column: Optional[str] = PROMPT_COLUMN,
+    answer_column: Optional[str] = ANSWER_COLUMN, answer_format: Optional[str] = ANSWER_FORMAT,
+    samples: Optional[int] = typer.Option(None, "--samples", help="n chains of thought for the bound (default 4, "
+                                          "the JEPO paper's; 0: the plain likelihood only)"),
+    marker: Optional[str] = typer.Option(None, "--marker", help="the answer marker chains are cut at (default "
+                                         "JEPO's 'The final answer is')"),
+    answer_eos: Optional[bool] = typer.Option(None, "--answer-eos/--no-answer-eos", help="score EOS after the "
+                                              "answer (default no, as JEPO's S)"),
+    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
+    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
+):
+    """Likelihood of reference answers: log pi(a*|x), and JEPO's bound log (1/n) sum_i pi(a*|x, c_i) over n chains."""
+    options = dict(locals())
+    options.pop("preset")
+    quiet_libraries()
+    from langplay.evaluation.likelihood import evaluate_likelihood, render_likelihood
+
+    report = evaluate_likelihood(**eval_options(preset, "likelihood", options, ["model", "data"]))
+    typer.echo(render_likelihood(report))
+    typer.echo(f"report: {report['folder']}/report.json, per row {report['folder']}/rows.jsonl")
+
+
 @app.command()
 @friendly
 def reward(

@@ -49,7 +49,7 @@ from langplay.losses import kl_penalty, masked_sum
 from langplay.policy import build_batch, completion_logprob_sums
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
 from langplay.rewards.verifiers import extract_answer
-from langplay.text import marker_end
+from langplay.text import after_marker, marker_end
 
 
 # -- the estimators (pure functions of one group's S) ------------------------------------------------------------
@@ -175,8 +175,7 @@ class JEPO:
         return DataColumns(list(dict.fromkeys(required)), [prompt])
 
     def answer_ids(self, answer: str) -> list[int]:
-        text = extract_answer(str(answer), self.args.answer_format)
-        text = text if text[:1].isspace() else " " + text
+        text = after_marker(extract_answer(str(answer), self.args.answer_format))
         eos = [self.policy.tokenizer.eos_token_id] if self.args.answer_suffix_eos else []
         return self.policy.encode(text) + eos
 

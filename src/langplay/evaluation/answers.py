@@ -32,6 +32,13 @@ class Decoding:
     top_p: float = 1.0
     seed: int = 0
 
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise LangplayError(f"temperature must be > 0 (near-greedy is {GREEDY_TEMPERATURE}), got {self.temperature}")
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise LangplayError(f"need at least one answer of at least one token, got n={self.n}, "
+                                f"max_new_tokens={self.max_new_tokens}")
+
 
 def load_eval_policy(name_or_path: str, dtype: str = "auto", device: str = "auto"):
     """A model to evaluate: a local folder or a Hub name, without a reference copy."""

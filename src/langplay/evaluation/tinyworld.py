@@ -19,12 +19,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from langplay.config import ModelConfig, SamplingConfig
-from langplay.evaluation.metrics import characters, distinct_n, log_mean_exp, pool_stats, self_bleu, win_rate
-from langplay.policy import Policy, completion_logprob_sums
+from langplay.evaluation.likelihood import answer_logliks, target_logliks
+from langplay.evaluation.metrics import characters, distinct_n, pool_stats, self_bleu, win_rate
+from langplay.policy import Policy
 from langplay.rewards.implicit import reward_agreement
 from langplay.sampling.hf import HFSampler
 from langplay.sampling.keys import key_of
-from langplay.text import marker_end
 from langplay.tinyworld.datasets import valid_answers
 from langplay.tinyworld.judges import score as judge_score
 from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sample_tasks
@@ -133,15 +133,6 @@ def split_reference(task: Task) -> tuple[str, str]:
     return task.reference[:cut], task.reference[cut:]
 
 
-def target_logliks(policy: Policy, contexts: list[list[int]], texts: list[str]) -> tuple[list[float], list[int]]:
-    """Per pair: log pi(text + EOS | context) summed over the text's tokens (teacher forcing; `contexts` are token
-    ids, a formatted prompt and whatever follows it), and the number of those tokens, EOS included."""
-    eos = policy.tokenizer.eos_token_id
-    targets = [policy.encode(text) + [eos] for text in texts]
-    sums = completion_logprob_sums(policy.model, contexts, targets, policy.tokenizer.pad_token_id)
-    return sums, [len(t) for t in targets]
-
-
 def reference_nll(policy: Policy, prompts: list[str], targets: list[str], groups: list[str]) -> dict[str, float]:
     """Per-token NLL (nats, EOS included) of each target after its (raw) prompt: over all pairs ("all") and over
     the pairs of each group (groups[i]: pair i's, e.g. its family's kind), pooled by tokens. Sets eval mode."""
@@ -163,31 +154,16 @@ def reference_pairs(tasks: list[Task], k: int) -> tuple[list[str], list[str], li
 
 
 def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 0) -> list[float]:
-    """Per task: log pi(reference | x), or for reasoning families the n-sample bound over sampled chains."""
+    """Per task: log pi(reference + EOS | x), or for reasoning families the n-sample bound over sampled chains,
+    each cut at its last marker (likelihood.answer_logliks, as `langplay eval likelihood` scores a file)."""
     reasoning = [t for t in tasks if FAMILIES[t.family].kind == "reasoning"]
     chains = answer(policy, reasoning, n=n, temperature=1.0, seed=seed + 1) if reasoning else []
-    prompts, targets, owner = [], [], []
     chain_of = dict(zip((id(t) for t in reasoning), chains))
-    for index, task in enumerate(tasks):
-        x = policy.encode(policy.format_prompt(task.prompt))
-        if FAMILIES[task.family].kind != "reasoning":
-            prompts.append(x)
-            targets.append(task.reference)
-            owner.append(index)
-            continue
-        _, gold = split_reference(task)
-        for sample in chain_of[id(task)]:
-            # the sampled chain up to its last marker, cut as JEPO cuts it; without one the marker is appended
-            cut = marker_end(sample, ANSWER_MARKER)
-            chain = sample[:cut] if cut is not None else sample.rstrip() + " " + ANSWER_MARKER
-            prompts.append(x + policy.encode(chain))
-            targets.append(gold)
-            owner.append(index)
-    sums, _ = target_logliks(policy, prompts, targets)
-    per_task: dict[int, list[float]] = defaultdict(list)
-    for index, value in zip(owner, sums):
-        per_task[index].append(value)
-    return [log_mean_exp(per_task[i]) for i in range(len(tasks))]
+    prompt_ids = [policy.encode(policy.format_prompt(t.prompt)) for t in tasks]
+    targets = [split_reference(t)[1] if id(t) in chain_of else t.reference for t in tasks]
+    logliks, _ = answer_logliks(policy, prompt_ids, targets, [chain_of.get(id(t)) for t in tasks], ANSWER_MARKER,
+                                eos=True)
+    return logliks
 
 
 def diversity(policy: Policy, tasks: list[Task], k: int = 8, seed: int = 0) -> dict:
