@@ -228,6 +228,32 @@ def eval_options(preset: str | None, command: str, options: dict, required: list
     return chosen
 
 
+@eval_app.command("accuracy")
+@friendly
+def eval_accuracy(
+    model: Optional[str] = MODEL, data: Optional[str] = DATA, verifier: Optional[str] = VERIFIER,
+    answer_column: Optional[str] = ANSWER_COLUMN, prompt_column: Optional[str] = PROMPT_COLUMN,
+    answer_format: Optional[str] = ANSWER_FORMAT,
+    samples: Optional[int] = typer.Option(None, "--samples", help="k samples a prompt for pass@1..pass@k "
+                                          "(default 0: near-greedy only)"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="of the k samples (default 1.0)"),
+    subset_column: Optional[str] = typer.Option(None, "--subset-column", help="also report per value of this column"),
+    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
+    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
+):
+    """Accuracy with a verifier: near-greedy (T 0.01), and pass@1 / pass@k from k samples at a temperature."""
+    options = dict(locals())
+    options.pop("preset")
+    quiet_libraries()
+    from langplay.evaluation.accuracy import evaluate_accuracy, render_accuracy
+
+    report = evaluate_accuracy(**eval_options(preset, "accuracy", options, ["model", "data", "verifier"]))
+    typer.echo(render_accuracy(report))
+    typer.echo(f"report: {report['folder']}/report.json, per row {report['folder']}/rows.jsonl")
+
+
 @eval_app.command("likelihood")
 @friendly
 def eval_likelihood(
