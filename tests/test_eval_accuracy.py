@@ -49,7 +49,7 @@ def test_metrics_on_hand_computed_scores():
 
 
 class ScriptedSampler:
-    """Answers from a script instead of the model: answer(prompt text, sample index) -> text."""
+    """Answers from a script instead of the model: answer(prompt text, sample index, temperature) -> text."""
 
     def __init__(self, monkeypatch, answer):
         import langplay.sampling as sampling
@@ -58,13 +58,16 @@ class ScriptedSampler:
         outer = self
 
         class Scripted:
+            def __init__(self, config):
+                self.temperature = config.temperature
+
             def generate(self, prompts, n, seeds, max_new_tokens=None):
                 outer.calls += 1
-                texts = [answer(p, j) for p in prompts for j in range(n)]
+                texts = [answer(p, j, self.temperature) for p in prompts for j in range(n)]
                 return Samples([[0]] * len(texts), [[0]] * len(texts), texts, [[0.0]] * len(texts),
                                [True] * len(texts))
 
-        monkeypatch.setattr(sampling, "make_sampler", lambda config, policy: Scripted())
+        monkeypatch.setattr(sampling, "make_sampler", lambda config, policy: Scripted(config))
 
 
 def gsm8k_rows(count=20):
@@ -76,8 +79,8 @@ def test_gsm8k_reference_solutions_score_one_and_shuffled_ones_about_zero(tiny_m
     solution_of = {row["question"]: row["answer"] for row in rows}
     shuffled_of = {row["question"]: rows[(i + 1) % len(rows)]["answer"] for i, row in enumerate(rows)}
 
-    def solution(table):
-        return lambda prompt, j: next(s for q, s in table.items() if q in prompt)  # the prompt holds its question
+    def solution(table):  # the formatted prompt holds its question
+        return lambda prompt, j, temperature: next(s for q, s in table.items() if q in prompt)
 
     common = dict(model=str(tiny_model), data=str(GSM8K), verifier="numeric_match", answer_column="answer",
                   prompt_column="question", answer_format="gsm8k", samples=3, limit=20, progress=False)
@@ -96,8 +99,11 @@ def test_subsets_and_the_answer_cache(tiny_model, tmp_path, monkeypatch):
     data.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c, "level": 1 + i % 2}) + "\n"
                             for i, c in enumerate("abcd")))
     # prompts "say a" and "say c" (level 1) are always answered right; "say b" and "say d" once in 4 samples
-    script = ScriptedSampler(monkeypatch, lambda p, j: p.split("say ")[1][0] if p.split("say ")[1][0] in "ac" or j == 1
-                             else "?")
+    def answer(prompt, j, temperature):
+        letter = prompt.split("say ")[1][0]
+        return letter if letter in "ac" or j == 1 else "?"
+
+    script = ScriptedSampler(monkeypatch, answer)
     report = evaluate_accuracy(str(tiny_model), str(data), "exact_match", samples=4, subset_column="level",
                                output=tmp_path / "out", progress=False)
     assert script.calls == 2  # greedy, then the samples

@@ -281,6 +281,33 @@ def eval_likelihood(
     typer.echo(f"report: {report['folder']}/report.json, per row {report['folder']}/rows.jsonl")
 
 
+@eval_app.command("diversity")
+@friendly
+def eval_diversity(
+    model: Optional[str] = MODEL, data: Optional[str] = DATA, prompt_column: Optional[str] = PROMPT_COLUMN,
+    temperatures: Optional[str] = typer.Option(None, "--temperatures", help="comma-separated (default 0.5,0.7,1.0)"),
+    samples: Optional[int] = typer.Option(None, "--samples", help="k samples a prompt, >= 2 (default 8)"),
+    verifier: Optional[str] = VERIFIER, answer_column: Optional[str] = ANSWER_COLUMN,
+    answer_format: Optional[str] = ANSWER_FORMAT,
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="n-grams of words or characters "
+                                            "(default words)"),
+    max_n: Optional[int] = typer.Option(None, "--max-n", help="Self-BLEU's largest n-gram (default 4)"),
+    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
+    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
+):
+    """IRL's diversity frontier: per temperature, the verifier's score and Self-BLEU / distinct-n per prompt."""
+    options = dict(locals())
+    options.pop("preset")
+    quiet_libraries()
+    from langplay.evaluation.frontier import evaluate_diversity, render_diversity
+
+    report = evaluate_diversity(**eval_options(preset, "diversity", options, ["model", "data"]))
+    typer.echo(render_diversity(report))
+    typer.echo(f"report: {report['folder']}/report.json, plot {report['folder']}/frontier.png")
+
+
 @app.command()
 @friendly
 def reward(

@@ -34,7 +34,8 @@ class Decoding:
 
     def __post_init__(self):
         if not self.temperature > 0:
-            raise LangplayError(f"temperature must be > 0 (near-greedy is {GREEDY_TEMPERATURE}), got {self.temperature}")
+            raise LangplayError(f"temperature must be > 0 (near-greedy is {GREEDY_TEMPERATURE}), "
+                                f"got {self.temperature}")
         if self.n < 1 or self.max_new_tokens < 1:
             raise LangplayError(f"need at least one answer of at least one token, got n={self.n}, "
                                 f"max_new_tokens={self.max_new_tokens}")

@@ -27,7 +27,8 @@ DEFAULT_MARKER = JEPOConfig().answer_marker
 PAPER_SAMPLES = 4  # the JEPO paper's n for its proxy NLL
 
 
-def target_logliks(policy, contexts: list[list[int]], texts: list[str], eos: bool = True) -> tuple[list[float], list[int]]:
+def target_logliks(policy, contexts: list[list[int]], texts: list[str],
+                   eos: bool = True) -> tuple[list[float], list[int]]:
     """Per pair: log pi(text [+ EOS] | context) summed over the text's tokens (teacher forcing; `contexts` are
     token ids, a formatted prompt and whatever follows it), and the number of those tokens, EOS included."""
     tail = [policy.tokenizer.eos_token_id] if eos else []
