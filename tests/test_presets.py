@@ -4,17 +4,66 @@ from pathlib import Path
 
 import pytest
 
-from langplay.config import load_config
+from langplay.config import evaluation_command, load_config
 
 CONFIGS = Path(__file__).parents[1] / "src" / "langplay" / "presets"
 MATH_SUBJECTS = {"algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus"}
 
 
-@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if "command:" not in p.read_text()),
-                         ids=lambda p: p.name)
+TRAINING = [p for p in sorted(CONFIGS.glob("*.yaml")) if evaluation_command(p) is None]
+EVALUATIONS = [p for p in sorted(CONFIGS.glob("*.yaml")) if evaluation_command(p) is not None]
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
 def test_every_preset_validates(path):
     load_config(path)  # training presets; evaluation presets (`command:`) are read by eval_preset, tested with theirs
+
+
+def eval_options(command: str) -> dict:
+    """Every option of `langplay eval COMMAND` (but --preset), unset, as the CLI hands them to eval_preset."""
+    import inspect
+
+    from langplay import cli
+
+    function = {"accuracy": cli.eval_accuracy, "likelihood": cli.eval_likelihood, "diversity": cli.eval_diversity,
+                "winrate": cli.eval_winrate}
+    return {name: None for name in inspect.signature(function[command]).parameters if name != "preset"}
+
+
+@pytest.mark.parametrize("path", EVALUATIONS, ids=lambda p: p.name)
+def test_every_evaluation_preset_loads_for_its_command(path):
+    from langplay.evaluation.answers import eval_preset
+
+    command = evaluation_command(path)
+    options = eval_preset(path.stem, command, eval_options(command))
+    assert options and set(options) <= set(eval_options(command))
+
+
+def test_the_eval_commands_options_are_their_functions_arguments():
+    import inspect
+
+    from langplay.evaluation.accuracy import evaluate_accuracy
+    from langplay.evaluation.frontier import evaluate_diversity
+    from langplay.evaluation.likelihood import evaluate_likelihood
+
+    for command, function in [("accuracy", evaluate_accuracy), ("likelihood", evaluate_likelihood),
+                              ("diversity", evaluate_diversity)]:
+        assert set(eval_options(command)) <= set(inspect.signature(function).parameters), command
+
+
+def test_jepo_math_evaluation_mirrors_the_papers_protocol():
+    from langplay.evaluation.answers import eval_preset
+
+    accuracy = eval_preset("eval_jepo_math", "accuracy", eval_options("accuracy"))
+    jepo = load_config(CONFIGS / "jepo_math_paper.yaml")
+    assert (accuracy["data"], accuracy["split"], accuracy["prompt_column"], accuracy["answer_column"]) == \
+        ("HuggingFaceH4/MATH-500", "test", "problem", "answer")
+    assert accuracy["verifier"] == "math" and (accuracy["samples"], accuracy["temperature"]) == (4, 1.0)
+    assert accuracy["model"] == f"{jepo.run.output_dir}/final" and accuracy["system_prompt"] == jepo.data.system_prompt
+    likelihood = eval_preset("eval_jepo_math_likelihood", "likelihood", eval_options("likelihood"))
+    assert likelihood["samples"] == jepo.jepo.group_size == 4 and likelihood["marker"] == jepo.jepo.answer_marker
+    assert likelihood["data"] == accuracy["data"] and likelihood["model"] == accuracy["model"]
 
 
 def test_jepo_math_preset_is_two_stages_on_every_subject():

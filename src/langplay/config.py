@@ -417,9 +417,19 @@ def resolve_config_path(path: str | Path) -> Path:
         return path
     preset = PRESETS / f"{path.name.removesuffix('.yaml')}.yaml"
     if preset.is_file() and len(path.parts) == 1:
+        command = evaluation_command(preset)
+        if command is not None:
+            raise ConfigError(f"preset {preset.stem!r} is an evaluation: "
+                              f"`langplay eval {command} --preset {preset.stem}`")
         return preset
-    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml") if evaluation_command(p) is None))
     raise ConfigError(f"config file not found: {path} (or name a preset: {names})")
+
+
+def evaluation_command(preset: Path) -> str | None:
+    """The `langplay eval` command an evaluation preset is for (its `command:` key); None for a training config."""
+    tree = yaml.safe_load(preset.read_text())
+    return tree.get("command") if isinstance(tree, dict) else None
 
 
 def describe_config(config: Config) -> list[tuple[str, Any, Any, str]]:
