@@ -108,6 +108,13 @@ def winrate(w, model="tiny", baseline="tiny", judge=()):
     return (["eval", "winrate", "--data", F(w, "prompts.jsonl"), "--output", w["root"] / "winrate"]
             + [a for flag, value in models.items() if value is not None for a in (flag, value)] + list(judge))
 
+
+def evaluation(w, command, *options, data="prompts.jsonl"):
+    """`langplay eval COMMAND` on the tiny model and a data file, into a folder of its own."""
+    return ["eval", command, "--model", w["tiny"], "--data", F(w, data), "--output", w["root"] / f"eval-{command}",
+            "--max-new-tokens", "2", *options]
+
+
 CASES = {
     # -- config keys and values
     "unknown key": (lambda w: base_args(w) + ["train.lrr=1"], "unknown key 'train.lrr'"),
@@ -235,6 +242,35 @@ CASES = {
     "winrate baseline is a file": (lambda w: winrate(w, baseline=F(w, "a_file"), judge=["--judge", w["tiny"]]),
                                    "is a file, not a model folder"),
     "winrate unknown preset": (lambda w: winrate(w) + ["--preset", "nope"], "unknown evaluation preset 'nope'"),
+    # -- eval accuracy / likelihood / diversity
+    "eval accuracy with an unknown verifier": (lambda w: evaluation(w, "accuracy", "--verifier", "regex"),
+                                               "unknown verifier 'regex'"),
+    "eval accuracy without a verifier": (lambda w: evaluation(w, "accuracy"), "needs --verifier"),
+    "eval accuracy missing the answer column": (lambda w: evaluation(w, "accuracy", "--verifier", "exact_match",
+                                                                     "--answer-column", "gold"), "no column 'gold'"),
+    "eval accuracy missing the subset column": (lambda w: evaluation(w, "accuracy", "--verifier", "exact_match",
+                                                                     "--subset-column", "level"), "no column 'level'"),
+    "eval accuracy at temperature 0": (lambda w: evaluation(w, "accuracy", "--verifier", "exact_match", "--samples",
+                                                            "2", "--temperature", "0"), "temperature must be > 0"),
+    "eval accuracy with an unknown answer format": (lambda w: evaluation(w, "accuracy", "--verifier", "exact_match",
+                                                                         "--answer-format", "latex"),
+                                                    "unknown answer format 'latex'"),
+    "eval likelihood missing the question column": (lambda w: evaluation(w, "likelihood", "--question-column",
+                                                                         "question"), "no column 'question'"),
+    "eval likelihood answers without boxed": (lambda w: evaluation(w, "likelihood", "--answer-format", "boxed",
+                                                                   data="no_boxed.jsonl"), "no \\boxed"),
+    "eval likelihood without a model": (lambda w: ["eval", "likelihood", "--data", str(F(w, "prompts.jsonl"))],
+                                        "needs --model"),
+    "eval diversity with a bad temperature list": (lambda w: evaluation(w, "diversity", "--temperatures", "0.5,hot"),
+                                                   "--temperatures must be"),
+    "eval diversity with one sample": (lambda w: evaluation(w, "diversity", "--samples", "1"),
+                                       "--samples must be >= 2"),
+    "eval diversity with an unknown verifier": (lambda w: evaluation(w, "diversity", "--verifier", "bleu"),
+                                                "unknown verifier 'bleu'"),
+    "eval preset of another command": (lambda w: evaluation(w, "likelihood", "--preset", "eval_jepo_math"),
+                                       "is for `langplay eval accuracy`"),
+    "training on an evaluation preset": (lambda w: ["train", "grpo", "--config", "eval_jepo_math"],
+                                         "is an evaluation"),
 }
 
 

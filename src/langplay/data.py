@@ -89,13 +89,12 @@ def require_text(rows, columns: list[str], what: str = "dataset", chat_ok: bool 
                                 + (" or a list of chat messages" if chat_ok else ""))
 
 
-def require_columns(rows, columns: list[str], what: str = "dataset") -> None:
+def require_columns(rows, columns: list[str], what: str = "dataset",
+                    hint: str = "map yours with data.prompt_column / data.completion_column") -> None:
     missing = [c for c in columns if c not in rows.column_names]
     if missing:
-        raise LangplayError(
-            f"{what} has no column {', '.join(map(repr, missing))}; it has {', '.join(rows.column_names)} "
-            "(map yours with data.prompt_column / data.completion_column)"
-        )
+        raise LangplayError(f"{what} has no column {', '.join(map(repr, missing))}; it has "
+                            f"{', '.join(rows.column_names)} ({hint})")
 
 
 def load_dataset_for(config: DataConfig, columns: list[str]):

@@ -57,7 +57,8 @@ def load_prompt_rows(path: str, columns: list[str], subset: str | None = None, s
     rows = load_rows(path, subset, split, limit)
     if len(rows) == 0:
         raise LangplayError(f"dataset {path!r} has no rows")
-    require_columns(rows, columns, f"dataset {path!r}")
+    require_columns(rows, columns, f"dataset {path!r}", "name yours with the command's column options, "
+                    "e.g. --prompt-column")
     return [dict(row) for row in rows]
 
 
