@@ -269,6 +269,7 @@ CASES = {
                                                 "unknown verifier 'bleu'"),
     "eval preset of another command": (lambda w: evaluation(w, "likelihood", "--preset", "eval_jepo_math"),
                                        "is for `langplay eval accuracy`"),
+    "eval with an unknown backend": (lambda w: evaluation(w, "diversity", "--backend", "tgi"), "unknown backend 'tgi'"),
     "training on an evaluation preset": (lambda w: ["train", "grpo", "--config", "eval_jepo_math"],
                                          "is an evaluation"),
 }

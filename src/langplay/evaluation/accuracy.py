@@ -16,8 +16,9 @@ import statistics
 from typing import Callable
 
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, eval_folder, generate_answers,
-                                         load_eval_policy, load_prompt_rows, table_text, write_json, write_rows)
+from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, check_backend, eval_folder,
+                                         generate_answers, load_eval_policy, load_prompt_rows, table_text, write_json,
+                                         write_rows)
 from langplay.rewards.verifiers import CHECKS, extract_answer
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -82,6 +83,7 @@ def evaluate_accuracy(model: str, data: str, verifier: str, answer_column: str =
     """Near-greedy accuracy and (samples > 0) pass@1 .. pass@samples at `temperature`, overall and per subset;
     writes report.json, report.txt and rows.jsonl into the eval folder (`output`, default runs/eval-accuracy),
     whose answer cache lets an interrupted run continue."""
+    check_backend(backend)
     check = checker(verifier)
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: near-greedy only), got {samples}")

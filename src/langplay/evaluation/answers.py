@@ -120,6 +120,16 @@ def default_backend() -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
+BACKENDS = ("hf", "vllm")
+
+
+def check_backend(backend: str | None) -> str | None:
+    """None (the default backend) or a known one, checked before a model is loaded."""
+    if backend is not None and backend not in BACKENDS:
+        raise LangplayError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
 def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding, cache: AnswerCache | None = None,
                      backend: str | None = None, system_prompt: str | None = None, batch_size: int = 32,
                      progress: bool = True, label: str = "answering", max_prompt_tokens: int = 1024,

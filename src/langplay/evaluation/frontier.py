@@ -16,8 +16,8 @@ from pathlib import Path
 
 from langplay.errors import LangplayError
 from langplay.evaluation.accuracy import checker, verify
-from langplay.evaluation.answers import (AnswerCache, Decoding, eval_folder, generate_answers, load_eval_policy,
-                                         load_prompt_rows, table_text, write_json)
+from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
+                                         load_eval_policy, load_prompt_rows, table_text, write_json)
 from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
 from langplay.rewards.verifiers import extract_answer
 
@@ -58,6 +58,7 @@ def evaluate_diversity(model: str, data: str, temperatures="0.5,0.7,1.0", sample
     """The frontier: at each temperature, `samples` answers per prompt, their diversity and (verifier) their
     mean score; writes report.json, report.txt and frontier.png into the eval folder (`output`, default
     runs/eval-diversity), whose answer cache lets an interrupted run continue."""
+    check_backend(backend)
     temperatures = parse_temperatures(temperatures)
     check = checker(verifier) if verifier is not None else None
     if samples < 2:

@@ -16,8 +16,8 @@ import statistics
 
 from langplay.config import JEPOConfig
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (AnswerCache, Decoding, eval_folder, generate_answers, load_eval_policy,
-                                         load_prompt_rows, table_text, write_json, write_rows)
+from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
+                                         load_eval_policy, load_prompt_rows, table_text, write_json, write_rows)
 from langplay.evaluation.metrics import log_mean_exp
 from langplay.policy import completion_logprob_sums
 from langplay.rewards.verifiers import extract_answer
@@ -83,6 +83,7 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     `samples` chains of thought; writes report.json, report.txt and rows.jsonl into the eval folder
     (`output`, default runs/eval-likelihood), whose answer cache lets an interrupted run continue.
     `noise_keys`: each row's sampling key, to draw the chains another evaluation drew (tinyworld's)."""
+    check_backend(backend)
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: the plain likelihood only), got {samples}")
     rows = load_prompt_rows(data, [prompt_column, answer_column], data_subset, split, limit)
