@@ -159,7 +159,7 @@ def eval_winrate(
     """Pairwise win rate against a baseline: both answer every prompt, a judge decides each pair in both orders."""
     quiet_libraries()
     from langplay.evaluation import pairwise
-    from langplay.evaluation.answers import Decoding, eval_folder, eval_preset, load_prompt_rows
+    from langplay.evaluation.answers import Decoding, eval_folder, eval_preset, load_prompt_rows, require_model_source
 
     given = dict(model=model, baseline=baseline, data=data, prompt_column=prompt_column, subset=subset, split=split,
                  limit=limit, subset_column=subset_column, judge=judge, judge_url=judge_url, judge_model=judge_model,
@@ -176,7 +176,7 @@ def eval_winrate(
     rows = load_prompt_rows(o["data"], columns, o.get("subset"), o["split"], o.get("limit"))
     for key in ("model", "baseline", "judge", "reward_model"):
         if o.get(key) is not None:
-            pairwise.require_model_source(o[key], key.replace("_", " "))
+            require_model_source(o[key], key.replace("_", " "))
     folder = eval_folder(output, "winrate")
     cache = pairwise.answer_cache(folder)
     if kind == "judge":
@@ -207,7 +207,7 @@ VERIFIER = typer.Option(None, "--verifier", help="math (math-verify), numeric_ma
 LIMIT = typer.Option(None, "--limit", help="the first N rows only")
 SYSTEM_PROMPT = typer.Option(None, "--system-prompt", help="a system message before each prompt")
 MAX_NEW_TOKENS = typer.Option(None, "--max-new-tokens", help="longest answer (default 512)")
-DATA_SUBSET = typer.Option(None, "--data-subset", help="a Hub dataset's configuration")
+SUBSET = typer.Option(None, "--subset", help="a Hub dataset's configuration")
 SPLIT = typer.Option(None, "--split", help="a Hub dataset's split (default test)")
 SEED = typer.Option(None, "--seed", help="keys the sampling noise (default 0)")
 BACKEND = typer.Option(None, "--backend", help="hf or vllm (default: vllm on CUDA when installed)")
@@ -221,10 +221,9 @@ def eval_options(preset: str | None, command: str, options: dict, required: list
     from langplay.evaluation.answers import eval_preset
 
     chosen = eval_preset(preset, command, options)
-    missing = [name for name in required if name not in chosen]
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise LangplayError(f"`langplay eval {command}` needs {flags} (or a --preset that sets them)")
+    for name in required:
+        if name not in chosen:
+            raise LangplayError(f"no {name} given: set --{name} (or a --preset that sets it)")
     return chosen
 
 
@@ -239,7 +238,7 @@ def eval_accuracy(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="of the k samples (default 1.0)"),
     subset_column: Optional[str] = typer.Option(None, "--subset-column", help="also report per value of this column"),
     limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
     split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
     output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):
@@ -266,7 +265,7 @@ def eval_likelihood(
     answer_eos: Optional[bool] = typer.Option(None, "--answer-eos/--no-answer-eos", help="score EOS after the "
                                               "answer (default no, as JEPO's S)"),
     limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
     split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
     output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):
@@ -293,7 +292,7 @@ def eval_diversity(
                                             "(default words)"),
     max_n: Optional[int] = typer.Option(None, "--max-n", help="Self-BLEU's largest n-gram (default 4)"),
     limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, data_subset: Optional[str] = DATA_SUBSET,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
     split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
     output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):

@@ -17,8 +17,8 @@ from typing import Callable
 
 from langplay.errors import LangplayError
 from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, check_backend, eval_folder,
-                                         generate_answers, load_eval_policy, load_prompt_rows, table_text, write_json,
-                                         write_rows)
+                                         generate_answers, load_eval_policy, load_prompt_rows, require_model_source,
+                                         table_text, write_json, write_rows)
 from langplay.rewards.verifiers import CHECKS, extract_answer
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -78,19 +78,20 @@ def evaluate_accuracy(model: str, data: str, verifier: str, answer_column: str =
                       prompt_column: str = "prompt", answer_format: str = "plain", samples: int = 0,
                       temperature: float = 1.0, max_new_tokens: int = 512, limit: int | None = None,
                       system_prompt: str | None = None, subset_column: str | None = None,
-                      data_subset: str | None = None, split: str = "test", seed: int = 0, output=None,
+                      subset: str | None = None, split: str = "test", seed: int = 0, output=None,
                       backend: str | None = None, batch_size: int = 32, progress: bool = True) -> dict:
     """Near-greedy accuracy and (samples > 0) pass@1 .. pass@samples at `temperature`, overall and per subset;
     writes report.json, report.txt and rows.jsonl into the eval folder (`output`, default runs/eval-accuracy),
     whose answer cache lets an interrupted run continue."""
     check_backend(backend)
+    require_model_source(model, "model")
     check = checker(verifier)
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: near-greedy only), got {samples}")
     greedy_decoding = Decoding(GREEDY_TEMPERATURE, 1, max_new_tokens, seed=seed)
     sampled_decoding = Decoding(temperature, samples, max_new_tokens, seed=seed) if samples else None
     columns = [prompt_column, answer_column] + ([subset_column] if subset_column else [])
-    rows = load_prompt_rows(data, columns, data_subset, split, limit)
+    rows = load_prompt_rows(data, columns, subset, split, limit)
     golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows]
     policy = load_eval_policy(model)
     folder = eval_folder(output, "accuracy")

@@ -49,6 +49,19 @@ def load_eval_policy(name_or_path: str, dtype: str = "auto", device: str = "auto
                               with_reference=False)
 
 
+def require_model_source(name: str, what: str) -> None:
+    """Fail early, before any answer is generated, on a local model folder that is not there (a Hub name is
+    only checked when it is loaded)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise LangplayError(f"{what} {name} is a file, not a model folder")
+        if not (path / "config.json").is_file():
+            raise LangplayError(f"{what} folder {name} has no config.json")
+    elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise LangplayError(f"{what} folder not found: {name}")
+
+
 def load_prompt_rows(path: str, columns: list[str], subset: str | None = None, split: str = "test",
                      limit: int | None = None) -> list[dict]:
     """The first `limit` rows of a JSONL / JSON / Parquet / CSV file or Hub dataset, checked to have `columns`."""

@@ -17,7 +17,8 @@ from pathlib import Path
 from langplay.errors import LangplayError
 from langplay.evaluation.accuracy import checker, verify
 from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
-                                         load_eval_policy, load_prompt_rows, table_text, write_json)
+                                         load_eval_policy, load_prompt_rows, require_model_source, table_text,
+                                         write_json)
 from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
 from langplay.rewards.verifiers import extract_answer
 
@@ -53,19 +54,20 @@ def evaluate_diversity(model: str, data: str, temperatures="0.5,0.7,1.0", sample
                        verifier: str | None = None, answer_column: str = "answer", answer_format: str = "plain",
                        prompt_column: str = "prompt", tokenizer: str = "words", max_n: int = 4,
                        max_new_tokens: int = 512, limit: int | None = None, system_prompt: str | None = None,
-                       data_subset: str | None = None, split: str = "test", seed: int = 0, output=None,
+                       subset: str | None = None, split: str = "test", seed: int = 0, output=None,
                        backend: str | None = None, batch_size: int = 32, progress: bool = True) -> dict:
     """The frontier: at each temperature, `samples` answers per prompt, their diversity and (verifier) their
     mean score; writes report.json, report.txt and frontier.png into the eval folder (`output`, default
     runs/eval-diversity), whose answer cache lets an interrupted run continue."""
     check_backend(backend)
+    require_model_source(model, "model")
     temperatures = parse_temperatures(temperatures)
     check = checker(verifier) if verifier is not None else None
     if samples < 2:
         raise LangplayError(f"--samples must be >= 2: Self-BLEU compares each sample with the others, got {samples}")
     if tokenizer not in TOKENIZERS:
         raise LangplayError(f"unknown tokenizer {tokenizer!r}: choose one of {', '.join(TOKENIZERS)}")
-    rows = load_prompt_rows(data, [prompt_column] + ([answer_column] if check else []), data_subset, split, limit)
+    rows = load_prompt_rows(data, [prompt_column] + ([answer_column] if check else []), subset, split, limit)
     golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows] if check else None
     policy = load_eval_policy(model)
     folder = eval_folder(output, "diversity")

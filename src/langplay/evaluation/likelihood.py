@@ -17,7 +17,8 @@ import statistics
 from langplay.config import JEPOConfig
 from langplay.errors import LangplayError
 from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
-                                         load_eval_policy, load_prompt_rows, table_text, write_json, write_rows)
+                                         load_eval_policy, load_prompt_rows, require_model_source, table_text,
+                                         write_json, write_rows)
 from langplay.evaluation.metrics import log_mean_exp
 from langplay.policy import completion_logprob_sums
 from langplay.rewards.verifiers import extract_answer
@@ -76,7 +77,7 @@ def marker_rate(chains: list[list[str]], marker: str) -> float:
 def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", answer_column: str = "answer",
                         samples: int = PAPER_SAMPLES, marker: str = DEFAULT_MARKER, answer_format: str = "plain",
                         answer_eos: bool = False, max_new_tokens: int = 512, limit: int | None = None,
-                        system_prompt: str | None = None, data_subset: str | None = None, split: str = "test",
+                        system_prompt: str | None = None, subset: str | None = None, split: str = "test",
                         seed: int = 0, output=None, backend: str | None = None, batch_size: int = 32,
                         progress: bool = True, noise_keys: list[int] | None = None) -> dict:
     """The plain log-likelihood of each row's reference answer and (samples > 0) the multi-sample bound over
@@ -84,9 +85,10 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     (`output`, default runs/eval-likelihood), whose answer cache lets an interrupted run continue.
     `noise_keys`: each row's sampling key, to draw the chains another evaluation drew (tinyworld's)."""
     check_backend(backend)
+    require_model_source(model, "model")
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: the plain likelihood only), got {samples}")
-    rows = load_prompt_rows(data, [prompt_column, answer_column], data_subset, split, limit)
+    rows = load_prompt_rows(data, [prompt_column, answer_column], subset, split, limit)
     answers = [extract_answer(str(row[answer_column]), answer_format) for row in rows]
     policy = load_eval_policy(model)
     policy.model.eval()

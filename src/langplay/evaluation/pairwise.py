@@ -315,19 +315,6 @@ def check_judge_choice(judge: str | None, judge_url: str | None, judge_model: st
     return named[0]
 
 
-def require_model_source(name: str, what: str) -> None:
-    """Fail early, before any answer is generated, on a local model folder that is not there (a Hub name is
-    only checked when it is loaded)."""
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise LangplayError(f"{what} {name} is a file, not a model folder")
-        if not (path / "config.json").is_file():
-            raise LangplayError(f"{what} folder {name} has no config.json")
-    elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise LangplayError(f"{what} folder not found: {name}")
-
-
 # -- the evaluation ------------------------------------------------------------------------------------------
 def answer_cache(folder: str | Path) -> AnswerCache:
     """The eval folder's cache: the models' answers and the text judges' replies."""
