@@ -104,7 +104,7 @@ def test_subsets_and_the_answer_cache(tiny_model, tmp_path, monkeypatch):
         return letter if letter in "ac" or j == 1 else "?"
 
     script = ScriptedSampler(monkeypatch, answer)
-    report = evaluate_accuracy(str(tiny_model), str(data), "exact_match", samples=4, subset_column="level",
+    report = evaluate_accuracy(tiny_model, data, "exact_match", samples=4, subset_column="level",  # paths work
                                output=tmp_path / "out", progress=False)
     assert script.calls == 2  # greedy, then the samples
     assert report["subsets"]["1"]["pass@1"] == 1.0 and report["subsets"]["2"]["greedy"] == 0.0

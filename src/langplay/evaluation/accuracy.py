@@ -83,6 +83,7 @@ def evaluate_accuracy(model: str, data: str, verifier: str, answer_column: str =
     """Near-greedy accuracy and (samples > 0) pass@1 .. pass@samples at `temperature`, overall and per subset;
     writes report.json, report.txt and rows.jsonl into the eval folder (`output`, default runs/eval-accuracy),
     whose answer cache lets an interrupted run continue."""
+    model, data = str(model), str(data)  # a Path works too
     check_backend(backend)
     require_model_source(model, "model")
     check = checker(verifier)

@@ -59,6 +59,7 @@ def evaluate_diversity(model: str, data: str, temperatures="0.5,0.7,1.0", sample
     """The frontier: at each temperature, `samples` answers per prompt, their diversity and (verifier) their
     mean score; writes report.json, report.txt and frontier.png into the eval folder (`output`, default
     runs/eval-diversity), whose answer cache lets an interrupted run continue."""
+    model, data = str(model), str(data)  # a Path works too
     check_backend(backend)
     require_model_source(model, "model")
     temperatures = parse_temperatures(temperatures)

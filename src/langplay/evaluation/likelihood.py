@@ -84,6 +84,7 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     `samples` chains of thought; writes report.json, report.txt and rows.jsonl into the eval folder
     (`output`, default runs/eval-likelihood), whose answer cache lets an interrupted run continue.
     `noise_keys`: each row's sampling key, to draw the chains another evaluation drew (tinyworld's)."""
+    model, data = str(model), str(data)  # a Path works too
     check_backend(backend)
     require_model_source(model, "model")
     if samples < 0:
