@@ -24,6 +24,7 @@ from common import experiment_parser, finished, provenance, run_folder, saved_re
 
 PRESET = ROOT / "src" / "langplay" / "presets" / "grpo_tinyworld.yaml"
 EVAL_SEED = 321
+SAMPLES = 4  # answers per test prompt at temperature 1
 TRAIN_ROWS = 20000
 
 
@@ -53,13 +54,18 @@ def training_minutes(out: Path) -> float:
 
 
 def per_prompt(model, tasks) -> dict:
-    """Near-greedy score and exact accuracy of each task."""
+    """Per task: near-greedy score and exact accuracy; and the same of SAMPLES answers at temperature 1 (the
+    policy RL trains), averaged."""
     from langplay.evaluation.tinyworld import answer, load_policy
     from langplay.tinyworld.tasks import check
 
-    responses = answer(load_policy(model), tasks)
-    scores = [check(task, pool[0]) for task, pool in zip(tasks, responses)]
-    return {"score": scores, "accuracy": [float(s == 1.0) for s in scores]}
+    policy = load_policy(model)
+    greedy = [check(task, pool[0]) for task, pool in zip(tasks, answer(policy, tasks))]
+    pools = answer(policy, tasks, n=SAMPLES, temperature=1.0, seed=EVAL_SEED)
+    sampled = [[check(task, r) for r in pool] for task, pool in zip(tasks, pools)]
+    return {"score": greedy, "accuracy": [float(s == 1.0) for s in greedy],
+            "sampled_score": [statistics.mean(row) for row in sampled],
+            "sampled_accuracy": [statistics.mean(float(s == 1.0) for s in row) for row in sampled]}
 
 
 def paired(trained: list[dict], base: dict, key: str) -> dict:
@@ -92,13 +98,24 @@ def measure(args) -> dict:
         print(f"seed {seed}: score {statistics.mean(base['score']):.3f} -> {statistics.mean(runs[-1]['score']):.3f} "
               f"({took:.1f} min)", flush=True)
     score, accuracy = paired(runs, base, "score"), paired(runs, base, "accuracy")
-    return {**score, "accuracy": accuracy, "seeds": args.seeds, "minutes": max(minutes) if minutes else 0.0,
+    sampled = {key: paired(runs, base, key) for key in ("sampled_score", "sampled_accuracy")}
+    return {**score, "accuracy": accuracy, **sampled, "seeds": args.seeds, "minutes": max(minutes) if minutes else 0.0,
             "run_minutes": minutes, "prompts": len(tasks), "split": args.split,
-            "base": {"score": statistics.mean(base["score"]), "accuracy": statistics.mean(base["accuracy"])},
+            "base": {key: statistics.mean(values) for key, values in base.items()},
             "by_family": {"base": by_family(tasks, base["score"]),
                           "trained": by_family(tasks, [statistics.mean(r["score"][i] for r in runs) for i in range(len(tasks))])},
             "settings": {k: v for k, v in vars(args).items() if k in ("steps", "lr", "prompts", "group", "beta",
                                                                     "per_level", "override", "model")}}
+
+
+ROWS = [("score", "score, near-greedy"), ("accuracy", "accuracy, near-greedy"),
+        ("sampled_score", f"score, T=1 ({SAMPLES} answers)"), ("sampled_accuracy", f"accuracy, T=1 ({SAMPLES} answers)")]
+
+
+def gain_row(report: dict, key: str, label: str) -> list[str]:
+    gain = report if key == "score" else report[key]
+    return [label, f"{report['base'][key]:.3f}", f"{gain['gain']:+.3f}", f"[{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]",
+            ", ".join(f"{g:+.3f}" for g in gain["per_seed"])]
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -111,11 +128,8 @@ def write_markdown(report: dict, path: Path) -> None:
         f"lr {s['lr']}, beta {s['beta']}, seeds {report['seeds']}; {report['prompts']} {report['split']} instances "
         f"({s['per_level']} per family and level), near-greedy. Regenerate: `python experiments/lab_bar.py "
         f"--seeds {' '.join(map(str, report['seeds']))} --steps {s['steps']} --lr {s['lr']} --split {report['split']}`.", "",
-        *table(["", "base", "gain (paired, mean over seeds)", "95% interval", "per seed"], [
-            ["score", f"{report['base']['score']:.3f}", f"{report['gain']:+.3f}",
-             f"[{report['ci_low']:+.3f}, {report['ci_high']:+.3f}]", ", ".join(f"{g:+.3f}" for g in report["per_seed"])],
-            ["accuracy", f"{report['base']['accuracy']:.3f}", f"{acc['gain']:+.3f}",
-             f"[{acc['ci_low']:+.3f}, {acc['ci_high']:+.3f}]", ", ".join(f"{g:+.3f}" for g in acc["per_seed"])]]),
+        *table(["", "base", "gain (paired, mean over seeds)", "95% interval", "per seed"],
+               [gain_row(report, key, label) for key, label in ROWS if key in report["base"]]),
         "", f"Longest run: {report['minutes']:.1f} minutes. Bar (gain >= +0.10, accuracy >= +0.05, interval above 0, "
         f"<= 10 minutes): **{'met' if met else 'not met'}**.", "",
         "Score by family:", "",
@@ -136,8 +150,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=["tune", "test"], default="test")
     parser.add_argument("--per-level", type=int, default=40)
     parser.add_argument("--override", nargs="*", default=[], help="more config overrides, key=value")
+    parser.add_argument("--tag", default="", help="results/lab_bar[_SPLIT][_TAG].json: a sweep's points side by side")
     args = parser.parse_args(argv)
-    name = "lab_bar" if args.split == "test" else f"lab_bar_{args.split}"
+    name = "lab_bar" + ("" if args.split == "test" else f"_{args.split}") + (f"_{args.tag}" if args.tag else "")
     path = args.results / f"{name}.json"
     report = saved_results(args, path)
     if report is None:
