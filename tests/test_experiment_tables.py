@@ -35,3 +35,26 @@ def test_irl_report_rewrites_the_committed_markdown_from_the_saved_results(tmp_p
     assert (tmp_path / "irl_tinyworld.md").read_text() == (results / "irl_tinyworld.md").read_text()
     plot(saved, tmp_path)
     assert (tmp_path / "irl_tinyworld.png").stat().st_size > 10_000
+
+
+def test_the_lab_scripts_rewrite_their_committed_markdown_and_the_bar_is_judged_from_the_numbers(tmp_path):
+    """lab_diagnosis.py and lab_bar.py from their committed JSON: the committed markdown to the byte; and the
+    bar's verdict follows its four conditions (a gain of +0.10 with the interval above 0 is met, one below is not)."""
+    import json
+
+    import lab_bar
+    import lab_diagnosis
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    for module, name in [(lab_diagnosis, "lab_diagnosis_base"), (lab_bar, "lab_bar_tune_lr2e-4")]:
+        module.write_markdown(json.loads((results / f"{name}.json").read_text()), tmp_path / f"{name}.md")
+        assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
+    report = json.loads((results / "lab_bar_tune_lr2e-4.json").read_text())
+    assert "**not met**" in (tmp_path / "lab_bar_tune_lr2e-4.md").read_text()
+    report.update(gain=0.12, ci_low=0.05, ci_high=0.2, minutes=9.0)
+    report["accuracy"].update(gain=0.06)
+    lab_bar.write_markdown(report, tmp_path / "met.md")
+    assert "**met**" in (tmp_path / "met.md").read_text()
+    report.update(ci_low=-0.01)
+    lab_bar.write_markdown(report, tmp_path / "ci.md")
+    assert "**not met**" in (tmp_path / "ci.md").read_text()
