@@ -92,6 +92,22 @@ def saved_results(args, path: Path) -> dict | None:
     return None
 
 
+def measured(args, path: Path, measure, write_markdown) -> dict:
+    """The report at `path`: with --report-only the saved one, else `measure()` (2 torch threads) with its
+    provenance, saved; then its markdown beside it, printed."""
+    report = saved_results(args, path)
+    if report is None:
+        import torch
+
+        torch.set_num_threads(2)
+        report = measure()
+        report["provenance"] = provenance()
+        path.write_text(json.dumps(report, indent=1))
+    write_markdown(report, path.with_suffix(".md"))
+    print(path.with_suffix(".md").read_text())
+    return report
+
+
 def run_folder(work: Path, name: str, config, data_key: str = "") -> Path:
     """The folder of one training run, keyed by a hash of everything that defines it: the resolved config, the
     data (`data_key`: how the script drew it) and the starting model's weights. Changing --steps, --lr or the

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, provenance, run_folder, saved_results, table  # noqa: E402
+from common import experiment_parser, finished, measured, run_folder, table  # noqa: E402
 
 PRESET = ROOT / "src" / "langplay" / "presets" / "grpo_tinyworld.yaml"
 EVAL_SEED = 321
@@ -142,8 +142,8 @@ def write_markdown(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = experiment_parser("lab_bar", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="the base model (default: the shipped one)")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=2e-4, help="default: the diagnosis's best on tune")
     parser.add_argument("--prompts", type=int, default=16, help="training prompts per step")
     parser.add_argument("--group", type=int, default=8, help="answers per prompt")
     parser.add_argument("--beta", type=float, default=0.0)
@@ -153,20 +153,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="", help="results/lab_bar[_SPLIT][_TAG].json: a sweep's points side by side")
     args = parser.parse_args(argv)
     name = "lab_bar" + ("" if args.split == "test" else f"_{args.split}") + (f"_{args.tag}" if args.tag else "")
-    path = args.results / f"{name}.json"
-    report = saved_results(args, path)
-    if report is None:
-        import torch
+    from langplay.tinyworld.base import base_model_path
 
-        from langplay.tinyworld.base import base_model_path
-
-        torch.set_num_threads(2)
-        args.model = args.model or str(base_model_path())
-        report = measure(args)
-        report["provenance"] = provenance()
-        path.write_text(json.dumps(report, indent=1))
-    write_markdown(report, path.with_suffix(".md"))
-    print(path.with_suffix(".md").read_text())
+    args.model = args.model or str(base_model_path())
+    measured(args, args.results / f"{name}.json", lambda: measure(args), write_markdown)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, provenance, saved_results, table  # noqa: E402
+from common import experiment_parser, measured, table  # noqa: E402
 
 CONSTANT_ANSWERS = ("0", "1", "a", "yes", "The answer is 0.")
 
@@ -100,19 +100,10 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--name", default="base")
     args = parser.parse_args(argv)
-    path = args.results / f"lab_diagnosis_{args.name}.json"
-    report = saved_results(args, path)
-    if report is None:
-        import torch
+    from langplay.tinyworld.base import base_model_path
 
-        torch.set_num_threads(2)
-        from langplay.tinyworld.base import base_model_path
-
-        report = diagnose(args.model or str(base_model_path()), args.per_level, args.k)
-        report["provenance"] = provenance()
-        path.write_text(json.dumps(report, indent=1))
-    write_markdown(report, path.with_suffix(".md"))
-    print(path.with_suffix(".md").read_text())
+    measured(args, args.results / f"lab_diagnosis_{args.name}.json",
+             lambda: diagnose(args.model or str(base_model_path()), args.per_level, args.k), write_markdown)
     return 0
 
 
