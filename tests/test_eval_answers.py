@@ -59,6 +59,10 @@ def test_answers_are_cached_and_an_interrupted_run_continues(tiny_model, tmp_pat
     hotter = Decoding(temperature=0.5, n=2, max_new_tokens=4, seed=3)
     generate_answers(policy, str(tiny_model), prompts, hotter, AnswerCache(tmp_path / "answers.jsonl"), progress=False)
     assert len(counter.prompts) == 5  # another decoding: nothing served from the cache
+    counter.prompts.clear()
+    generate_answers(policy, str(tiny_model), prompts, DECODING, AnswerCache(tmp_path / "answers.jsonl"),
+                     progress=False, max_prompt_tokens=8)
+    assert len(counter.prompts) == 5  # prompts cut shorter: other answers, nothing served from the cache
 
 
 def test_a_retrained_model_is_not_served_its_predecessors_answers(tmp_path):

@@ -157,7 +157,7 @@ def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding,
     from langplay.sampling import make_sampler
     from langplay.sampling.keys import key_of
 
-    identity = model_identity(model_name)
+    identity = f"{model_identity(model_name)}|prompts cut at {max_prompt_tokens} tokens"  # a cut changes answers
     texts = [policy.format_prompt(p, system_prompt) for p in prompts]
     explicit = noise_keys is not None
     noise = noise_keys if explicit else [key_of(decoding.seed, i) for i in range(len(prompts))]
