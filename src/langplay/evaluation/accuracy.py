@@ -16,7 +16,7 @@ import statistics
 from typing import Callable
 
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, check_backend, eval_folder,
+from langplay.evaluation.answers import (GREEDY_TEMPERATURE, answer_cache, Decoding, check_backend, eval_folder,
                                          generate_answers, load_eval_policy, load_prompt_rows, require_model_source,
                                          table_text, write_json, write_rows)
 from langplay.rewards.verifiers import CHECKS, extract_answer
@@ -96,7 +96,7 @@ def evaluate_accuracy(model: str, data: str, verifier: str, answer_column: str =
     golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows]
     policy = load_eval_policy(model)
     folder = eval_folder(output, "accuracy")
-    cache = AnswerCache(folder / "answers.jsonl")
+    cache = answer_cache(folder)
     prompts = [row[prompt_column] for row in rows]
 
     def answer(decoding: Decoding, label: str) -> list[list[str]]:

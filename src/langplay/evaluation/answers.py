@@ -192,6 +192,11 @@ def eval_folder(output: str | Path | None, kind: str) -> Path:
     return folder
 
 
+def answer_cache(folder: str | Path) -> AnswerCache:
+    """An eval folder's cache: the models' answers (and the text judges' replies)."""
+    return AnswerCache(Path(folder) / "answers.jsonl")
+
+
 def write_json(path: str | Path, report: dict) -> Path:
     """Written beside and renamed over, so a crash never leaves half a report."""
     path = Path(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from langplay.errors import LangplayError
 from langplay.evaluation.accuracy import checker, verify
-from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
+from langplay.evaluation.answers import (answer_cache, Decoding, check_backend, eval_folder, generate_answers,
                                          load_eval_policy, load_prompt_rows, require_model_source, table_text,
                                          write_json)
 from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
@@ -72,7 +72,7 @@ def evaluate_diversity(model: str, data: str, temperatures="0.5,0.7,1.0", sample
     golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows] if check else None
     policy = load_eval_policy(model)
     folder = eval_folder(output, "diversity")
-    cache = AnswerCache(folder / "answers.jsonl")
+    cache = answer_cache(folder)
     prompts = [row[prompt_column] for row in rows]
     points = []
     for temperature in temperatures:

@@ -16,7 +16,7 @@ import statistics
 
 from langplay.config import JEPOConfig
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (AnswerCache, Decoding, check_backend, eval_folder, generate_answers,
+from langplay.evaluation.answers import (answer_cache, Decoding, check_backend, eval_folder, generate_answers,
                                          load_eval_policy, load_prompt_rows, require_model_source, table_text,
                                          write_json, write_rows)
 from langplay.evaluation.metrics import log_mean_exp
@@ -103,7 +103,7 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     bound = [None] * len(rows)
     if samples > 0:
         decoding = Decoding(temperature=1.0, n=samples, max_new_tokens=max_new_tokens, seed=seed)
-        chains = generate_answers(policy, model, prompts, decoding, AnswerCache(folder / "answers.jsonl"), backend,
+        chains = generate_answers(policy, model, prompts, decoding, answer_cache(folder), backend,
                                   system_prompt, batch_size, progress, "chains of thought", noise_keys=noise_keys)
         bound, bound_tokens = answer_logliks(policy, prompt_ids, answers, chains, marker, answer_eos)
         report["bound"] = {"samples": samples, "marker": marker, **nll_summary(bound, bound_tokens),

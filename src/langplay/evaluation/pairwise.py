@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, answer_key, generate_answers,
-                                         load_eval_policy)
+from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, answer_cache, answer_key,  # noqa: F401
+                                         generate_answers, load_eval_policy)
 from langplay.evaluation.metrics import bootstrap_interval
 
 PairJudge = Callable[[list[str], list[str], list[str]], list[str]]  # (instructions, answers A, answers B) -> replies
@@ -316,11 +316,6 @@ def check_judge_choice(judge: str | None, judge_url: str | None, judge_model: st
 
 
 # -- the evaluation ------------------------------------------------------------------------------------------
-def answer_cache(folder: str | Path) -> AnswerCache:
-    """The eval folder's cache: the models' answers and the text judges' replies."""
-    return AnswerCache(Path(folder) / "answers.jsonl")
-
-
 def answer_prompts(name_or_path: str, prompts: Sequence, decoding: Decoding, cache: AnswerCache | None = None,
                    backend: str | None = None, device: str = "auto", system_prompt: str | None = None,
                    batch_size: int = 32, progress: bool = True, label: str = "answering") -> list[str]:
