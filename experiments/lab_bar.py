@@ -55,17 +55,19 @@ def training_minutes(out: Path) -> float:
 
 def per_prompt(model, tasks) -> dict:
     """Per task: near-greedy score and exact accuracy; and the same of SAMPLES answers at temperature 1 (the
-    policy RL trains), averaged."""
+    policy RL trains), averaged. `worked`: per reasoning task, whether the near-greedy answer works the steps."""
     from langplay.evaluation.tinyworld import answer, load_policy
-    from langplay.tinyworld.tasks import check
+    from langplay.tinyworld.tasks import FAMILIES, check, shows_work
 
     policy = load_policy(model)
-    greedy = [check(task, pool[0]) for task, pool in zip(tasks, answer(policy, tasks))]
+    responses = [pool[0] for pool in answer(policy, tasks)]
+    greedy = [check(task, response) for task, response in zip(tasks, responses)]
     pools = answer(policy, tasks, n=SAMPLES, temperature=1.0, seed=EVAL_SEED)
     sampled = [[check(task, r) for r in pool] for task, pool in zip(tasks, pools)]
     return {"score": greedy, "accuracy": [float(s == 1.0) for s in greedy],
             "sampled_score": [statistics.mean(row) for row in sampled],
-            "sampled_accuracy": [statistics.mean(float(s == 1.0) for s in row) for row in sampled]}
+            "sampled_accuracy": [statistics.mean(float(s == 1.0) for s in row) for row in sampled],
+            "worked": [float(shows_work(r)) for task, r in zip(tasks, responses) if FAMILIES[task.family].kind == "reasoning"]}
 
 
 def paired(trained: list[dict], base: dict, key: str) -> dict:
@@ -101,7 +103,8 @@ def measure(args) -> dict:
     sampled = {key: paired(runs, base, key) for key in ("sampled_score", "sampled_accuracy")}
     return {**score, "accuracy": accuracy, **sampled, "seeds": args.seeds, "minutes": max(minutes) if minutes else 0.0,
             "run_minutes": minutes, "prompts": len(tasks), "split": args.split,
-            "base": {key: statistics.mean(values) for key, values in base.items()},
+            "base": {key: statistics.mean(values) for key, values in base.items() if key != "worked"},
+            "worked": {"base": statistics.mean(base["worked"]), "trained": [statistics.mean(r["worked"]) for r in runs]},
             "by_family": {"base": by_family(tasks, base["score"]),
                           "trained": by_family(tasks, [statistics.mean(r["score"][i] for r in runs) for i in range(len(tasks))])},
             "settings": {k: v for k, v in vars(args).items() if k in ("steps", "lr", "prompts", "group", "beta",
@@ -130,6 +133,9 @@ def write_markdown(report: dict, path: Path) -> None:
         f"--seeds {' '.join(map(str, report['seeds']))} --steps {s['steps']} --lr {s['lr']} --split {report['split']}`.", "",
         *table(["", "base", "gain (paired, mean over seeds)", "95% interval", "per seed"],
                [gain_row(report, key, label) for key, label in ROWS if key in report["base"]]),
+        *([] if "worked" not in report else [
+            "", f"Near-greedy answers to reasoning tasks that work the steps first: base {report['worked']['base']:.2f}, "
+            f"trained {', '.join(f'{w:.2f}' for w in report['worked']['trained'])} (by seed)."]),
         "", f"Longest run: {report['minutes']:.1f} minutes. Bar (gain >= +0.10, accuracy >= +0.05, interval above 0, "
         f"<= 10 minutes): **{'met' if met else 'not met'}**.", "",
         "Score by family:", "",

@@ -10,7 +10,9 @@ policy RL trains) and one near-greedy answer:
 - `no signal`: the share of prompts whose k samples all get the same reward (a GRPO group with zero advantage);
 - `spread`: the mean standard deviation of the k rewards (what a group's advantages are made of);
 - the judge's partial credit: the mean score of the wrong samples (reward for near-misses), and of constant
-  answers (the same short string whatever the prompt).
+  answers (the same short string whatever the prompt);
+- reasoning families: the share of greedy answers and of samples that work the steps before the answer
+  (`shows_work`), and the sampled accuracy of worked and of direct answers (what choosing to work is worth).
 Writes results/lab_diagnosis_NAME.{json,md}.
 """
 
@@ -31,7 +33,7 @@ CONSTANT_ANSWERS = ("0", "1", "a", "yes", "The answer is 0.")
 
 def cell_stats(tasks, pools, greedy) -> dict:
     """The statistics of one family and level from its tasks' sample pools and greedy answers."""
-    from langplay.tinyworld.tasks import check
+    from langplay.tinyworld.tasks import FAMILIES, check
 
     scores = [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
     exact = [[s == 1.0 for s in row] for row in scores]
@@ -47,7 +49,25 @@ def cell_stats(tasks, pools, greedy) -> dict:
         "spread": mean(statistics.pstdev(row) for row in scores),
         "wrong_credit": mean(wrong) if wrong else float("nan"),
         "constant_credit": mean(check(t, c) for t in tasks for c in CONSTANT_ANSWERS),
+        **(work_stats(pools, exact, greedy) if FAMILIES[tasks[0].family].kind == "reasoning" else
+           dict.fromkeys(WORK_COLUMNS, float("nan"))),
     }
+
+
+WORK_COLUMNS = ("greedy_worked", "sampled_worked", "worked_accuracy", "direct_accuracy")
+
+
+def work_stats(pools, exact, greedy) -> dict:
+    """How often answers work the steps, and the sampled accuracy of worked and of direct ones."""
+    from langplay.tinyworld.tasks import shows_work
+
+    worked = [[shows_work(r) for r in pool] for pool in pools]
+    pairs = [(w, e) for ws, es in zip(worked, exact) for w, e in zip(ws, es)]
+    accuracy = lambda kind: statistics.mean(e for w, e in pairs if w == kind) if any(w == kind for w, _ in pairs) \
+        else float("nan")  # noqa: E731
+    return {"greedy_worked": statistics.mean(shows_work(g[0]) for g in greedy),
+            "sampled_worked": statistics.mean(w for w, _ in pairs),
+            "worked_accuracy": accuracy(True), "direct_accuracy": accuracy(False)}
 
 
 def diagnose(model: str, per_level: int, k: int) -> dict:
@@ -70,18 +90,28 @@ def diagnose(model: str, per_level: int, k: int) -> dict:
 
 
 COLUMNS = ("greedy_score", "greedy_accuracy", "sampled_score", "sampled_accuracy", "pass_at_k", "best_of_k",
-           "no_signal", "spread", "wrong_credit", "constant_credit")
+           "no_signal", "spread", "wrong_credit", "constant_credit", *WORK_COLUMNS)
 
 
 def by(cells: list[dict], key: str) -> dict:
     groups: dict = {}
     for cell in cells:
         groups.setdefault(cell[key], []).append(cell)
-    return {name: {c: statistics.mean(x[c] for x in group) for c in COLUMNS} for name, group in groups.items()}
+    return {name: {c: nan_mean([x.get(c, float("nan")) for x in group]) for c in COLUMNS} for name, group in groups.items()}
+
+
+def nan_mean(values: list[float]) -> float:
+    """The mean of the values that are not NaN (the work columns exist for reasoning families only)."""
+    kept = [v for v in values if v == v]
+    return statistics.mean(kept) if kept else float("nan")
+
+
+def number(value: float) -> str:
+    return "" if value != value else f"{value:.3f}"  # NaN: not measured for this cell
 
 
 def write_markdown(report: dict, path: Path) -> None:
-    fmt = lambda row: [f"{row[c]:.3f}" for c in COLUMNS]  # noqa: E731
+    fmt = lambda row: [number(row.get(c, float("nan"))) for c in COLUMNS]  # noqa: E731
     header = [c.replace("_", " ").replace("pass at k", f"pass@{report['k']}") for c in COLUMNS]
     lines = [f"# tinyworld lab diagnosis: {report['model']}", "",
              f"Test instances, {report['per_level']} per family and level; {report['k']} samples at temperature 1 "

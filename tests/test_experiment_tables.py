@@ -46,7 +46,7 @@ def test_the_lab_scripts_rewrite_their_committed_markdown_and_the_bar_is_judged_
     import lab_diagnosis
 
     results = Path(__file__).resolve().parents[1] / "results"
-    for module, name in [(lab_diagnosis, "lab_diagnosis_base"), (lab_bar, "lab_bar_tune_lr2e-4")]:
+    for module, name in [(lab_diagnosis, "lab_diagnosis_v1"), (lab_bar, "lab_bar_tune_lr2e-4")]:
         module.write_markdown(json.loads((results / f"{name}.json").read_text()), tmp_path / f"{name}.md")
         assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
     report = json.loads((results / "lab_bar_tune_lr2e-4.json").read_text())
