@@ -79,15 +79,24 @@ def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: 
     return 0
 
 
-def bf16_peak_tflops(repeats: int = 20) -> float:
-    """The machine's bf16 matrix-product rate (a 4096 x 1024 x 4096 product, median of `repeats`)."""
+def bf16_peak_tflops(budget_s: float = 2.0) -> float:
+    """The machine's bf16 matrix-product rate: the median time of a 4096 x 1024 x 4096 product, repeated as often
+    as fits in `budget_s` (at least 3 times). A machine without bf16 units (no AMX, no AVX512-BF16) runs such a
+    product hundreds of times slower, so a small probe first picks the size that fits the budget there too."""
     import torch
 
-    a, b = torch.randn(4096, 1024, dtype=torch.bfloat16), torch.randn(1024, 4096, dtype=torch.bfloat16)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return 2 * 4096 * 1024 * 4096 / statistics.median(times) / 1e12
+    def product_times(m: int, k: int, n: int, repeats: int) -> list[float]:
+        a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        a @ b  # the first call picks and compiles the kernel
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - started)
+        return times
+
+    probe = statistics.median(product_times(512, 512, 512, 3))
+    m, k, n = (4096, 1024, 4096) if probe * 128 < budget_s / 3 else (512, 512, 512)
+    once = probe * (m * k * n) / 512**3
+    times = product_times(m, k, n, max(3, min(20, int(budget_s / max(once, 1e-9)))))
+    return 2 * m * k * n / statistics.median(times) / 1e12

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from langplay.tinyworld import judges
 from langplay.tinyworld.tasks import (
-    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, direct_response, draw_task,
-    extract_answer, shows_work,
+    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, extract_answer,
     make_task, number_words, parse, reference_samples, sample_tasks, split_of,
 )
 
@@ -131,10 +130,9 @@ def test_sample_tasks_respects_the_split_and_the_filters():
 # ---------------------------------------------------------------------------------------------- partial credit
 def test_exact_answers_get_partial_credit():
     add = parse("What is 1234 + 4321?")  # 5555
-    say = "The answer is {}.".format
-    assert check(add, say(5555)) == 1.0 and check(add, "5555") == 0.5  # a reasoning family: after the marker
-    assert 0 < check(add, say(5545)) < 1 and check(add, say(5545)) > check(add, say(1111))
-    assert 0 < check(add, say("the sum, 5555")) < check(add, say(5555))  # the number inside prose
+    assert check(add, "5555") == 1.0
+    assert 0 < check(add, "5545") < 1 and check(add, "5545") > check(add, "1111")
+    assert 0 < check(add, "The sum is 5555") < check(add, "5555")  # the number inside prose
     assert check(add, "") == 0.0 and check(add, "hello") == 0.0
     rev = parse("Reverse abcdefg.")
     assert check(rev, "gfedcba") == 1.0 and 0 < check(rev, "gfedcbx") < 1 and check(rev, "abcdefg") < 0.5
@@ -171,30 +169,6 @@ def test_reasoning_answers_are_read_after_the_marker():
     assert check(spell, "The answer is 3456.") == 0.0
     mul = parse("What is 47 * 36?")
     assert mul.reference == "47*30=1410. 47*6=282. 1410+282=1692. The answer is 1692."
-    add = parse("Add 86 and 66.")  # column addition, each step writing the digits found so far
-    assert add.reference == "6+6=12, 2. 8+6+1=15, 152. The answer is 152." and add.answer == "152"
-    assert parse("What is 9 + 5?").reference == "9+5=14, 14. The answer is 14."
-    assert parse("Add 4352 and 8172.").reference == (
-        "2+2=4, 4. 5+7=12, 24. 3+1+1=5, 524. 4+8=12, 12524. The answer is 12524.")
-
-
-def test_shows_work_tells_worked_steps_from_a_direct_answer():
-    assert shows_work("7+5=12, 2. 3+5+1=9, 92. The answer is 92.")
-    assert not shows_work("The answer is 92.") and not shows_work("  the answer is 92.")
-    assert not shows_work("92") and not shows_work("")  # no marker: nothing is worked towards it
-    assert shows_work("The answer is 9. No: 9+3=12. The answer is 12.")  # steps before the last marker
-
-
-def test_the_direct_response_is_the_references_answer_without_its_steps():
-    for name, level in ALL:
-        task = make_task(name, level, 3)
-        direct = direct_response(task)
-        assert check(task, direct) == 1.0
-        if FAMILIES[name].kind == "reasoning":
-            assert direct == f"{ANSWER_MARKER} {task.answer}." and task.reference.endswith(direct)
-            assert direct != task.reference or name == "spell"  # "six" and "seventy" have no steps
-        else:
-            assert direct == task.reference
 
 
 def test_extract_answer():
@@ -308,14 +282,11 @@ def test_score_falls_back_on_surface_features_for_unparseable_queries():
 def test_quality_rewards_good_pairs_over_nonsense():
     good = make_task("word_problem", 2, 3)
     assert judges.quality(good.prompt, good.reference) == 7
-    assert judges.quality("What is 3 + 4?", "The answer is 7.") == 7
-    assert judges.quality("What is 3 + 4?", "7") == 5                  # no marker (7), half credit (6)
-    assert judges.quality("What is 3 + 4?", "The answer is 8.") == 5   # 1, 2, 3, 4, 7: wrong but tidy
-    largest = "What is the largest of 3, 4, 7?"
-    assert judges.quality(largest, "7") == 7 and judges.quality(largest, "8") == 5
-    assert judges.quality(largest, "The biggest is 7, I think") == 4  # not a bare number (4), half right (5, 6)
+    assert judges.quality("What is 3 + 4?", "7") == 7
+    assert judges.quality("What is 3 + 4?", "8") == 5                  # 1, 2, 3, 4, 7: wrong but tidy
+    assert judges.quality("What is 3 + 4?", "The sum is 7, I think") == 5  # not a bare number (4), half right (6)
     assert judges.quality(good.prompt, good.answer) == 5               # bare answer, no marker: half credit, not 6, 7
-    assert judges.quality("What is 123456 + 1?", "The answer is 123457.") == 6  # beyond the hardest level: not "clear"
+    assert judges.quality("What is 123456 + 1?", "123457") == 6        # beyond the hardest level: not "clear"
     assert judges.quality("glorp wibble?", "42") == 2                  # only the surface criteria 3 and 7
     assert judges.quality("glorp wibble?", "") == 0
     assert judges.quality("glorp wibble?", "zzzzzzzzzzzzzzzzzz" * 20) == 0
@@ -371,11 +342,10 @@ def test_checker_reward_is_the_verifier_on_every_family_even_withheld_ones():
 
     from langplay.tinyworld.datasets import checker_reward, verifier_reward
 
-    spell, largest = make_task("spell", 3, 1), make_task("max", 2, 1)
-    assert not FAMILIES["spell"].verifiable and FAMILIES["max"].verifiable
-    queries = [spell.prompt, spell.prompt, largest.prompt, largest.prompt, "glorp?"]
-    answers = [spell.reference, spell.reference.replace("hundred", "thousand"), largest.answer, largest.answer + "1",
-               "42"]
+    spell, add = make_task("spell", 3, 1), make_task("add", 2, 1)
+    assert not FAMILIES["spell"].verifiable and FAMILIES["add"].verifiable
+    queries = [spell.prompt, spell.prompt, add.prompt, add.prompt, "glorp?"]
+    answers = [spell.reference, spell.reference.replace("hundred", "thousand"), add.answer, add.answer + "1", "42"]
     assert checker_reward(queries, answers) == [1.0, 0.0, 1.0, 0.0, 0.0]
     withheld = verifier_reward(queries, answers)
     assert math.isnan(withheld[0]) and withheld[2:4] == [1.0, 0.0]

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langplay.tinyworld.tasks import (CHALLENGER_PROMPT, FAMILIES, challenger_example, direct_response, draw_task,
-                                      reference_samples)
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, challenger_example, draw_task, reference_samples
 from langplay.tinyworld.tokenizer import build_tokenizer
 
 BASE_PATH = Path(__file__).parent / "assets" / "base"
@@ -43,10 +42,6 @@ BASE_RECIPE = {
     # by level on test instances; these weights give 0.68 0.64 0.56 0.49: more of every level's algorithm is learnt
     "level_weights": [0.3, 0.3, 0.25, 0.15],
     "challenger_fraction": 0.08,
-    # Two authors write the reasoning families' rows: a hasty one answers at once ("The answer is 92."), a careful
-    # one works the steps first. The hasty one writes more of them, so the base answers at once by default though
-    # working pays on harder levels: the room RL on data finds (sampling already works the steps sometimes).
-    "direct_fraction": 0.6,
     "precision": "fp32",  # at hidden 128 a bf16 step is slower here (0.21 s against 0.17: overhead, not products)
 }
 
@@ -70,12 +65,7 @@ def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dic
         level = rng.choices(range(1, family.levels + 1), weights=weights)[0]
         task = draw_task(rng, family.name, level, "train")
         # open-ended families: one of many valid answers, so the base model does not collapse to one
-        if family.kind == "open":
-            completion = reference_samples(task, 1, row_seed)[0]
-        elif rng.random() < recipe["direct_fraction"]:
-            completion = direct_response(task)
-        else:
-            completion = task.reference
+        completion = reference_samples(task, 1, row_seed)[0] if family.kind == "open" else task.reference
         rows.append({"prompt": task.prompt, "completion": completion})
     return rows
 

@@ -5,11 +5,11 @@ templates such as "What is {a} + {b}?": the same template renders a prompt and, 
 parses one back, so `parse(make_task(...).prompt)` recovers the task by construction.
 
 Three kinds of family:
-- "exact": one right answer (reverse, count, max);
+- "exact": one right answer (add, reverse, count, max);
 - "open": many right answers, checked by constraints (between, sum_to, letters); `reference_samples` draws
   different valid answers for the same prompt, which is what diversity is measured on;
-- "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (add, word_problem,
-  multiply, spell); `direct_response` is the same answer without the steps. `verifiable=False` marks the families whose checker must be withheld from training (JEPO's
+- "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (word_problem,
+  multiply, spell). `verifiable=False` marks the families whose checker must be withheld from training (JEPO's
   setting); it still exists, for evaluation. `long_answer=True` marks multi-word answers (spell).
 
 Every checker returns a score in [0, 1] with partial credit, and never raises on any text.
@@ -161,29 +161,12 @@ def _add_generate(rng: random.Random, level: int) -> dict:
     return {"a": str(rng.randint(lo, hi)), "b": str(rng.randint(lo, hi))}
 
 
-def _add_solve(p: dict) -> tuple[str, str]:
-    """Column addition from the right, each step writing the digits found so far: 37+55 -> "7+5=12, 2.
-    3+5+1=9, 92." (a carry is added into the next column; the last column writes its whole sum)."""
-    a, b = str(p["a"]), str(p["b"])
-    width = max(len(a), len(b))
-    a, b = a.zfill(width), b.zfill(width)
-    carry, found, lines = 0, "", []
-    for i in range(width - 1, -1, -1):
-        x, y = int(a[i]), int(b[i])
-        total = x + y + carry
-        found = (str(total) if i == 0 else str(total % 10)) + found
-        lines.append(f"{x}+{y}{'+1' if carry else ''}={total}, {found}.")
-        carry = total // 10
-    total = p["a"] + p["b"]
-    return " ".join(lines + [f"{ANSWER_MARKER} {total}."]), str(total)
-
-
 ADD = Family(
-    name="add", kind="reasoning", levels=4, verifiable=True, long_answer=False,
+    name="add", kind="exact", levels=4, verifiable=True, long_answer=False,
     phrasings=("What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} plus {b}.", "Find the sum of {a} and {b}."),
     generate=_add_generate,
     to_params=lambda f: (("a", int(f["a"])), ("b", int(f["b"]))),
-    solve=_add_solve,
+    solve=lambda p: (str(p["a"] + p["b"]),) * 2,
     level_of=lambda p: min(max(len(str(p["a"])), len(str(p["b"]))), 5),
     grade=lambda p, ans: _grade_number(ans, p["a"] + p["b"]),
     well_typed=_is_int,
@@ -646,18 +629,6 @@ def reference_samples(task: Task, k: int, seed: int) -> list[str]:
         return [task.reference] * k
     rng = random.Random(f"samples/{task.family}/{task.params}/{seed}")
     return [fam.sample(dict(task.params), rng) for _ in range(k)]
-
-
-def direct_response(task: Task) -> str:
-    """The answer without its worked steps ("The answer is 92."): how the base model's hasty author replies to a
-    reasoning task. Other families have no steps: their reference."""
-    return f"{ANSWER_MARKER} {task.answer}." if FAMILIES[task.family].kind == "reasoning" else task.reference
-
-
-def shows_work(response: str) -> bool:
-    """Whether a response writes something before its last answer marker: worked steps, not a direct answer."""
-    end = marker_end(response, ANSWER_MARKER)
-    return end is not None and bool(response[: end - len(ANSWER_MARKER)].strip())
 
 
 def final_answer(task: Task, response: str) -> tuple[str, bool]:
