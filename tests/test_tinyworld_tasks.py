@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from langplay.tinyworld import judges
 from langplay.tinyworld.tasks import (
     ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, extract_answer,
-    make_task, number_words, parse, reference_samples, sample_tasks, split_of,
+    make_task, number_words, parse, reference_samples, sample_tasks, shows_work, split_of,
 )
 
 ALL = [(name, level) for name, fam in FAMILIES.items() for level in range(1, fam.levels + 1)]
@@ -169,6 +169,13 @@ def test_reasoning_answers_are_read_after_the_marker():
     assert check(spell, "The answer is 3456.") == 0.0
     mul = parse("What is 47 * 36?")
     assert mul.reference == "47*30=1410. 47*6=282. 1410+282=1692. The answer is 1692."
+
+
+def test_shows_work_tells_worked_steps_from_a_direct_answer():
+    assert shows_work("7+5=12, 2. 3+5+1=9, 92. The answer is 92.")
+    assert not shows_work("The answer is 92.") and not shows_work("  the answer is 92.")
+    assert not shows_work("92") and not shows_work("")  # no marker: nothing is worked towards it
+    assert shows_work("The answer is 9. No: 9+3=12. The answer is 12.")  # steps before the last marker
 
 
 def test_extract_answer():

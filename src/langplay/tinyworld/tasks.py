@@ -631,6 +631,12 @@ def reference_samples(task: Task, k: int, seed: int) -> list[str]:
     return [fam.sample(dict(task.params), rng) for _ in range(k)]
 
 
+def shows_work(response: str) -> bool:
+    """Whether a response writes something before its last answer marker: worked steps, not a direct answer."""
+    end = marker_end(response, ANSWER_MARKER)
+    return end is not None and bool(response[: end - len(ANSWER_MARKER)].strip())
+
+
 def final_answer(task: Task, response: str) -> tuple[str, bool]:
     """(the answer a response gives, whether it is well placed): the text after ANSWER_MARKER if present, else
     the whole response. A reasoning family's answer without the marker is not well placed."""
