@@ -50,6 +50,8 @@ def algorithm_runs(tiny64, tiny, files, out: Path) -> list[dict]:
         "grpo-eos": [*plans["grpo"], f"model.name_or_path={files['eos_model']}",
                      f"grpo.rewards=[{{kind: function, function: '{HERE / 'reward_functions.py'}:length'}}]"],
         "grpo-long": [*plans["grpo"], "train.steps=4", "run.save_every=2"],
+        # LSP's R_Q from the reference judge: sampling needs the reference whole, gathered from its shards
+        "lsp-self": [*plans["lsp"], "lsp.self_reward=true", "lsp.judge_max_new_tokens=8"],
     }
     for name, more in extra.items():
         runs.append({"name": name, "out": str(out / name),
@@ -191,7 +193,8 @@ def test_two_nodes_on_loopback_match_one_process(launched):
 
 
 # -- FSDP2 (train.sharding=fsdp2) --------------------------------------------------------------------------------
-SHARDED = [*ALGORITHMS, "grpo-lora", "jepo-generation", "grpo-eos", "grpo-long"]
+SHARDED = [*ALGORITHMS, "grpo-lora", "jepo-generation", "grpo-eos", "grpo-long", "lsp-self"]
+WITH_REFERENCE = {"grpo", "lsp", "jepo", "jepo-generation", "grpo-eos", "grpo-long", "lsp-self"}  # a KL (LoRA: none)
 
 
 @pytest.mark.parametrize("name", SHARDED)
@@ -200,6 +203,14 @@ def test_fsdp2_on_two_processes_matches_one_unsharded_process_in_float64(launche
     ran = ranks_that_ran(two)
     assert [r["rank"] for r in ran] == [0, 1] and all(r["sharded"] and r["world"] == 2 for r in ran)
     assert not any(r["sharded"] for r in ranks_that_ran(one))
+    if name in WITH_REFERENCE:  # the frozen reference is sharded too: each rank holds half of it, no full copy
+        for r in ran:
+            reference = r["reference"]
+            assert 0 < reference["local"] <= 0.6 * reference["full"] and not reference["plain_copy"], reference
+            assert reference["whole_tensors"] == 0, reference
+            assert reference["gathered"] == (name == "lsp-self")  # made whole only for the judge that samples
+    else:
+        assert all(r["reference"] is None for r in ran)
     w1, w2 = final_weights(one), final_weights(two)  # final/: the consolidated HF model (LoRA merged)
     start = load_file(launched / "tiny64" / "model.safetensors")
     assert max_difference(w1, {k: start[k] for k in w1 if k in start}) > 1e-6
@@ -207,6 +218,20 @@ def test_fsdp2_on_two_processes_matches_one_unsharded_process_in_float64(launche
     g1 = load_file(one / "first_gradient.safetensors")["grad"]
     g2 = load_file(two / "first_gradient.safetensors")["grad"]
     assert g1.shape == g2.shape and g1.abs().max().item() > 0 and (g1 - g2).abs().max().item() < 1e-12
+
+
+def test_the_sharded_reference_pass_matches_the_plain_model_with_uneven_rows(tmp_path, tiny_model):
+    """Rank 0 holds 3 rows, rank 1 one (micro-batches of 1): rank 1 joins two more forwards' all-gathers, and
+    both get the plain model's log-probs (float64). Without that it deadlocks, hence the time limit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(free_port()), str(HERE / "sharded_reference_worker.py"),
+                           str(tiny_model), str(tmp_path)], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank-*.json"))]
+    assert [(r["rank"], r["rows"]) for r in ran] == [(0, 3), (1, 1)]
+    for r in ran:
+        assert not r["plain_copy"] and r["max_logp"] > 0.1 and r["max_difference"] < 1e-12, r
 
 
 def test_fsdp2_float32_gradients_match_one_process(launched):

@@ -21,9 +21,14 @@ def total(accelerator, value: float | torch.Tensor) -> float:
 
 def most(accelerator, value: int) -> int:
     """The largest of an integer over all processes."""
-    if accelerator.num_processes == 1:
+    return value if accelerator.num_processes == 1 else most_over_processes(value, accelerator.device)
+
+
+def most_over_processes(value: int, device: torch.device) -> int:
+    """`most` for code that holds no accelerator (the process group of torchrun; the identity without one)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=accelerator.device)
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
     return int(tensor)
 

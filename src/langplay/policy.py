@@ -161,6 +161,8 @@ class Policy:
         self.reference = reference  # None with LoRA: the reference is the base with the adapter disabled
         self.chunk_tokens = chunk_tokens
         self.sharded = None  # train.sharding=fsdp2: the trained shards; self.model is then their full copy
+        self.sharded_reference = None  # and the reference's shards, in place of self.reference
+        self.gathered_reference = None  # the reference made whole again, for a judge that samples from it
         self.adapters_off = False  # a view of a LoRA model with its adapter disabled (the reference)
 
     # -- training: the model itself, or its FSDP2 shards (see langplay.sharding) ----------------------------
@@ -168,6 +170,8 @@ class Policy:
         from langplay.sharding import shard
 
         self.sharded = shard(self.model, device)
+        if self.reference is not None:  # frozen: its full copy is only needed whole to sample from
+            self.sharded_reference, self.reference = shard(self.reference, device), None
 
     @property
     def trained_module(self) -> torch.nn.Module:
@@ -254,9 +258,14 @@ class Policy:
 
     def reference_logprobs(self, batch: dict, temperature: float = 1.0, micro_batch_size: int = 16) -> torch.Tensor:
         """Log-probs of the completion tokens under the frozen reference, micro-batch by micro-batch."""
+        out = torch.zeros(batch["completion_mask"].shape, dtype=logprob_dtype(self.model),
+                          device=batch["completion_mask"].device)
+        if self.sharded_reference is not None:
+            from langplay.sharding import sharded_logprobs
+
+            sharded_logprobs(self.sharded_reference, batch, temperature, self.chunk_tokens, micro_batch_size, out)
+            return out
         with torch.inference_mode(), self.reference_model() as reference:  # no autograd bookkeeping at all
-            out = torch.zeros(batch["completion_mask"].shape, dtype=logprob_dtype(self.model),
-                              device=batch["completion_mask"].device)
             for start in range(0, out.shape[0], micro_batch_size):
                 part = slice_batch(batch, start, start + micro_batch_size)
                 logp = sequence_logprobs(reference, part, temperature, self.chunk_tokens).logp
@@ -265,8 +274,16 @@ class Policy:
 
     @contextlib.contextmanager
     def reference_model(self):
-        if self.reference is not None:
-            yield self.reference
+        """The reference as a whole model (to sample from). Under sharding the first call gathers it from its
+        shards, a collective: every process makes it at the same point."""
+        if self.sharded_reference is not None and self.gathered_reference is None:
+            from langplay.sharding import copy_shards_to_model
+
+            self.gathered_reference = frozen_copy(self.model)
+            copy_shards_to_model(self.sharded_reference, self.gathered_reference, trained_only=False)
+        reference = self.reference if self.reference is not None else self.gathered_reference
+        if reference is not None:
+            yield reference
         elif self.uses_lora:
             with self.model.disable_adapter():
                 yield self.model

@@ -9,9 +9,12 @@ deadlock.
 
 The policy keeps its plain model (`policy.model`), unsharded, beside the shards: everything that does not
 differentiate reads it — sampling (no collective in a decoding loop, so a rank whose completions stop early
-never waits for another), scoring, the reference pass, evaluation and saving — and it is refreshed from the
-shards after every optimizer step, as a vLLM engine is. Per process this holds the full weights once more, and
-shards what training adds: gradients and AdamW's two moments.
+never waits for another), scoring, evaluation and saving — and it is refreshed from the shards after every
+optimizer step, as a vLLM engine is. Per process this holds the full weights once more, and shards what training
+adds: gradients and AdamW's two moments. The frozen reference model is sharded the same way and its full copy
+dropped: the reference pass runs on its shards (`sharded_logprobs`). Only a judge that samples from the reference
+(LSP's R_Q without a function or endpoint) gathers it whole, once. With LoRA the reference is the plain model
+with its adapter disabled, and costs nothing.
 
 Checkpoints stay in langplay's safetensors format, gathered with torch.distributed.checkpoint's state-dict API:
 a sharded run resumes unsharded and the other way round, at the price of one process holding the full state
@@ -81,11 +84,35 @@ def trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 @torch.no_grad()
-def copy_shards_to_model(root: LogprobModule, model: nn.Module) -> None:
-    """Refresh the plain model from the trained shards (after an optimizer step)."""
+def copy_shards_to_model(root: LogprobModule, model: nn.Module, trained_only: bool = True) -> None:
+    """Refresh the plain model from the trained shards (after an optimizer step), or from every shard."""
     plain = dict(model.named_parameters())
-    for name, p in trainable(root.model):
+    for name, p in trainable(root.model) if trained_only else root.model.named_parameters():
         plain[name].copy_(whole(p))
+
+
+@torch.no_grad()
+def sharded_logprobs(root: LogprobModule, batch: dict, temperature: float, chunk_tokens: int,
+                     micro_batch_size: int, out: torch.Tensor) -> None:
+    """Log-probs of `batch` under a sharded frozen model (the reference), micro-batch by micro-batch, into `out`.
+
+    Each forward gathers the root's and every layer's weights, a collective: every process runs as many
+    forwards as the process with the most micro-batches, repeating its first row for the ones it lacks."""
+    from langplay.distributed import most_over_processes
+    from langplay.policy import slice_batch
+
+    rows = out.shape[0]
+    if rows == 0:
+        raise LangplayError("a sharded reference pass got no rows on this process: give every process a share")
+    mine = -(-rows // micro_batch_size)
+    for round_ in range(most_over_processes(mine, out.device)):
+        if round_ >= mine:  # no rows left here: a forward for the other processes' collectives only
+            root(slice_batch(batch, 0, 1), temperature, chunk_tokens, False, False)
+            continue
+        start = round_ * micro_batch_size
+        logp = root(slice_batch(batch, start, start + micro_batch_size), temperature, chunk_tokens, False, False)[0]
+        out[start : start + micro_batch_size, : logp.shape[1]] = logp
+    root.reshard()  # FSDP keeps the root's weights whole after a forward, for a backward that never comes here
 
 
 @torch.no_grad()
