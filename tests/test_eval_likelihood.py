@@ -61,7 +61,7 @@ def test_the_file_based_bound_is_tinyworlds_reference_loglik(tmp_path):
     from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES
 
     seed, n = 5, 3
-    tasks = held_out_tasks(per_level=1, families=["add", "multiply", "spell", "word_problem"], levels=[1, 3])
+    tasks = held_out_tasks(per_level=1, families=["max", "multiply", "spell", "word_problem"], levels=[1, 3])
     reasoning = [FAMILIES[t.family].kind == "reasoning" for t in tasks]
     expected = reference_loglik(load_policy(base_model_path()), tasks, n=n, seed=seed)
 

@@ -43,6 +43,26 @@ def test_base_training_data_is_deterministic_and_from_the_training_split():
     assert one_level == [t for t in held_out_tasks(per_level=3, seed=7, families=["spell", "add"]) if t.level == 3]
 
 
+def test_the_hasty_author_writes_rows_on_top_of_the_careful_ones_above_level_one_and_nothing_else():
+    from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, hasty_response
+
+    rows = [r for r in training_rows(6000, seed=0) if r["prompt"] != CHALLENGER_PROMPT]
+    hasty, careful = {}, {}
+    for row in rows:
+        task = parse(row["prompt"])
+        key = (FAMILIES[task.family].kind == "reasoning", task.level >= BASE_RECIPE["hasty_from_level"])
+        is_hasty = row["completion"].startswith(ANSWER_MARKER) and row["completion"] != task.reference
+        (hasty if is_hasty else careful).setdefault(key, []).append(row)
+    assert set(hasty) == {(True, True)}  # only reasoning rows above level 1
+    assert all(row["completion"] == hasty_response(parse(row["prompt"])) for row in hasty[True, True])
+    ratio = len(hasty[True, True]) / len(careful[True, True])  # on top of the careful rows, not instead of them
+    assert abs(ratio - BASE_RECIPE["hasty_per_careful"]) < 0.1, ratio
+    assert len(careful[True, True]) > 0.1 * len(rows)
+
+
+LEVEL_1_BAR = 0.75  # measured 0.785 at 6 per family (40 test instances of level 1), 0.78 at 24
+GAIN_BAR = 0.07  # whole-mix near-greedy gain of 60 GRPO steps: measured +0.112 (below)
+
 @pytest.fixture(scope="module")
 def base():
     return load_policy(base_model_path())
@@ -50,28 +70,33 @@ def base():
 
 @pytest.mark.slow
 def test_shipped_base_model_is_stronger_on_easy_levels(base):
-    """The shipped checkpoint: its recipe, its size, and by level on *test* instances (24 per family and level
-    when it was built: 0.68 0.64 0.56 0.49) clearly weaker on the hardest than on the easiest.
+    """The shipped checkpoint (tinyworld v2): its recipe, its size, and by level on *test* instances (24 per family
+    and level when it was built, results/lab_diagnosis_v2e.md: near-greedy 0.78 0.46 0.45 0.40) clearly weaker on
+    the hardest than on the easiest, and near-greedy answers to harder reasoning tasks hasty (they work the steps in
+    3% of answers, sampled ones in 40%): the room RL on data is meant to find.
 
-    The bar of 0.8 on easy levels is not met since the split is by instance: the base built before it scored 0.90
-    on level 1 because the few easy instances it was tested on were among its training rows (on clean test
-    instances the same recipe scores 0.70). Meeting it is tinyworld v2's work; this checks what is shipped."""
+    The bar of 0.8 on easy levels is not met (0.78 at 24 per cell): reverse, count and sum_to keep level 1 under it."""
+    from langplay.tinyworld.tasks import FAMILIES, shows_work
+
     config = json.loads((base_model_path() / "recipe.json").read_text())
     assert config["recipe"] == {**BASE_RECIPE, "steps": config["recipe"]["steps"]}
     weights = base_model_path() / "model.safetensors"
-    assert weights.stat().st_size <= 16 * 2**20
+    assert weights.stat().st_size <= 32 * 2**20
     assert sum(p.numel() for p in base.model.parameters()) <= 10_000_000
     tasks = held_out_tasks(per_level=6)
     responses = [r[0] for r in answer(base, tasks)]
     by_level = {}
     for task, response in zip(tasks, responses):
         by_level.setdefault(task.level, []).append(check(task, response))
-    assert statistics.mean(by_level[1]) >= 0.6
-    assert statistics.mean(by_level[4]) <= statistics.mean(by_level[1]) - 0.15  # room to learn on the hardest
+    assert statistics.mean(by_level[1]) >= LEVEL_1_BAR
+    assert statistics.mean(by_level[4]) <= statistics.mean(by_level[1]) - 0.25  # room to learn on the hardest
+    hard_reasoning = [shows_work(r) for t, r in zip(tasks, responses)
+                      if FAMILIES[t.family].kind == "reasoning" and t.level > 1]
+    assert statistics.mean(hard_reasoning) <= 0.15
 
 
 def test_answer_says_which_responses_ended_with_eos_and_keeps_to_max_new_tokens(base):
-    tasks = held_out_tasks(per_level=1, families=["add", "spell"])  # answers of 2-4 characters, and long-form ones
+    tasks = held_out_tasks(per_level=1, families=["max", "spell"])  # answers of 1-4 characters, and long-form ones
     draw = dict(n=2, temperature=1.0, seed=3)
     full, full_ended = answer(base, tasks, **draw, with_finished=True)
     assert answer(base, tasks, **draw) == full  # the default: the same responses, alone
@@ -107,18 +132,18 @@ def test_reference_nll_pools_tokens_eos_included_by_group_and_reference_loglik_a
     assert list(out) == ["all", "x", "y"] and (na, nb, nc) == (2, 2, 3)  # one token a character, and EOS
     assert out["all"] == pytest.approx((a + b + c) / 7, abs=1e-5)  # pooled by tokens, not a mean of pairs
     assert out["x"] == pytest.approx((a + c) / 5, abs=1e-5) and out["y"] == pytest.approx(b / 2, abs=1e-5)
-    add = held_out_tasks(per_level=1, families=["add"], levels=[1])
-    assert reference_loglik(base, add) == pytest.approx([-nll(t.prompt, t.reference)[0] for t in add], abs=1e-5)
+    largest = held_out_tasks(per_level=1, families=["max"], levels=[1])
+    assert reference_loglik(base, largest) == pytest.approx([-nll(t.prompt, t.reference)[0] for t in largest], abs=1e-5)
 
 
 def test_reference_pairs_take_an_open_tasks_valid_answers_and_an_exact_tasks_reference():
     from langplay.evaluation.tinyworld import reference_pairs
     from langplay.tinyworld.datasets import valid_answers
 
-    add, between = held_out_tasks(per_level=1, families=["add", "between"], levels=[1])
-    prompts, targets, kinds = reference_pairs([add, between], 3)
-    assert prompts == [add.prompt] + [between.prompt] * 3 and kinds == ["exact", "open", "open", "open"]
-    assert targets == [add.reference, *valid_answers(between, 3)]
+    between, largest = held_out_tasks(per_level=1, families=["between", "max"], levels=[1])
+    prompts, targets, kinds = reference_pairs([largest, between], 3)
+    assert prompts == [largest.prompt] + [between.prompt] * 3 and kinds == ["exact", "open", "open", "open"]
+    assert targets == [largest.reference, *valid_answers(between, 3)]
     assert all(check(between, target) == 1.0 for target in targets[1:])
     assert reference_pairs([], 3) == ([], [], [])
 
@@ -130,15 +155,15 @@ def test_checked_answers_and_the_by_kind_pool_stats_and_reward_agreement_over_th
     from langplay.evaluation.tinyworld import checked_answers, kinds_of, pool_stats_by_kind, pooled_reward_agreement
     from langplay.rewards.implicit import reward_agreement
 
-    tasks = held_out_tasks(per_level=1, families=["add", "between", "letters"], levels=[1, 2])
+    tasks = held_out_tasks(per_level=1, families=["between", "letters", "max"], levels=[1, 2])
     draw = dict(temperature=1.0, seed=5, max_new_tokens=12, batch_prompts=4)
     pools, finished, scores = checked_answers(base, tasks, 3, **draw)
     assert (pools, finished) == answer(base, tasks, n=3, **draw, with_finished=True)
     assert scores == [[check(t, r) for r in pool] for t, pool in zip(tasks, pools)]
-    assert kinds_of(tasks) == ["exact"] * 2 + ["open"] * 4
+    assert kinds_of(tasks) == ["open"] * 4 + ["exact"] * 2
     by_kind = pool_stats_by_kind(tasks, pools, scores, finished)
     assert list(by_kind) == ["exact", "open"]
-    for kind, part in (("exact", slice(0, 2)), ("open", slice(2, 6))):
+    for kind, part in (("open", slice(0, 4)), ("exact", slice(4, 6))):
         assert by_kind[kind] == pool_stats(pools[part], scores[part], finished[part], max_n=2, tokenize=characters)
     flat = lambda per_task: sum(per_task, [])  # noqa: E731
     prompts = [base.format_prompt(t.prompt) for t in tasks for _ in range(3)]
@@ -166,7 +191,7 @@ def test_evaluation_report_and_cli(base, tmp_path):
 def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(tmp_path):
     """Sampling, the judge's reward, group advantages, the loss and the update learn on tinyworld end to end:
     60 GRPO steps on `count` (16 prompts x 8, lr 1e-4, 10 s) raised the sampled score on 128 count test instances
-    x 4 samples from 0.437 to 0.537 (70 prompts better, 39 worse; near-greedy 0.551 -> 0.547, level)."""
+    x 4 samples (v1 base) from 0.437 to 0.537 (70 prompts better, 39 worse; near-greedy 0.551 -> 0.547, level)."""
     from langplay.config import load_config
     from langplay.tinyworld.datasets import task_dataset
     from langplay.trainer import Trainer
@@ -182,14 +207,45 @@ def test_grpo_on_tinyworld_raises_the_held_out_score_of_the_family_it_trains_on(
 
 
 @pytest.mark.slow
+def test_grpo_on_the_whole_mix_beats_the_base_model_on_held_out_instances(tmp_path):
+    """The lab's bar in miniature: GRPO on training prompts of every family and level (the lab_bar settings: 16
+    prompts x 8, lr 2e-4, no KL; 60 steps here) raises the near-greedy score of the whole test mix, paired per
+    prompt, with the interval above 0; the reasoning answers learn to work the steps. Measured with the shipped
+    base: 0.539 -> 0.651 on 320 test instances (+0.112, bootstrap 95% low +0.075; 150 steps over 3 seeds:
+    +0.143 [+0.125, +0.161] on 1600, results/lab_bar.md)."""
+    from langplay.config import load_config
+    from langplay.evaluation.metrics import bootstrap_interval
+    from langplay.tinyworld.datasets import task_dataset
+    from langplay.tinyworld.tasks import FAMILIES, shows_work
+    from langplay.trainer import Trainer
+
+    config = load_config("grpo_tinyworld", [
+        f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
+        "run.save_every=0", "train.steps=60", "train.prompts_per_step=16", "train.lr=2e-4", "grpo.beta=0",
+    ])
+    Trainer(config, dataset=task_dataset("train", 4000, 0)).train()
+    tasks = held_out_tasks(per_level=8, seed=123)
+    before, after = (task_scores(model, tasks) for model in (base_model_path(), tmp_path / "final"))
+    gains = [a - b for a, b in zip(after, before)]
+    low, _ = bootstrap_interval(gains)
+    assert statistics.mean(gains) >= GAIN_BAR and low > 0, (statistics.mean(before), statistics.mean(after), low)
+    reasoning = [t for t in tasks if FAMILIES[t.family].kind == "reasoning" and t.level > 1]
+    worked = [statistics.mean(shows_work(r[0]) for r in answer(load_policy(m), reasoning))
+              for m in (base_model_path(), tmp_path / "final")]
+    assert worked[1] >= worked[0] + 0.3, worked
+
+
+@pytest.mark.slow
 def test_demo_runs_end_to_end_in_miniature(tmp_path):
     from langplay.demo import run_demo
 
     report = run_demo(tmp_path / "demo", steps=2, per_level=1)
     assert "versus_baseline" in report
-    focus = report["focus"]  # the family the challenger is steered to, on its own held-out prompts
-    assert focus["family"] == "max" and focus["prompts"] == 4 * 128 and 0 <= focus["score"] <= 1
-    assert focus["wins"] + focus["ties"] + focus["losses"] == focus["prompts"]
+    mix = report["mix"]  # the whole mix on its own, larger held-out set, paired against the base model
+    assert mix["family"] == "all" and mix["prompts"] == 40 * 32 and 0 <= mix["score"] <= 1
+    assert mix["wins"] + mix["ties"] + mix["losses"] == mix["prompts"]
+    low, high = mix["gain_interval"]
+    assert low <= mix["score"] - mix["baseline_score"] <= high
     queries = report["queries"]  # where the challenger's queries went: all 16 queries of each step are recorded
     assert queries["first"]["queries"] == 2 * 16 and 0 <= queries["last"]["valid"] <= 1
     assert abs(sum(queries["first"]["levels"].values()) - 1) < 1e-9 or queries["first"]["valid"] == 0

@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from langplay.evaluation.tinyworld import MAX_NEW_TOKENS
 from langplay.tinyworld import judges
 from langplay.tinyworld.tasks import (
     ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, extract_answer,
-    make_task, number_words, parse, reference_samples, sample_tasks, shows_work, split_of,
+    hasty_response, make_task, number_words, parse, reference_samples, sample_tasks, shows_work, split_of,
 )
 
 ALL = [(name, level) for name, fam in FAMILIES.items() for level in range(1, fam.levels + 1)]
@@ -48,7 +49,7 @@ def test_references_score_one_and_stay_short(name, level):
         assert check(task, f" {task.reference} \n") == 1.0  # surrounding spaces don't matter
         assert len(task.prompt) <= 64, task.prompt
         if fam.kind == "reasoning":
-            assert len(task.reference) <= 90, task.reference
+            assert len(task.reference) < MAX_NEW_TOKENS, task.reference  # a character a token, then EOS
             assert task.reference.endswith(f"{ANSWER_MARKER} {task.answer}.")
             assert extract_answer(task.reference) == task.answer
         else:
@@ -130,9 +131,10 @@ def test_sample_tasks_respects_the_split_and_the_filters():
 # ---------------------------------------------------------------------------------------------- partial credit
 def test_exact_answers_get_partial_credit():
     add = parse("What is 1234 + 4321?")  # 5555
-    assert check(add, "5555") == 1.0
-    assert 0 < check(add, "5545") < 1 and check(add, "5545") > check(add, "1111")
-    assert 0 < check(add, "The sum is 5555") < check(add, "5555")  # the number inside prose
+    say = "The answer is {}.".format
+    assert check(add, say(5555)) == 1.0 and check(add, "5555") == 0.5  # a reasoning family: after the marker
+    assert 0 < check(add, say(5545)) < 1 and check(add, say(5545)) > check(add, say(1111))
+    assert 0 < check(add, say("the sum, 5555")) < check(add, say(5555))  # the number inside prose
     assert check(add, "") == 0.0 and check(add, "hello") == 0.0
     rev = parse("Reverse abcdefg.")
     assert check(rev, "gfedcba") == 1.0 and 0 < check(rev, "gfedcbx") < 1 and check(rev, "abcdefg") < 0.5
@@ -169,6 +171,34 @@ def test_reasoning_answers_are_read_after_the_marker():
     assert check(spell, "The answer is 3456.") == 0.0
     mul = parse("What is 47 * 36?")
     assert mul.reference == "47*30=1410. 47*6=282. 1410+282=1692. The answer is 1692."
+    add = parse("Add 86 and 66.")  # column addition, each step writing the digits found so far
+    assert add.reference == "6+6=12, 2. 8+6+1=15, 152. The answer is 152." and add.answer == "152"
+    assert parse("What is 9 + 5?").reference == "9+5=14, 14. The answer is 14."
+    assert parse("Add 4352 and 8172.").reference == (
+        "2+2=4, 4. 5+7=12, 24. 3+1+1=5, 524. 4+8=12, 12524. The answer is 12524.")
+
+
+def test_spell_looks_up_the_words_below_twenty_in_the_same_step_at_every_level():
+    """An easy test instance ("Spell 15") is a step of harder training ones ("315 = 300 + 15. 15 is fifteen.")."""
+    assert parse("Spell 15 in words.").reference == "15 is fifteen. The answer is fifteen."
+    assert parse("Spell 315 in words.").reference == "315 = 300 + 15. 15 is fifteen. The answer is three hundred fifteen."
+    assert parse("Spell 301 in words.").reference == "301 = 300 + 1. 1 is one. The answer is three hundred one."
+    assert parse("Spell 21 in words.").reference == "21 = 20 + 1. The answer is twenty-one."  # 21 is no lookup
+    assert parse("Spell 40 in words.").reference == "The answer is forty."  # nothing below twenty to look up
+    longest = max(len(parse(f"Spell {n} in words.").reference) for n in range(1, 10_000))
+    assert longest < MAX_NEW_TOKENS  # "8817 = 8000 + 800 + 17. 17 is seventeen. The answer is eight thousand..."
+    for n in (1, 3, 15, 17):  # level 1 instances outside training: each one's step is inside training rows
+        step = f"{n} is {number_words(n)}."
+        assert any(step in task.reference and split_of("spell", task.params) == "train"
+                   for task in (make_task("spell", level, seed) for level in (3, 4) for seed in range(2000))), step
+
+
+def test_the_hasty_author_answers_a_reasoning_task_at_once_with_its_first_number():
+    task = parse("Sam has 51 cups, buys 38, loses 82. How many now?")
+    assert hasty_response(task) == "The answer is 51." and not shows_work(hasty_response(task))
+    assert check(task, hasty_response(task)) < 0.5 < check(task, task.reference) == 1.0
+    assert hasty_response(parse("Spell 315 in words.")) == "The answer is 315."
+    assert check(parse("Spell 315 in words."), "The answer is 315.") == 0.0
 
 
 def test_shows_work_tells_worked_steps_from_a_direct_answer():
@@ -289,11 +319,14 @@ def test_score_falls_back_on_surface_features_for_unparseable_queries():
 def test_quality_rewards_good_pairs_over_nonsense():
     good = make_task("word_problem", 2, 3)
     assert judges.quality(good.prompt, good.reference) == 7
-    assert judges.quality("What is 3 + 4?", "7") == 7
-    assert judges.quality("What is 3 + 4?", "8") == 5                  # 1, 2, 3, 4, 7: wrong but tidy
-    assert judges.quality("What is 3 + 4?", "The sum is 7, I think") == 5  # not a bare number (4), half right (6)
+    assert judges.quality("What is 3 + 4?", "The answer is 7.") == 7
+    assert judges.quality("What is 3 + 4?", "7") == 5                  # no marker (7), half credit (6)
+    assert judges.quality("What is 3 + 4?", "The answer is 8.") == 5   # 1, 2, 3, 4, 7: wrong but tidy
+    largest = "What is the largest of 3, 4, 7?"
+    assert judges.quality(largest, "7") == 7 and judges.quality(largest, "8") == 5
+    assert judges.quality(largest, "The biggest is 7, I think") == 4  # not a bare number (4), half right (5, 6)
     assert judges.quality(good.prompt, good.answer) == 5               # bare answer, no marker: half credit, not 6, 7
-    assert judges.quality("What is 123456 + 1?", "123457") == 6        # beyond the hardest level: not "clear"
+    assert judges.quality("What is 123456 + 1?", "The answer is 123457.") == 6  # beyond the hardest level: not "clear"
     assert judges.quality("glorp wibble?", "42") == 2                  # only the surface criteria 3 and 7
     assert judges.quality("glorp wibble?", "") == 0
     assert judges.quality("glorp wibble?", "zzzzzzzzzzzzzzzzzz" * 20) == 0
@@ -349,10 +382,11 @@ def test_checker_reward_is_the_verifier_on_every_family_even_withheld_ones():
 
     from langplay.tinyworld.datasets import checker_reward, verifier_reward
 
-    spell, add = make_task("spell", 3, 1), make_task("add", 2, 1)
-    assert not FAMILIES["spell"].verifiable and FAMILIES["add"].verifiable
-    queries = [spell.prompt, spell.prompt, add.prompt, add.prompt, "glorp?"]
-    answers = [spell.reference, spell.reference.replace("hundred", "thousand"), add.answer, add.answer + "1", "42"]
+    spell, largest = make_task("spell", 3, 1), make_task("max", 2, 1)
+    assert not FAMILIES["spell"].verifiable and FAMILIES["max"].verifiable
+    queries = [spell.prompt, spell.prompt, largest.prompt, largest.prompt, "glorp?"]
+    answers = [spell.reference, spell.reference.replace("hundred", "thousand"), largest.answer, largest.answer + "1",
+               "42"]
     assert checker_reward(queries, answers) == [1.0, 0.0, 1.0, 0.0, 0.0]
     withheld = verifier_reward(queries, answers)
     assert math.isnan(withheld[0]) and withheld[2:4] == [1.0, 0.0]

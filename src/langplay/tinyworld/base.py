@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, challenger_example, draw_task, reference_samples
+from langplay.tinyworld.tasks import (CHALLENGER_PROMPT, FAMILIES, challenger_example, draw_task, hasty_response,
+                                     reference_samples)
 from langplay.tinyworld.tokenizer import build_tokenizer
 
 BASE_PATH = Path(__file__).parent / "assets" / "base"
@@ -32,8 +33,8 @@ BASE_RECIPE = {
     "num_attention_heads": 4,
     "max_position_embeddings": 256,
     "steps": 4000,
-    "batch_size": 32,
-    "micro_batch_size": 32,  # rows are sorted by length: one forward per step carries little padding
+    "batch_size": 45,  # 32 rows of v1's mix and 13 of the hasty author's, which come on top
+    "micro_batch_size": 45,  # rows are sorted by length: one forward per step carries little padding
     "lr": 3e-3,
     "adam_betas": [0.9, 0.99],
     "warmup_steps": 100,
@@ -42,6 +43,13 @@ BASE_RECIPE = {
     # by level on test instances; these weights give 0.68 0.64 0.56 0.49: more of every level's algorithm is learnt
     "level_weights": [0.3, 0.3, 0.25, 0.15],
     "challenger_fraction": 0.08,
+    # Two authors write the reasoning families' rows above level 1: a careful one works the steps, a hasty one
+    # answers at once with the prompt's first number (`hasty_response`), in rows of its own on top of the careful
+    # ones (replacing them cost the careful skill: results/lab_diagnosis_v2c_reading.md). The base imitates both,
+    # so its near-greedy answer is the hasty one while sampling works the steps 40% of the time: a behaviour RL on
+    # data can find (as pass@k far above pass@1 in real bases); level 1 stays careful, so easy levels stay solved.
+    "hasty_per_careful": 1.5,
+    "hasty_from_level": 2,
     "precision": "fp32",  # at hidden 128 a bf16 step is slower here (0.21 s against 0.17: overhead, not products)
 }
 
@@ -55,7 +63,7 @@ def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dic
     rng = random.Random(seed)
     families = sorted(FAMILIES)
     rows = []
-    for _ in range(count):
+    while len(rows) < count:
         row_seed = rng.randrange(2**31)
         if rng.random() < recipe["challenger_fraction"]:
             rows.append({"prompt": CHALLENGER_PROMPT, "completion": challenger_example(row_seed)})
@@ -67,7 +75,12 @@ def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dic
         # open-ended families: one of many valid answers, so the base model does not collapse to one
         completion = reference_samples(task, 1, row_seed)[0] if family.kind == "open" else task.reference
         rows.append({"prompt": task.prompt, "completion": completion})
-    return rows
+        if family.kind == "reasoning" and level >= recipe["hasty_from_level"]:
+            extra = recipe["hasty_per_careful"]
+            for _ in range(int(extra) + (rng.random() < extra % 1)):  # fresh instances of the same family and level
+                hasty = draw_task(rng, family.name, level, "train")
+                rows.append({"prompt": hasty.prompt, "completion": hasty_response(hasty)})
+    return rows[:count]
 
 
 def init_model(recipe: dict = BASE_RECIPE) -> tuple[LlamaForCausalLM, object]:

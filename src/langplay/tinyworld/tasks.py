@@ -5,11 +5,12 @@ templates such as "What is {a} + {b}?": the same template renders a prompt and, 
 parses one back, so `parse(make_task(...).prompt)` recovers the task by construction.
 
 Three kinds of family:
-- "exact": one right answer (add, reverse, count, max);
+- "exact": one right answer (reverse, count, max);
 - "open": many right answers, checked by constraints (between, sum_to, letters); `reference_samples` draws
   different valid answers for the same prompt, which is what diversity is measured on;
-- "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (word_problem,
-  multiply, spell). `verifiable=False` marks the families whose checker must be withheld from training (JEPO's
+- "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (add, word_problem,
+  multiply, spell), made of steps that recur across levels (a column's sum, a word looked up), so an easy test
+  instance is a step the model has seen inside harder training ones. `verifiable=False` marks the families whose checker must be withheld from training (JEPO's
   setting); it still exists, for evaluation. `long_answer=True` marks multi-word answers (spell).
 
 Every checker returns a score in [0, 1] with partial credit, and never raises on any text.
@@ -161,12 +162,29 @@ def _add_generate(rng: random.Random, level: int) -> dict:
     return {"a": str(rng.randint(lo, hi)), "b": str(rng.randint(lo, hi))}
 
 
+def _add_solve(p: dict) -> tuple[str, str]:
+    """Column addition from the right, each step writing the digits found so far: 37+55 -> "7+5=12, 2.
+    3+5+1=9, 92." (a carry is added into the next column; the last column writes its whole sum)."""
+    a, b = str(p["a"]), str(p["b"])
+    width = max(len(a), len(b))
+    a, b = a.zfill(width), b.zfill(width)
+    carry, found, lines = 0, "", []
+    for i in range(width - 1, -1, -1):
+        x, y = int(a[i]), int(b[i])
+        total = x + y + carry
+        found = (str(total) if i == 0 else str(total % 10)) + found
+        lines.append(f"{x}+{y}{'+1' if carry else ''}={total}, {found}.")
+        carry = total // 10
+    total = p["a"] + p["b"]
+    return " ".join(lines + [f"{ANSWER_MARKER} {total}."]), str(total)
+
+
 ADD = Family(
-    name="add", kind="exact", levels=4, verifiable=True, long_answer=False,
+    name="add", kind="reasoning", levels=4, verifiable=True, long_answer=False,
     phrasings=("What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} plus {b}.", "Find the sum of {a} and {b}."),
     generate=_add_generate,
     to_params=lambda f: (("a", int(f["a"])), ("b", int(f["b"]))),
-    solve=lambda p: (str(p["a"] + p["b"]),) * 2,
+    solve=_add_solve,
     level_of=lambda p: min(max(len(str(p["a"])), len(str(p["b"]))), 5),
     grade=lambda p, ans: _grade_number(ans, p["a"] + p["b"]),
     well_typed=_is_int,
@@ -531,9 +549,12 @@ def _spell_solve(p: dict) -> tuple[str, str]:
     words = number_words(n)
     parts = _parts(n - n % 100) + [n % 100] if n % 100 < 20 else _parts(n)
     parts = [x for x in parts if x] or [0]
-    if n >= 10**4 or len(parts) == 1:
+    if n >= 10**4:
         return f"{ANSWER_MARKER} {words}.", words
-    return f"{n} = {' + '.join(map(str, parts))}. {ANSWER_MARKER} {words}.", words
+    steps = [f"{n} = {' + '.join(map(str, parts))}."] if len(parts) > 1 else []
+    if 0 < n % 100 < 20:  # the words below twenty are looked up, the same step at every level: "15 is fifteen."
+        steps.append(f"{n % 100} is {number_words(n % 100)}.")
+    return " ".join(steps + [f"{ANSWER_MARKER} {words}."]), words
 
 
 def _words(text: str) -> list[str]:
@@ -629,6 +650,12 @@ def reference_samples(task: Task, k: int, seed: int) -> list[str]:
         return [task.reference] * k
     rng = random.Random(f"samples/{task.family}/{task.params}/{seed}")
     return [fam.sample(dict(task.params), rng) for _ in range(k)]
+
+
+def hasty_response(task: Task) -> str:
+    """What the base's hasty author writes for a reasoning task: the prompt's first number, as the answer at once,
+    without working the steps (cheap to imitate, nearly always wrong). See BASE_RECIPE's `hasty_per_careful`."""
+    return f"{ANSWER_MARKER} {re.search(r'[0-9]+', task.prompt).group()}."
 
 
 def shows_work(response: str) -> bool:
