@@ -2,7 +2,7 @@
 
     python experiments/lsp_steered.py [--seeds 0 1 2] [--steps 60]
 
-From the shipped base model, the demo's preset (src/langplay/presets/lsp_demo.yaml: 16 queries x 4 answers,
+From the shipped base model, the steered preset (src/langplay/presets/lsp_steered.yaml: 16 queries x 4 answers,
 lr 1e-4, quality self-reward), with the challenger's weight alpha_Ch swept; beside it LSP-Zero (no self-reward)
 and GRPO on `max` training prompts (the data baseline: 16 prompts x 4, same lr and steps). Held-out metrics:
 the `max` score near-greedy and sampled (temperature 1, 4 answers per prompt), 128 prompts per level, and the
@@ -20,13 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results, table  # noqa: E402
-PRESET = ROOT / "src" / "langplay" / "presets" / "lsp_demo.yaml"
+PRESET = ROOT / "src" / "langplay" / "presets" / "lsp_steered.yaml"
 FAMILY = "max"
 FOCUS_PER_LEVEL = 128  # 512 held-out `max` prompts: on 128 the gain of one run moved by +-0.02 between prompt sets
-RUNS = {  # name -> overrides of the demo preset
+RUNS = {  # name -> overrides of the steered preset
     "LSP, alpha_Ch 0": ["lsp.alpha_challenger=0"],
     "LSP, alpha_Ch 0.01": ["lsp.alpha_challenger=0.01"],
-    "LSP, alpha_Ch 0.03 (the demo)": [],
+    "LSP, alpha_Ch 0.03 (the preset)": [],
     "LSP, alpha_Ch 0.1": ["lsp.alpha_challenger=0.1"],
     "LSP, alpha_Ch 1": ["lsp.alpha_challenger=1"],
     "LSP-Zero, alpha_Ch 0.03": ["lsp.self_reward=false"],
@@ -101,7 +101,7 @@ def write_markdown(results: dict, folder: Path) -> None:
     lines = [
         "# Self-play steered to one family (tinyworld, `max`)", "",
         f"Regenerate: `python experiments/lsp_steered.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']}`. "
-        f"From the shipped base model, {s['steps']} steps of the demo's preset (`src/langplay/presets/lsp_demo.yaml`: "
+        f"From the shipped base model, {s['steps']} steps of the steered preset (`src/langplay/presets/lsp_steered.yaml`: "
         "16 challenger queries x 4 answers, the reply starts with \"What is the largest of\", lr 1e-4, quality "
         "self-reward) with the challenger's weight alpha_Ch varied; GRPO: 16 `max` training prompts x 4, same lr and "
         f"steps. Held-out: `max` near-greedy score (the checker) and win rate, {4 * FOCUS_PER_LEVEL} prompts; the same prompts sampled at "
@@ -149,7 +149,7 @@ def plot(results: dict, path: Path) -> None:
             ax.bar(x, statistics.mean(values), 0.25, color=f"C{k}", alpha=0.7, label=label if i == 0 else None)
             ax.scatter([x] * len(values), values, color="black", s=8, zorder=3)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(names)), [n.replace(" (the demo)", "\n(the demo)").replace(", ", "\n") for n in names],
+    ax.set_xticks(range(len(names)), [n.replace(" (the preset)", "\n(the preset)").replace(", ", "\n") for n in names],
                   fontsize=8)
     ax.set_ylabel("held-out score minus the base model's")
     ax.set_title("Self-play steered to `max`: gain by challenger weight (bars: mean, dots: seeds)")

@@ -16,6 +16,8 @@ from langplay.policy import Policy, build_batch
 from langplay.rewards.self_judge import parse_score
 from langplay.sampling import Samples
 
+LSP_GAIN_BAR = 0.06  # whole-mix score gain LSP must reach in 40 steps; measured 0.539 -> 0.649 (+0.110)
+
 QUERIES = ["add 1 and 2", "", "reverse abc"]  # an empty query is answered and scored like any other
 ANSWERS = {"add 1 and 2": ["3", "12", "33"], "": ["x", "", "yy"], "reverse abc": ["cba", "abc", "c"]}
 
@@ -310,23 +312,29 @@ def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+def test_the_demo_preset_is_the_measured_lsp_preset():
+    """The demo's numbers are results/lsp_tinyworld.md's LSP row: the same settings but where samples go."""
+    demo, measured = (load_config(name).model_dump() for name in ("lsp_demo", "lsp_tinyworld"))
+    assert {k: v for k, v in demo.items() if k != "run"} == {k: v for k, v in measured.items() if k != "run"}
+    assert demo["lsp"]["query_prefix"] == ""  # not steered: the challenger writes tasks of every family
+
+
 @pytest.mark.slow
-def test_lsp_steered_to_one_family_raises_its_held_out_score(tmp_path):
-    """Self-play in tinyworld learns when the challenger is steered to one family (the demo's preset: the reply
-    starts with "What is the largest of", alpha_Ch 0.03, lr 1e-4): 60 steps raised the `max` score on 512 test
-    instances (near-greedy) from 0.848 to 0.863 with this seed, 32 prompts better against 20 worse (seeds 1 and 2:
-    +0.017, +0.012; results/lsp_steered.md). Unsteered self-play over all families does not beat the base model."""
+def test_lsp_raises_the_held_out_score_of_the_whole_mix_without_data(tmp_path):
+    """Self-play over every family learns in tinyworld v2 (the demo's preset, 40 steps, no data): the near-greedy
+    score of the whole test mix rises, paired per prompt, with the interval above 0. Measured 0.539 -> 0.649 on
+    320 test prompts (fails with a bar of 1.0, on purpose once)."""
     from langplay.evaluation.tinyworld import family_comparison
     from langplay.tinyworld.base import base_model_path
     from langplay.trainer import Trainer
 
-    preset = "lsp_demo"
-    config = load_config(preset, [f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}",
-                                  "run.progress=false", "run.save_every=0", "train.seed=0"])
-    assert config.train.steps == 60
+    config = load_config("lsp_demo", [f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}",
+                                      "run.progress=false", "run.save_every=0", "train.seed=0"])
+    assert config.train.steps == 40
     Trainer(config).train()
-    result = family_comparison(tmp_path / "final", base_model_path(), "max", per_level=128, seed=123)
-    assert result["score"] >= result["baseline_score"] + 0.008, result
+    result = family_comparison(tmp_path / "final", base_model_path(), None, per_level=8, seed=123)
+    low, _ = result["gain_interval"]
+    assert result["score"] >= result["baseline_score"] + LSP_GAIN_BAR and low > 0, result
     assert result["wins"] > result["losses"]
 
 

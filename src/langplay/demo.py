@@ -1,10 +1,9 @@
 """The demo: a minute of Language Self-Play on tinyworld from the shipped base model, no data at all.
 
 The model writes its own tasks (challenger) and answers them (solver); tinyworld's judge scores the answers and
-its quality judge plays LSP's self-reward. The challenger is steered to one family, `max`, by the start of its
-reply (the preset's lsp.query_prefix). Then: that family's held-out score before and after, the held-out
-evaluation of every family against the base model, and where the challenger's queries went (valid fraction and
-difficulty mix, first steps against last steps).
+its quality judge plays LSP's self-reward. Then: the held-out score of the whole mix before and after (paired, with
+its bootstrap interval), the held-out evaluation of every family against the base model, and where the
+challenger's queries went (valid fraction and difficulty mix, first steps against last steps).
 Everything is local: the base model ships with the package, the tasks are generated, the judges are code.
 """
 
@@ -21,16 +20,14 @@ from langplay.tinyworld.base import base_model_path
 
 PRESET = Path(__file__).resolve().parent / "presets" / "lsp_demo.yaml"
 FIRST_STEPS = 5  # the challenger's queries are compared over the first and the last FIRST_STEPS steps
-FOCUS_FAMILY = "max"  # the family the preset's lsp.query_prefix steers the challenger to
-FOCUS_PER_LEVEL = 128  # held-out prompts of that family per level: 512 in all (on 128 a gain moved by +-0.02)
+MIX_PER_LEVEL = 32  # held-out prompts per family and level for the whole-mix gain: 1,280 in all
 
 
 def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per_level: int = 8, seed: int = 0) -> dict:
     console = Console()
     output_dir = Path(output_dir)
     base = base_model_path()
-    console.rule(f"[bold]langplay demo: Language Self-Play on tinyworld (no data), steered to `{FOCUS_FAMILY}`, "
-                 "from the shipped base model")
+    console.rule("[bold]langplay demo: Language Self-Play on tinyworld (no data), from the shipped base model")
     config = load_config(PRESET, [
         f"model.name_or_path={base}", *([f"train.steps={steps}"] if steps else []), f"train.seed={seed}",
         f"run.output_dir={output_dir}",
@@ -45,8 +42,8 @@ def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per
     console.rule("[bold]held-out evaluation: trained model against the base model")
     report = evaluate_world(output_dir / "final", baseline=base, per_level=per_level, seed=seed)
     console.print(render_table(report))
-    report["focus"] = family_comparison(output_dir / "final", base, FOCUS_FAMILY, FOCUS_PER_LEVEL, seed)
-    console.print(describe_focus(report))
+    report["mix"] = family_comparison(output_dir / "final", base, None, MIX_PER_LEVEL, seed)
+    console.print(describe_mix(report["mix"]))
     samples = output_dir / "samples.jsonl"
     last = trainer.step
     report["queries"] = {"first": query_mix(samples, range(1, min(FIRST_STEPS, last) + 1)),
@@ -59,14 +56,12 @@ def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per
     return report
 
 
-def describe_focus(report: dict) -> str:
-    focus = report["focus"]
-    return (f"held-out `{focus['family']}` ({focus['prompts']} prompts, the family the challenger was steered to): "
-            f"base {focus['baseline_score']:.3f} -> trained {focus['score']:.3f} "
-            f"({focus['score'] - focus['baseline_score']:+.3f}), win rate {focus['win_rate']:.3f} "
-            f"({focus['wins']} wins, {focus['ties']} ties, {focus['losses']} losses)\n"
-            f"all families ({report['per_level']} prompts per family and level): base {report['baseline_score']:.3f} "
-            f"-> trained {report['score']:.3f}, win rate {report['versus_baseline']['win_rate']:.3f}")
+def describe_mix(mix: dict) -> str:
+    low, high = mix["gain_interval"]
+    return (f"held-out score of the whole mix ({mix['prompts']} test prompts, near-greedy): base "
+            f"{mix['baseline_score']:.3f} -> trained {mix['score']:.3f} ({mix['score'] - mix['baseline_score']:+.3f}, "
+            f"paired 95% interval [{low:+.3f}, {high:+.3f}]), win rate {mix['win_rate']:.3f} "
+            f"({mix['wins']} wins, {mix['ties']} ties, {mix['losses']} losses)")
 
 
 def describe_queries(queries: dict) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from langplay.config import ModelConfig, SamplingConfig
 from langplay.evaluation.likelihood import answer_logliks, target_logliks
-from langplay.evaluation.metrics import characters, distinct_n, pool_stats, self_bleu, win_rate
+from langplay.evaluation.metrics import bootstrap_interval, characters, distinct_n, pool_stats, self_bleu, win_rate
 from langplay.policy import Policy
 from langplay.rewards.implicit import reward_agreement
 from langplay.sampling.hf import HFSampler
@@ -119,12 +119,14 @@ def task_scores(model, tasks: list[Task], n: int = 1, temperature: float = EVAL_
     return [statistics.mean(grade(task, r) for r in responses) for task, responses in zip(tasks, pools)]
 
 
-def family_comparison(model, baseline, family: str, per_level: int = 32, seed: int = 0) -> dict:
-    """One family's held-out score (near-greedy, the checker), model against baseline, and the pairwise win rate."""
-    tasks = held_out_tasks(per_level, seed, families=[family])
+def family_comparison(model, baseline, family: str | None, per_level: int = 32, seed: int = 0) -> dict:
+    """One family's held-out score (near-greedy, the checker), or the whole mix's (family None), model against
+    baseline: both means, the pairwise win rate and the paired bootstrap 95% interval of the gain."""
+    tasks = held_out_tasks(per_level, seed, families=None if family is None else [family])
     mine, theirs = task_scores(model, tasks), task_scores(baseline, tasks)
-    return {"family": family, "prompts": len(tasks), "score": statistics.mean(mine),
-            "baseline_score": statistics.mean(theirs), **win_rate(mine, theirs)}
+    low, high = bootstrap_interval([a - b for a, b in zip(mine, theirs)])
+    return {"family": family or "all", "prompts": len(tasks), "score": statistics.mean(mine),
+            "baseline_score": statistics.mean(theirs), "gain_interval": [low, high], **win_rate(mine, theirs)}
 
 
 def split_reference(task: Task) -> tuple[str, str]:
