@@ -51,6 +51,22 @@ def gain_cell(runs: list[dict], key: str, reference: float) -> str:
     return f"{statistics.mean(values):+.3f}{spread}"
 
 
+def paired_gain(trained: list[list[float]], reference: list[list[float]]) -> dict:
+    """The gain of `trained` over `reference` on the same prompts: each side's per-prompt values averaged over its
+    seeds, then the mean per-prompt difference with its 95% bootstrap interval over prompts."""
+    from langplay.evaluation.metrics import bootstrap_interval
+
+    differences = [statistics.mean(run[i] for run in trained) - statistics.mean(run[i] for run in reference)
+                   for i in range(len(reference[0]))]
+    low, high = bootstrap_interval(differences)
+    return {"gain": statistics.mean(differences), "ci_low": low, "ci_high": high}
+
+
+def interval_cell(gain: dict) -> str:
+    """'+gain [low, high]' of a paired_gain result."""
+    return f"{gain['gain']:+.3f} [{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]"
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table's lines: the header, the |---| rule and one line per row (cells already formatted)."""
     uneven = [row for row in rows if len(row) != len(header)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, measured, run_folder, table  # noqa: E402
+from common import experiment_parser, finished, measured, paired_gain, run_folder, table  # noqa: E402
 
 PRESET = ROOT / "src" / "langplay" / "presets" / "grpo_tinyworld.yaml"
 EVAL_SEED = 321
@@ -71,13 +71,9 @@ def per_prompt(model, tasks) -> dict:
 
 
 def paired(trained: list[dict], base: dict, key: str) -> dict:
-    """The gain over the base on `key`, averaged over seeds per prompt, with its bootstrap interval."""
-    from langplay.evaluation.metrics import bootstrap_interval
-
-    differences = [statistics.mean(run[key][i] for run in trained) - base[key][i] for i in range(len(base[key]))]
-    low, high = bootstrap_interval(differences)
-    return {"gain": statistics.mean(differences), "ci_low": low, "ci_high": high,
-            "per_seed": [statistics.mean(run[key]) - statistics.mean(base[key]) for run in trained]}
+    """The gain over the base on `key`, averaged over seeds per prompt, with its bootstrap interval, and per seed."""
+    gain = paired_gain([run[key] for run in trained], [base[key]])
+    return gain | {"per_seed": [statistics.mean(run[key]) - statistics.mean(base[key]) for run in trained]}
 
 
 def by_family(tasks, values: list[float]) -> dict:

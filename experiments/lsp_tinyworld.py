@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, mean_sd, provenance, run_folder, run_metrics, table  # noqa: E402
+from common import (experiment_parser, finished, interval_cell, mean_sd, paired_gain, provenance,  # noqa: E402
+                    run_folder, run_metrics, table)
 METHODS = {
     "GRPO (data)": "src/langplay/presets/grpo_tinyworld.yaml",
     "LSP-Zero": "src/langplay/presets/lsp_zero_tinyworld.yaml",
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
     base_report = evaluate_world(base_model_path(), per_level=args.per_level, seed=123)
     results["base"] = {"score": base_report["score"], "accuracy": base_report["accuracy"],
                        "by_family": family_means(base_report["table"]), "by_level": level_means(base_report["table"]),
-                       "sampled_by_family": sampled_by_family(base_model_path())}
+                       "sampled_by_family": sampled_by_family(base_model_path()),
+                       "prompt_scores": base_report["scores"]}
     for seed in args.seeds:
         for method in METHODS:
             started = time.time()
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
                 "score": report["score"], "accuracy": report["accuracy"],
                 "by_family": family_means(report["table"]), "by_level": level_means(report["table"]),
                 "sampled_by_family": sampled_by_family(out / "final"),
+                "prompt_scores": report["scores"],
                 "train_reward": [m["reward"] for m in metrics],
                 "valid_queries": [m.get("valid_queries") for m in metrics],
             }
@@ -145,6 +148,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "",
         *table(["method", "win rate vs base", "mean score", "accuracy", "valid queries (last step)"],
                summary_rows(runs)),
+        *paired_lines(results),
         "", "Mean score by family (held-out):", "",
         *table(["method", *families], breakdown_rows(results, "by_family", families)),
         "", "Mean score by level (held-out):", "",
@@ -159,6 +163,23 @@ def write_markdown(results: dict, folder: Path) -> None:
     if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
         lines += [reading.read_text()]
     (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
+
+
+def paired_lines(results: dict) -> list[str]:
+    """Each method's score gain over the base and over GRPO on data, paired per test prompt (each side averaged
+    over its seeds), with 95% bootstrap intervals over prompts. Older results without per-prompt scores: none."""
+    runs = results["runs"]
+    if "prompt_scores" not in results["base"]:
+        return []
+    data = [r["prompt_scores"] for r in runs_of(runs, "GRPO (data)")]
+    rows = []
+    for method in METHODS:
+        mine = [r["prompt_scores"] for r in runs_of(runs, method)]
+        if mine:
+            versus_data = interval_cell(paired_gain(mine, data)) if data and method != "GRPO (data)" else "—"
+            rows.append([method, interval_cell(paired_gain(mine, [results["base"]["prompt_scores"]])), versus_data])
+    return ["", "Score gain, paired per test prompt (seeds averaged per prompt), 95% bootstrap interval:", "",
+            *table(["method", "gain over the base", "gain over GRPO on data"], rows)]
 
 
 def runs_of(runs: list[dict], method: str) -> list[dict]:

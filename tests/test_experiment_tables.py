@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from common import cells, dig, mean_of  # noqa: E402
+from common import cells, dig, mean_of, paired_gain  # noqa: E402
 
 
 def test_cells_from_column_specs_by_hand():
@@ -18,6 +18,15 @@ def test_cells_from_column_specs_by_hand():
     assert cells(reports, columns, "1") == ["0.600 ± 0.141", "1.500 ± 0.707", "1.000", "2.000 ± 1.414"]
     assert cells(reports, {"acc": "T/{T}/acc"}, "1", cell=lambda v: f"{mean_of(v):.2f}") == ["0.60"]
     assert math.isnan(mean_of([None, float("nan")])) and mean_of([None, 2.0, 4.0]) == 3.0
+
+
+def test_paired_gain_averages_seeds_per_prompt_before_the_difference():
+    """Two trained seeds [1, 0] and [0, 0] against one reference [0, 0]: per prompt +0.5 and 0, gain +0.25, and
+    the bootstrap interval of two prompts spans their values."""
+    gain = paired_gain([[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0]])
+    assert gain["gain"] == 0.25
+    assert 0.0 <= gain["ci_low"] <= 0.25 <= gain["ci_high"] <= 0.5
+    assert paired_gain([[0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]])["gain"] == -0.25  # the reference's seeds too
 
 
 def test_irl_report_rewrites_the_committed_markdown_from_the_saved_results(tmp_path):

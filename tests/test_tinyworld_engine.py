@@ -178,6 +178,8 @@ def test_evaluation_report_and_cli(base, tmp_path):
     report = evaluate_world(base, baseline=base_model_path(), per_level=1, k=3, n_bound=2)
     assert {"score", "accuracy", "nll", "table", "diversity", "versus_baseline"} <= set(report)
     assert report["versus_baseline"]["ties"] == len(held_out_tasks(per_level=1))  # a model ties with itself
+    assert len(report["scores"]) == len(held_out_tasks(per_level=1))  # one per prompt, for paired comparisons
+    assert report["score"] == pytest.approx(sum(report["scores"]) / len(report["scores"]))
     assert set(report["diversity"]) == {"between", "sum_to", "letters"}
     assert "tinyworld held-out evaluation" in render_table(report)
     result = CliRunner().invoke(app, ["eval", "tinyworld", "--per-level", "1", "--output", str(tmp_path)])

@@ -200,6 +200,7 @@ def evaluate_world(model, baseline=None, per_level: int = 12, k: int = 8, n_boun
         "per_level": per_level,
         "score": statistics.mean(scores),
         "accuracy": statistics.mean(float(s == 1.0) for s in scores),
+        "scores": scores,  # per prompt, in held_out_tasks' order: paired comparisons between models use these
         "nll": statistics.mean(-x for x in loglik),
         "table": [
             {"family": f, "level": l, "kind": FAMILIES[f].kind, "verifiable": FAMILIES[f].verifiable,
