@@ -1,9 +1,11 @@
 """The LSP paper's experiment in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data), from the shipped base model.
 
     python experiments/lsp_tinyworld.py [--seeds 0 1 2] [--steps 40] [--per-level 8]
+    python experiments/lsp_tinyworld.py --steps 200 --methods LSP-Zero LSP --name lsp_tinyworld_long  # the long run
 
 Same reward for all (tinyworld's judge), same number of solver completions per step (16 prompts or queries x 4).
-Writes results/lsp_tinyworld.md, results/lsp_tinyworld.json and plots in results/; runs go to runs/lsp_experiment/.
+Writes results/NAME.md, results/NAME.json and plots in results/ (NAME: lsp_tinyworld unless --name); runs go to
+runs/lsp_experiment/ unless --work.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--per-level", type=int, default=8)
     parser.add_argument("--lr", type=float, default=None, help="every run's lr (default: each preset's)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--name", default="lsp_tinyworld", help="results/NAME.{json,md} (e.g. lsp_tinyworld_long)")
     args = parser.parse_args(argv)
     if args.report_only:
-        results = json.loads((args.results / "lsp_tinyworld.json").read_text())
+        results = json.loads((args.results / f"{args.name}.json").read_text())
         write_markdown(results, args.results)
         plot(results, args.results)
         return 0
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
                        "sampled_by_family": sampled_by_family(base_model_path()),
                        "prompt_scores": base_report["scores"]}
     for seed in args.seeds:
-        for method in METHODS:
+        for method in args.methods:
             started = time.time()
             out = run_one(method, seed, args.steps, args.work, args.lr)
             report = evaluate_world(out / "final", baseline=base_model_path(), per_level=args.per_level, seed=123)
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
             results["runs"].append(run)
             print(f"{method:12s} seed {seed}: win rate {run['win_rate']:.3f}, score {run['score']:.3f} "
                   f"(base {results['base']['score']:.3f}), {run['minutes']:.1f} min", flush=True)
-            (args.results / "lsp_tinyworld.json").write_text(json.dumps(results, indent=2))
+            (args.results / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     write_markdown(results, args.results)
     plot(results, args.results)
     return 0
@@ -134,12 +138,16 @@ def level_means(table: list[dict]) -> dict:
 
 def write_markdown(results: dict, folder: Path) -> None:
     runs, s = results["runs"], results["settings"]
+    name = s.get("name", "lsp_tinyworld")
+    chosen = f" --methods {' '.join(repr(m) for m in s['methods'])}" if s.get("methods", list(METHODS)) != list(METHODS) else ""
     families, levels = sorted(runs[0]["by_family"]), sorted(runs[0]["by_level"])
     lines = [
-        "# LSP in tinyworld: GRPO on data vs LSP-Zero vs LSP (no data)",
+        "# LSP in tinyworld: " + " vs ".join({"GRPO (data)": "GRPO on data"}.get(m, m) for m in s.get("methods", METHODS))
+        + " (no data)",
         "",
         f"Regenerate: `python experiments/lsp_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
-        f"--per-level {s['per_level']}" + (f" --lr {s['lr']:g}" if s.get("lr") else "") + "`. From the shipped base model; reward: tinyworld's judge for all; 16 prompts "
+        f"--per-level {s['per_level']}" + (f" --lr {s['lr']:g}" if s.get("lr") else "") + chosen
+        + (f" --name {name}" if name != "lsp_tinyworld" else "") + "`. From the shipped base model; reward: tinyworld's judge for all; 16 prompts "
         "(GRPO) or 16 challenger queries (LSP) x 4 solver answers per step; evaluation on held-out instances "
         f"({s['per_level']} per family and level), near-greedy decoding; win rate against the base model (judge "
         "decides each prompt, ties count half). Mean ± standard deviation over seeds.",
@@ -158,11 +166,11 @@ def write_markdown(results: dict, folder: Path) -> None:
         lines += sampled_table(results)
     lines += ["", "Where the challenger's queries went (first 5 steps -> last 5 steps, all seeds pooled):", ""]
     lines += query_lines(runs)
-    lines += ["", "Plots: `lsp_tinyworld_training.png` (training reward and valid-query fraction per step).", ""]
-    reading = folder / "lsp_tinyworld_reading.md"
+    lines += ["", f"Plots: `{name}_training.png` (training reward and valid-query fraction per step).", ""]
+    reading = folder / f"{name}_reading.md"
     if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
         lines += [reading.read_text()]
-    (folder / "lsp_tinyworld.md").write_text("\n".join(lines))
+    (folder / f"{name}.md").write_text("\n".join(lines))
 
 
 def paired_lines(results: dict) -> list[str]:
@@ -221,8 +229,12 @@ def query_lines(runs: list[dict]) -> list[str]:
             last = statistics.mean(r["queries_last"]["valid"] for r in mine)
             mix = lambda key: ", ".join(f"L{l} {statistics.mean(r[key]['levels'].get(l, 0) for r in mine):.2f}"
                                         for l in ("1", "2", "3", "4", "5") if any(l in r[key]["levels"] for r in mine))
-            lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}; level mix {mix('queries_first')} -> "
-                         f"{mix('queries_last')}")
+            distinct = ""
+            if all("distinct" in r["queries_first"] for r in mine):  # older results did not count them
+                distinct = (f"; distinct queries {statistics.mean(r['queries_first']['distinct'] for r in mine):.2f} -> "
+                            f"{statistics.mean(r['queries_last']['distinct'] for r in mine):.2f}")
+            lines.append(f"- {method}: valid queries {first:.2f} -> {last:.2f}{distinct}; level mix "
+                         f"{mix('queries_first')} -> {mix('queries_last')}")
     return lines
 
 
@@ -261,7 +273,7 @@ def plot(results: dict, folder: Path) -> None:
     left.legend()
     right.legend()
     fig.tight_layout()
-    fig.savefig(folder / "lsp_tinyworld_training.png", dpi=120)
+    fig.savefig(folder / f"{results['settings'].get('name', 'lsp_tinyworld')}_training.png", dpi=120)
     plt.close(fig)
 
 

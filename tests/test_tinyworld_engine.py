@@ -253,3 +253,16 @@ def test_demo_runs_end_to_end_in_miniature(tmp_path):
     assert abs(sum(queries["first"]["levels"].values()) - 1) < 1e-9 or queries["first"]["valid"] == 0
     for name in ("metrics.jsonl", "samples.jsonl", "eval.json", "eval.png", "training.png", "final/model.safetensors"):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_query_mix_counts_valid_distinct_and_levels_of_the_chosen_steps(tmp_path):
+    """Four queries at step 1 (two the same, one unparseable) and one at step 2 that the range leaves out."""
+    from langplay.evaluation.tinyworld import query_mix
+
+    tasks = held_out_tasks(per_level=1, families=["max"], levels=[1, 3])
+    rows = [{"step": 1, "query": q} for q in (tasks[0].prompt, tasks[0].prompt, tasks[1].prompt, "not a task")]
+    rows.append({"step": 2, "query": "also not a task"})
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mix = query_mix(tmp_path / "samples.jsonl", range(1, 2))
+    assert mix["queries"] == 4 and mix["valid"] == 0.75 and mix["distinct"] == 0.75
+    assert mix["levels"] == {"1": pytest.approx(2 / 3), "3": pytest.approx(1 / 3)} and mix["families"] == {"max": 3}

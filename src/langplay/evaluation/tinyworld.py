@@ -288,7 +288,8 @@ def save_report(report: dict, folder: str | Path) -> Path:
 
 
 def query_mix(samples_path: Path, steps: range) -> dict:
-    """The challenger's queries in samples.jsonl over some steps: the valid fraction, the level and family mix."""
+    """The challenger's queries in samples.jsonl over some steps: the valid fraction, the distinct fraction (how
+    diverse the queries stay), the level and family mix."""
     from collections import Counter
 
     from langplay.tinyworld.tasks import parse
@@ -298,6 +299,7 @@ def query_mix(samples_path: Path, steps: range) -> dict:
     valid = [t for t in (parse(q) for q in queries) if t is not None]
     levels = Counter(t.level for t in valid)
     return {"queries": len(queries), "valid": len(valid) / max(1, len(queries)),
+            "distinct": len(set(queries)) / max(1, len(queries)),
             "levels": {str(level): levels[level] / max(1, len(valid)) for level in sorted(levels)},
             "families": dict(Counter(t.family for t in valid).most_common())}
 
