@@ -74,3 +74,46 @@ def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
     monkeypatch.setattr(policy, "fast_bf16", lambda device: False)
     assert resolve_precision("auto", cpu, torch.float32, hidden_size=1024) == "fp32"
     assert resolve_precision("bf16", cpu, torch.float32) == "bf16"
+
+
+def test_bf16_weight_copies_give_autocasts_gradient_and_hand_back_the_float32_masters(tiny_model):
+    """Inside, every float32 weight is a bf16 copy; after, the same float32 tensors are back and the gradients are
+    float32, added to those already there. They agree with autocast's within bf16 rounding, not exactly: with bf16
+    weights the embeddings and the residual stream are bf16 too (as under FSDP's param_dtype=bf16)."""
+    from langplay.config import ModelConfig
+    from langplay.policy import Policy, autocast, bf16_weight_copies, build_batch
+
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model), device="cpu"), with_reference=False)
+    model, cpu = policy.model, torch.device("cpu")
+    batch = build_batch([policy.encode("say a")] * 2, [policy.encode("aaa"), policy.encode("ab")], 0)
+    params = list(model.parameters())
+
+    def gradient(copies: bool) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        with bf16_weight_copies(model, copies):
+            assert {p.dtype for p in params} == ({torch.bfloat16} if copies else {torch.float32})
+            with autocast("bf16", cpu):
+                loss = -policy.logprobs(batch).logp.sum()
+            loss.backward()
+        return torch.cat([p.grad.reshape(-1) for p in params])
+
+    masters = [p.data.data_ptr() for p in params]
+    expected, got = gradient(False), gradient(True)
+    assert [p.data.data_ptr() for p in params] == masters and {p.grad.dtype for p in params} == {torch.float32}
+    cosine = torch.nn.functional.cosine_similarity(got, expected, dim=0).item()
+    assert got.abs().max() > 0 and cosine > 0.999 and (got.norm() / expected.norm()).item() == pytest.approx(1, abs=0.01)
+    with bf16_weight_copies(model):  # a second micro-batch adds to the first's gradient
+        with autocast("bf16", cpu):
+            (-policy.logprobs(batch).logp.sum()).backward()
+    assert torch.allclose(torch.cat([p.grad.reshape(-1) for p in params]), 2 * got, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bf16_step_in_micro_batches_equals_one_micro_batch(tiny_model, sft_file, tmp_path):
+    """The weight copies are made per micro-batch: their float32 gradients must add up to the whole batch's."""
+    whole, g_whole, _ = first_step(tiny_model, sft_file, tmp_path / "whole", "bf16", "algorithm=sft")
+    parts, g_parts, _ = first_step(tiny_model, sft_file, tmp_path / "parts", "bf16", "algorithm=sft",
+                                   "train.micro_batch_size=2")
+    assert parts["loss"] == pytest.approx(whole["loss"], rel=1e-2)
+    cosine = torch.nn.functional.cosine_similarity(g_parts["grad"], g_whole["grad"], dim=0).item()
+    ratio = (g_parts["grad"].norm() / g_whole["grad"].norm()).item()
+    assert cosine > 0.999 and ratio == pytest.approx(1, abs=0.01), (cosine, ratio)  # a lost micro-batch: ratio < 0.9

@@ -34,7 +34,8 @@ from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
 from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
-from langplay.policy import Policy, autocast, frozen_copy, micro_batches, resolve_device, resolve_precision
+from langplay.policy import (Policy, autocast, bf16_weight_copies, frozen_copy, micro_batches, resolve_device,
+                             resolve_precision)
 from langplay.sampling import make_sampler
 from langplay.sampling.keys import key_of
 
@@ -214,13 +215,15 @@ class Trainer:
         # Under sharding every forward is a collective: all processes run as many micro-batches as the busiest
         # one, the extra ones a repeat of the last with weight 0.
         rounds = most(acc, len(micros)) if sharded else len(micros)
+        # bf16: one bf16 copy of the weights per micro-batch rather than a cast per use (not of FSDP2's shards).
+        copies = self.precision == "bf16" and not sharded
         for index in range(rounds):
-            with autocast(self.precision, acc.device):
-                loss, metrics = self.algorithm.loss(micros[min(index, len(micros) - 1)], experience.counts)
+            with bf16_weight_copies(self.policy.trained_module, copies):
+                with autocast(self.precision, acc.device):
+                    loss, metrics = self.algorithm.loss(micros[min(index, len(micros) - 1)], experience.counts)
+                (loss if index < len(micros) else loss * 0.0).backward()
             if index >= len(micros):
-                (loss * 0.0).backward()
                 continue
-            loss.backward()
             loss_total += loss.item()
             for key, value in metrics.items():  # additive contributions, normalised like the loss
                 parts[key] = parts.get(key, 0.0) + value

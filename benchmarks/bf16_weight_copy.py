@@ -1,0 +1,88 @@
+"""#17's next step, measured before it is built: one bf16 copy of the weights per training pass against autocast's
+cast per use. Both run the bf16 training forward + backward of `sequence_logprobs` (groups sharing their prompt);
+`copy` swaps every float32 parameter for a bf16 copy, runs the pass without autocast, and hands the float32
+gradients back. Alternating rounds, median times, and each as a share of the bf16 peak measured in the same run
+(6 x parameters x the tokens the pass runs: each group's prompt once, every completion).
+
+    python benchmarks/bf16_weight_copy.py [--hidden 1024] [--layers 10] [--threads 2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64, help="prompt and completion length")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import step_cost
+    from langplay.config import ModelConfig
+    from langplay.policy import Policy, autocast, build_batch, sequence_logprobs
+    from langplay.testing import save_tiny_model
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_tiny_model(Path(tmp) / "model", hidden=args.hidden, layers=args.layers)
+        model = Policy.from_config(ModelConfig(name_or_path=str(model_dir)), with_reference=False).model
+    params = list(model.parameters())
+    rows = args.prompts * args.group
+    batch = build_batch([[5] * args.tokens] * rows, [[7] * args.tokens] * rows, 0, group_size=args.group)
+    tokens = args.prompts * args.tokens + rows * args.tokens
+
+    def autocast_pass():
+        with autocast("bf16", torch.device("cpu")):
+            out = sequence_logprobs(model, batch, with_entropy=True)
+        out.logp.sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    def copy_pass():
+        masters = [p.data for p in params]
+        for p in params:
+            p.data = p.data.to(torch.bfloat16)
+        out = sequence_logprobs(model, batch, with_entropy=True)
+        out.logp.sum().backward()
+        for p, master in zip(params, masters):
+            grad, p.grad, p.data = p.grad.float(), None, master
+            p.grad = grad
+        model.zero_grad(set_to_none=True)
+
+    passes = {"autocast": autocast_pass, "copy": copy_pass}
+    for run in passes.values():  # warm-up: kernels picked, memory allocated
+        run()
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    for _ in range(args.rounds):
+        for name, run in passes.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    peak = step_cost.bf16_peak_tflops() * 1e12
+    n = sum(p.numel() for p in params)
+    print(f"hidden {args.hidden}, layers {args.layers}: {n / 1e6:.1f}M parameters, {tokens} tokens per pass, "
+          f"bf16 peak {peak / 1e12:.2f} TFLOP/s, {args.threads} threads")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:9s} {median:.3f} s  share of the bf16 peak {6 * n * tokens / median / peak:.1%}")
+    print(f"copy / autocast: {statistics.median(times['copy']) / statistics.median(times['autocast']):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
