@@ -1,7 +1,6 @@
-"""#17's next step, measured before it is built: one bf16 copy of the weights per training pass against autocast's
-cast per use. Both run the bf16 training forward + backward of `sequence_logprobs` (groups sharing their prompt);
-`copy` swaps every float32 parameter for a bf16 copy, runs the pass without autocast, and hands the float32
-gradients back. Alternating rounds, median times, and each as a share of the bf16 peak measured in the same run
+"""The trainer's bf16 training pass on one bf16 copy of the weights (`bf16_weight_copies`, #17) against autocast's
+cast per use. Both run the bf16 training forward + backward of `sequence_logprobs` under autocast (groups sharing
+their prompt); `copy` does it inside `bf16_weight_copies`, as the trainer does for each micro-batch. Alternating rounds, median times, and each as a share of the bf16 peak measured in the same run
 (6 x parameters x the tokens the pass runs: each group's prompt once, every completion).
 
     python benchmarks/bf16_weight_copy.py [--hidden 1024] [--layers 10] [--threads 2] [--rounds 3]
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
 
     import step_cost
     from langplay.config import ModelConfig
-    from langplay.policy import Policy, autocast, build_batch, sequence_logprobs
+    from langplay.policy import Policy, autocast, bf16_weight_copies, build_batch, sequence_logprobs
     from langplay.testing import save_tiny_model
 
     torch.set_num_threads(args.threads)
@@ -47,24 +46,14 @@ def main(argv=None) -> int:
     batch = build_batch([[5] * args.tokens] * rows, [[7] * args.tokens] * rows, 0, group_size=args.group)
     tokens = args.prompts * args.tokens + rows * args.tokens
 
-    def autocast_pass():
-        with autocast("bf16", torch.device("cpu")):
-            out = sequence_logprobs(model, batch, with_entropy=True)
-        out.logp.sum().backward()
+    def training_pass(copies: bool):
+        with bf16_weight_copies(model, copies):
+            with autocast("bf16", torch.device("cpu")):
+                out = sequence_logprobs(model, batch, with_entropy=True)
+            out.logp.sum().backward()
         model.zero_grad(set_to_none=True)
 
-    def copy_pass():
-        masters = [p.data for p in params]
-        for p in params:
-            p.data = p.data.to(torch.bfloat16)
-        out = sequence_logprobs(model, batch, with_entropy=True)
-        out.logp.sum().backward()
-        for p, master in zip(params, masters):
-            grad, p.grad, p.data = p.grad.float(), None, master
-            p.grad = grad
-        model.zero_grad(set_to_none=True)
-
-    passes = {"autocast": autocast_pass, "copy": copy_pass}
+    passes = {"autocast": lambda: training_pass(False), "copy": lambda: training_pass(True)}
     for run in passes.values():  # warm-up: kernels picked, memory allocated
         run()
     times: dict[str, list[float]] = {name: [] for name in passes}

@@ -138,11 +138,11 @@ def level_means(table: list[dict]) -> dict:
 
 def write_markdown(results: dict, folder: Path) -> None:
     runs, s = results["runs"], results["settings"]
-    name = s.get("name", "lsp_tinyworld")
-    chosen = f" --methods {' '.join(repr(m) for m in s['methods'])}" if s.get("methods", list(METHODS)) != list(METHODS) else ""
+    name, methods = name_of(results), s.get("methods", list(METHODS))
+    chosen = f" --methods {' '.join(repr(m) for m in methods)}" if methods != list(METHODS) else ""
     families, levels = sorted(runs[0]["by_family"]), sorted(runs[0]["by_level"])
     lines = [
-        "# LSP in tinyworld: " + " vs ".join({"GRPO (data)": "GRPO on data"}.get(m, m) for m in s.get("methods", METHODS))
+        "# LSP in tinyworld: " + " vs ".join({"GRPO (data)": "GRPO on data"}.get(m, m) for m in methods)
         + " (no data)",
         "",
         f"Regenerate: `python experiments/lsp_tinyworld.py --seeds {' '.join(map(str, s['seeds']))} --steps {s['steps']} "
@@ -171,6 +171,11 @@ def write_markdown(results: dict, folder: Path) -> None:
     if reading.is_file():  # the written reading of the numbers, kept apart so the tables can be regenerated
         lines += [reading.read_text()]
     (folder / f"{name}.md").write_text("\n".join(lines))
+
+
+def name_of(results: dict) -> str:
+    """The results' file name (--name); results saved before the option were lsp_tinyworld's."""
+    return results["settings"].get("name", "lsp_tinyworld")
 
 
 def paired_lines(results: dict) -> list[str]:
@@ -273,7 +278,7 @@ def plot(results: dict, folder: Path) -> None:
     left.legend()
     right.legend()
     fig.tight_layout()
-    fig.savefig(folder / f"{results['settings'].get('name', 'lsp_tinyworld')}_training.png", dpi=120)
+    fig.savefig(folder / f"{name_of(results)}_training.png", dpi=120)
     plt.close(fig)
 
 

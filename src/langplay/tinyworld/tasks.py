@@ -10,8 +10,8 @@ Three kinds of family:
   different valid answers for the same prompt, which is what diversity is measured on;
 - "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (add, word_problem,
   multiply, spell), made of steps that recur across levels (a column's sum, a word looked up), so an easy test
-  instance is a step the model has seen inside harder training ones. `verifiable=False` marks the families whose checker must be withheld from training (JEPO's
-  setting); it still exists, for evaluation. `long_answer=True` marks multi-word answers (spell).
+  instance is a step the model has seen inside harder training ones. `verifiable=False` marks the families whose
+  checker must be withheld from training (JEPO's setting); it still exists, for evaluation. `long_answer=True` marks multi-word answers (spell).
 
 Every checker returns a score in [0, 1] with partial credit, and never raises on any text.
 Instances are a pure function of (family, level, seed). Splits are by *instance*, not by seed: an instance
