@@ -370,11 +370,11 @@ def test_jepo_runs_from_the_cli(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_jepo_without_a_verifier_raises_the_reference_answers_likelihood_in_tinyworld(tmp_path):
-    """JEPO learns what it optimises where no verifier exists: 60 steps of the JEPO preset (16 prompts x 4 chains,
-    lr 1e-4) on `spell` level 3 (long-form answers, the checker withheld; the level chosen on tune instances)
-    lowered the proxy NLL of the reference answers on 128 test instances from 0.72 to 0.61 with this seed (seed 1:
-    0.58), and sampled accuracy did not fall (0.693 -> 0.703; seed 1: 0.729). results/jepo_focused.md has the
-    rest: on the clean split JEPO's accuracy gains are small, SFT on the reference solutions gains most."""
+    """JEPO learns what it optimises where no verifier exists: 15 steps of the JEPO preset (16 prompts x 4 chains,
+    lr 1e-4) on `spell` level 3 (long-form answers, the checker withheld) lowered the proxy NLL of the reference
+    answers on 64 test instances from 3.14 to 0.42 with this seed, and the v2 base's hasty answers gave way to
+    worked ones: sampled accuracy 0.27 -> 0.73 (30 steps, 128 instances: NLL 4.27 -> 0.36, accuracy 0.31 -> 0.82).
+    results/jepo_tinyworld.md has the comparison against SFT and RL with the verifier."""
     import datasets
 
     from langplay.evaluation.tinyworld import held_out_tasks, load_policy, reference_loglik, task_scores
@@ -385,18 +385,18 @@ def test_jepo_without_a_verifier_raises_the_reference_answers_likelihood_in_tiny
     rows = datasets.Dataset.from_list(task_rows("train", 2000, 0, families=["spell"], levels=[3]))
     config = load_config("jepo_tinyworld", [
         f"model.name_or_path={base_model_path()}", f"run.output_dir={tmp_path}", "run.progress=false",
-        "run.save_every=0", "train.steps=60", "train.lr=1e-4", "train.seed=0",
+        "run.save_every=0", "train.steps=15", "train.lr=1e-4", "train.seed=0",
     ])
     assert config.jepo.rewards == [] and config.jepo.estimator == "multi"  # JEPO alone: no verifier anywhere
     Trainer(config, dataset=rows).train()
-    tasks = held_out_tasks(128, seed=123, families=["spell"], levels=[3])
+    tasks = held_out_tasks(64, seed=123, families=["spell"], levels=[3])
     nll, accuracy = {}, {}
     for name, model in (("before", base_model_path()), ("after", tmp_path / "final")):
         policy = load_policy(model)
         nll[name] = -statistics.mean(reference_loglik(policy, tasks, n=4, seed=5))
         accuracy[name] = statistics.mean(task_scores(policy, tasks, n=4, temperature=1.0, seed=5, exact=True))
-    assert nll["after"] <= nll["before"] - 0.05, nll
-    assert accuracy["after"] >= accuracy["before"] - 0.01, accuracy
+    assert nll["after"] <= nll["before"] - 1.0, nll
+    assert accuracy["after"] >= accuracy["before"] + 0.2, accuracy
 
 
 def test_group_terms_by_hand():
