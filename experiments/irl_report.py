@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from common import cells, dig, mean_of, table
+from common import cells, dig, interval_cell, mean_of, paired_gain, table
 from irl_tinyworld import (ANSWER_TOKENS, K_OPEN, KINDS, METHODS, SCRATCH_LR, SCRATCH_WARMUP, SELF_BLEU_N,
                            SMALL_METHODS, SMALL_RECIPE)
 
@@ -36,7 +36,7 @@ def write_markdown(results: dict, folder: Path) -> None:
     temps = [f"{t:g}" for t in results["settings"]["temperatures"]]
     hot = temps[-1] if "1" not in temps else "1"
     lines = [*introduction(results["settings"], temps), *held_out_section(results, hot),
-             *frontier_section(results, temps), *reward_section(results, hot), *training_section(results),
+             *paired_section(results, temps), *frontier_section(results, temps), *reward_section(results, hot), *training_section(results),
              *small_data_section(results),
              "", "Plot: `irl_tinyworld.png` (accuracy against Self-BLEU, one point per method and temperature, "
              "exact and open families; small-data NLL curves, held-out solid, training dashed).", ""]
@@ -123,6 +123,27 @@ def held_out_section(results: dict, hot: str) -> list[str]:
     one), mean ± sd over seeds."""
     return ["", f"## Held-out results at temperature {hot}", "",
             *method_table(results, ["base", *methods_in(results["runs"])], HELD_OUT, hot)]
+
+
+def paired_section(results: dict, temps: list[str]) -> list[str]:
+    """Accuracy gains paired over held-out prompts (each method's per-prompt accuracy averaged over its seeds)
+    against the base model and against MLE, the data baseline, at every temperature; none in results saved
+    before the per-prompt accuracies were."""
+    if "correct" not in results["base"]:
+        return []
+    header, rows = ["method", *(f"{side} T {t}" for t in temps for side in ("vs base", "vs MLE"))], []
+    mle = reports_of(results, "mle")
+    for method in methods_in(results["runs"]):
+        row = [label(method)]
+        for t in temps:
+            mine = [r["correct"][t] for r in reports_of(results, method)]
+            row += [interval_cell(paired_gain(mine, [results["base"]["correct"][t]])),
+                    interval_cell(paired_gain(mine, [r["correct"][t] for r in mle]))
+                    if mle and method != "mle" else "—"]
+        rows.append(row)
+    return ["", "## Accuracy gains, paired over held-out prompts (95% bootstrap intervals)", "",
+            "All held-out prompts, exact and open; a prompt's accuracy is the share of its samples the checker "
+            "accepts.", "", *table(header, rows)]
 
 
 def frontier_section(results: dict, temps: list[str]) -> list[str]:

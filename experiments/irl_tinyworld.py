@@ -147,6 +147,9 @@ def evaluate(model, per_level: int, k: int, temperatures: list[float]) -> dict:
     for temperature in temperatures:
         pools, finished, scores = sample_answers(policy, tasks, k, temperature, EVAL_SEED)
         report["temperatures"][f"{temperature:g}"] = pool_stats_by_kind(tasks, pools, scores, finished, SELF_BLEU_N)
+        # per prompt, the share of its k samples the checker accepts: what the paired intervals pair
+        report.setdefault("correct", {})[f"{temperature:g}"] = [statistics.mean(float(x == 1.0) for x in row)
+                                                                for row in scores]
         if temperature == reward_temperature:  # the extracted reward (at the training gamma) against the checker
             report["rewards"] = {"temperature": temperature,
                                  **pooled_reward_agreement(policy, tasks, pools, finished, scores, gamma())}
