@@ -117,6 +117,15 @@ def gain_row(report: dict, key: str, label: str) -> list[str]:
             ", ".join(f"{g:+.3f}" for g in gain["per_seed"])]
 
 
+def other_options(report: dict, path: Path) -> str:
+    """The regenerate command's options away from their defaults: --per-level, and --tag (from the file's name)."""
+    s, options = report["settings"], ""
+    if s["per_level"] != 40:
+        options += f" --per-level {s['per_level']}"
+    tag = path.stem.removeprefix("lab_bar").removeprefix("" if report["split"] == "test" else f"_{report['split']}")
+    return options + (f" --tag {tag[1:]}" if tag else "")
+
+
 def write_markdown(report: dict, path: Path) -> None:
     s, acc = report["settings"], report["accuracy"]
     met = report["gain"] >= 0.10 and acc["gain"] >= 0.05 and report["ci_low"] > 0 and report["minutes"] <= 10
@@ -126,7 +135,8 @@ def write_markdown(report: dict, path: Path) -> None:
         f"GRPO from `{s['model']}`, {s['steps']} steps of {s['prompts']} training prompts x {s['group']} answers, "
         f"lr {s['lr']}, beta {s['beta']}, seeds {report['seeds']}; {report['prompts']} {report['split']} instances "
         f"({s['per_level']} per family and level), near-greedy. Regenerate: `python experiments/lab_bar.py "
-        f"--seeds {' '.join(map(str, report['seeds']))} --steps {s['steps']} --lr {s['lr']} --split {report['split']}`.", "",
+        f"--seeds {' '.join(map(str, report['seeds']))} --steps {s['steps']} --lr {s['lr']} --split {report['split']}"
+        f"{other_options(report, path)}`.", "",
         *table(["", "base", "gain (paired, mean over seeds)", "95% interval", "per seed"],
                [gain_row(report, key, label) for key, label in ROWS if key in report["base"]]),
         *([] if "worked" not in report else [
