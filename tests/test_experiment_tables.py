@@ -67,3 +67,49 @@ def test_the_lab_scripts_rewrite_their_committed_markdown_and_the_bar_is_judged_
     report.update(ci_low=-0.01)
     lab_bar.write_markdown(report, tmp_path / "ci.md")
     assert "**not met**" in (tmp_path / "ci.md").read_text()
+
+
+def test_cross_method_rows_pair_every_method_against_the_base_and_grpo_on_the_same_prompts():
+    """experiments/cross_method.py's table on hand-made scores: the base scores 0 everywhere, GRPO 1, LSP 1 on
+    the reasoning prompts only (two seeds: 1 and 0 elsewhere, so 0.5 there); each gain is exact, its interval
+    collapses where every prompt moves alike, and GRPO's own row has no gain against itself."""
+    from cross_method import REASONING, summary_rows
+
+    from langplay.evaluation.tinyworld import held_out_tasks
+
+    tasks = held_out_tasks(1, seed=123)
+    reasoning = [i for i, t in enumerate(tasks) if t.family in REASONING]
+    assert 0 < len(reasoning) < len(tasks)
+    lsp = lambda other: [1.0 if i in reasoning else other for i in range(len(tasks))]  # noqa: E731
+    run = lambda method, scores, seed=0: {"method": method, "seed": seed, "scores": scores,  # noqa: E731
+                                          "train_minutes": 1.0, "worked": seed, "hard_length": 10 * (1 + seed)}
+    results = {"base": [0.0] * len(tasks), "runs": [
+        run("GRPO (data + judge)", [1.0] * len(tasks)), run("LSP (none)", lsp(1.0)), run("LSP (none)", lsp(0.0), 1)]}
+    rows = {row[0]: row for row in summary_rows(results, reasoning)}
+    assert set(rows) == {"GRPO", "LSP"} and rows["GRPO"][1] == "data + judge"
+    assert rows["GRPO"][3] == "+1.000 [+1.000, +1.000]" and rows["GRPO"][4] == "—"
+    share = 1 - 0.5 * (len(tasks) - len(reasoning)) / len(tasks)  # LSP's mean score over the two seeds
+    assert rows["LSP"][2] == f"{share:.3f}" and rows["LSP"][5] == "+1.000 [+1.000, +1.000]"
+    assert rows["LSP"][6] == "+0.000 [+0.000, +0.000]" and rows["LSP"][4].startswith(f"{share - 1:+.3f}")
+    assert rows["LSP"][8:] == ["0.50", "15"] and rows["GRPO"][8:] == ["0.00", "10"]  # means over the seeds
+
+
+def test_jepo_and_cross_method_scripts_rewrite_their_committed_markdown(tmp_path):
+    """jepo_tinyworld.py (the test table and a tuning one) and cross_method.py from their committed JSON and
+    written readings: the committed markdown to the byte."""
+    import json
+    import shutil
+
+    import cross_method
+    import jepo_tinyworld
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    for name in ["jepo_tinyworld_tune_lr5e-5", "jepo_tinyworld", "cross_method"]:
+        if (results / f"{name}_reading.md").is_file():
+            shutil.copy(results / f"{name}_reading.md", tmp_path)
+        saved = json.loads((results / f"{name}.json").read_text())
+        if name.startswith("jepo"):
+            jepo_tinyworld.write_markdown(saved, tmp_path, name)
+        else:
+            cross_method.write_markdown(saved, tmp_path / f"{name}.md")
+        assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text(), name
