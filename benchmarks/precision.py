@@ -55,9 +55,14 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    peak = step_cost.bf16_peak_tflops()
-    print(f"bf16 matrix-product peak: {peak:.2f} TFLOP/s ({args.threads} threads)")
-    out = {"threads": args.threads, "bf16_peak_tflops": peak, "sizes": {}}
+    from langplay.policy import fast_bf16
+
+    peak, native = step_cost.bf16_peak_tflops(), fast_bf16(torch.device("cpu"))
+    # without bf16 units (no AMX, no AVX512-BF16) the probe's product is emulated like every other, so its rate is
+    # no ceiling: a model's step can run above it, and "fraction of the peak" means nothing there
+    print(f"bf16 matrix-product peak: {peak:.2f} TFLOP/s ({args.threads} threads"
+          f"{'' if native else '; no bf16 units on this CPU, so no real peak'})")
+    out = {"threads": args.threads, "bf16_peak_tflops": peak, "native_bf16": native, "sizes": {}}
     for hidden in args.hidden:
         with tempfile.TemporaryDirectory() as tmp:
             built = {p: trainer_for(hidden, p, Path(tmp) / p) for p in ("fp32", "bf16")}

@@ -43,7 +43,9 @@ def test_precision_benchmark_times_both_and_measures_the_peak(tmp_path):
     result = json.loads(out.read_text())
     assert result["bf16_peak_tflops"] > 0
     size = result["sizes"]["32"]
-    assert size["fp32_step_s"] > 0 and size["bf16_step_s"] > 0 and 0 < size["bf16_fraction_of_peak"] < 1
+    assert size["fp32_step_s"] > 0 and size["bf16_step_s"] > 0 and size["bf16_fraction_of_peak"] > 0
+    if result["native_bf16"]:  # without bf16 units the probe's rate is no ceiling (an AMD EPYC read 0.93-1.18)
+        assert size["bf16_fraction_of_peak"] < 1, size
 
 
 def test_the_bf16_peak_keeps_to_its_budget_on_a_machine_without_bf16_units():
