@@ -21,7 +21,6 @@ the whole mix and on the reasoning families. Writes results/cross_method.{md,jso
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (experiment_parser, finished, interval_cell, measured, paired_gain, run_folder,  # noqa: E402
-                    table)
+                    run_metrics, table)
 PRESETS = ROOT / "src" / "langplay" / "presets"
 JUDGE = "{kind: function, function: 'langplay.tinyworld.datasets:judge_reward'}"
 REASONING = ["add", "multiply", "spell", "word_problem"]
@@ -45,6 +44,11 @@ METHODS = {  # name: (preset, overrides)
 DATA_BASELINE = "GRPO (data + judge)"
 TRAIN_ROWS = 4000
 EVAL_SEED = 123
+
+
+def hard_reasoning(task) -> bool:
+    """A reasoning task above level 1: where the base answers hastily instead of working the steps."""
+    return task.family in REASONING and task.level > 1
 
 
 def training_rows(method: str, seed: int) -> list[dict] | None:
@@ -89,7 +93,7 @@ def mix_answers(model, per_level: int) -> dict:
 
     tasks = held_out_tasks(per_level, seed=EVAL_SEED)
     responses = [r[0] for r in answer(load_policy(model), tasks, seed=EVAL_SEED)]
-    hard = [r for t, r in zip(tasks, responses) if t.family in REASONING and t.level > 1]
+    hard = [r for t, r in zip(tasks, responses) if hard_reasoning(t)]
     return {"scores": [check(t, r) for t, r in zip(tasks, responses)],
             "worked": statistics.mean(map(shows_work, hard)), "hard_length": statistics.mean(map(len, hard))}
 
@@ -102,7 +106,7 @@ def hasty_against_worked(irl_model, per_level: int) -> dict:
     from langplay.rewards.implicit import ImplicitRewardScorer, implicit_rewards
     from langplay.tinyworld.tasks import hasty_response
 
-    tasks = [t for t in held_out_tasks(per_level, seed=EVAL_SEED) if t.family in REASONING and t.level > 1]
+    tasks = [t for t in held_out_tasks(per_level, seed=EVAL_SEED) if hard_reasoning(t)]
     scorer = ImplicitRewardScorer(str(irl_model))
     prompts = [scorer.policy.format_prompt(t.prompt) for t in tasks]
     (hasty_tokens, hasty), (worked_tokens, worked) = (
@@ -125,8 +129,7 @@ def measure(args) -> dict:
         for method in args.methods:
             started = time.time()
             out = run_one(method, seed, args)
-            minutes = sum(json.loads(line).get("time/step", 0.0)
-                          for line in (out / "metrics.jsonl").read_text().splitlines()) / 60
+            minutes = sum(m.get("time/step", 0.0) for m in run_metrics(out)) / 60
             results["runs"].append({"method": method, "seed": seed, **mix_answers(out / "final", args.per_level),
                                     "train_minutes": minutes, "minutes": (time.time() - started) / 60})
             if method == "IRL (demonstrations)":  # why LSP with this reward does what it does
@@ -152,8 +155,9 @@ def write_markdown(results: dict, path: Path) -> None:
         "per-prompt score averaged over its seeds) with 95% bootstrap intervals.", "",
         f"Base model: whole mix {statistics.mean(results['base']):.3f}, reasoning families "
         f"{statistics.mean(results['base'][i] for i in reasoning):.3f}; its answers to reasoning tasks above level 1 "
-        f"work the steps {results['base_answers']['worked']:.2f} of the time, {results['base_answers']['hard_length']:.0f} "
-        "characters on average (the last two columns: the same, for each method's answers).", "",
+        f"work the steps {results['base_answers']['worked']:.2f} of the time, "
+        f"{results['base_answers']['hard_length']:.0f} characters on average (the last two columns: the same, for "
+        "each method's answers).", "",
         *table(["method", "regime", "score", "vs base", "vs GRPO on data", "reasoning: vs base",
                 "reasoning: vs GRPO", "training min / run", "works the steps", "answer length"],
                summary_rows(results, reasoning)), "",
@@ -179,15 +183,14 @@ def hasty_lines(results: dict) -> list[str]:
 
 
 def summary_rows(results: dict, reasoning: list[int]) -> list[list[str]]:
-    runs_of = {m: [r["scores"] for r in results["runs"] if r["method"] == m] for m in METHODS}
+    runs_of = {m: [r for r in results["runs"] if r["method"] == m] for m in METHODS}
     subset = lambda runs: [[run[i] for i in reasoning] for run in runs]  # noqa: E731
-    base, data = [results["base"]], runs_of[DATA_BASELINE]
+    base, data = [results["base"]], [r["scores"] for r in runs_of[DATA_BASELINE]]
     rows = []
-    for method, runs in runs_of.items():
-        if not runs:
+    for method, mine in runs_of.items():
+        if not mine:
             continue
-        versus_data = method != DATA_BASELINE and bool(data)
-        mine = [r for r in results["runs"] if r["method"] == method]
+        runs, versus_data = [r["scores"] for r in mine], method != DATA_BASELINE and bool(data)
         minutes = statistics.mean(r["train_minutes"] for r in mine)
         rows.append([
             method.split(" (")[0], method.split(" (")[1].rstrip(")") if " (" in method else "crossed",

@@ -36,7 +36,8 @@ def write_markdown(results: dict, folder: Path) -> None:
     temps = [f"{t:g}" for t in results["settings"]["temperatures"]]
     hot = temps[-1] if "1" not in temps else "1"
     lines = [*introduction(results["settings"], temps), *held_out_section(results, hot),
-             *paired_section(results, temps), *frontier_section(results, temps), *reward_section(results, hot), *training_section(results),
+             *paired_section(results, temps), *frontier_section(results, temps), *reward_section(results, hot),
+             *training_section(results),
              *small_data_section(results),
              "", "Plot: `irl_tinyworld.png` (accuracy against Self-BLEU, one point per method and temperature, "
              "exact and open families; small-data NLL curves, held-out solid, training dashed).", ""]

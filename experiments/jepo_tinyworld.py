@@ -35,6 +35,7 @@ SPLITS = {
 }
 METHODS = ["SFT", "RL", "JEPO-1", "JEPO-n", "JEPO+RL"]
 ABLATION = {"JEPO n=2": 2, "JEPO n=8": 8}  # the paper's n ablation, on the semi split (n=1: JEPO-1, n=4: JEPO-n)
+CHAINS = {"JEPO-1": 1, "JEPO-n": 4, **ABLATION}  # n of every method in the ablation table
 ABLATION_SPLIT = "semi"
 VERIFIER = "langplay.tinyworld.datasets:verifier_reward"
 
@@ -171,12 +172,12 @@ def write_markdown(results: dict, folder: Path, name: str) -> None:
     ablation = [m for m in ABLATION if m in s["methods"]]
     if ablation and ABLATION_SPLIT in s["splits"]:
         methods = [m for m in ("JEPO-1", "JEPO-n") if m in s["methods"]] + ablation
-        methods.sort(key=lambda m: {"JEPO-1": 1, "JEPO-n": 4, **ABLATION}[m])
+        methods.sort(key=CHAINS.get)
         header = ["n", "accuracy", "vs base", f"vs {data_baseline(ABLATION_SPLIT)}", "proxy NLL", "NLL vs base",
                   *(f"{f} acc / NLL" for f in SPLITS[ABLATION_SPLIT]["families"])]
         rows = split_rows(results, ABLATION_SPLIT, methods)[1:]
         for row, method in zip(rows, methods):
-            row[0] = f"{method} (n={ {'JEPO-1': 1, 'JEPO-n': 4, **ABLATION}[method]})"
+            row[0] = f"{method} (n={CHAINS[method]})"
         lines += [f"## The n ablation ({ABLATION_SPLIT} split; n=1 is JEPO-1's single-sample bound, n=4 JEPO-n)",
                   "", *table(header, rows), ""]
     lines += ["RL and JEPO + RL need a verifier: they do not run on the unverifiable split. "
