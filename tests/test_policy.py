@@ -136,3 +136,28 @@ def test_declared_groups_are_checked_and_trailing_rows_stand_alone(tiny_model):
     wrong = build_batch(prompts[1:] + prompts[:1], [[5]] * 4, policy.tokenizer.pad_token_id, group_size=2)
     with pytest.raises(ValueError, match="different prompts"):
         prompt_group_size(wrong)
+
+
+def test_rows_run_in_full_are_packed_to_their_longest_row_without_a_mask_and_agree_row_by_row(tiny_model):
+    """Left-padded prompts and right-padded completions are run packed (each row from column 0): the decoder
+    sees max(prompt + completion) columns and no mask, and each row's log-probs, soft values and final value
+    equal those of the row run alone, with no padding at all."""
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    prompts = [policy.encode(policy.format_prompt(p)) for p in ["a long prompt, longer than the rest", "hi", "mid one"]]
+    completions = [policy.encode(c) for c in ["x", "a much longer completion than x", "abc"]]
+    batch = build_batch(prompts, completions, policy.tokenizer.pad_token_id)
+    seen = []
+    hook = policy.model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape[1], kwargs.get("attention_mask"))),
+        with_kwargs=True)
+    out = sequence_logprobs(policy.model, batch, with_values=True)
+    hook.remove()
+    assert seen == [(max(len(p) + len(c) for p, c in zip(prompts, completions)), None)]
+    assert seen[0][0] < batch["input_ids"].shape[1]  # narrower than the widest prompt plus the widest completion
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        alone = sequence_logprobs(policy.model, build_batch([prompt], [completion], 0), with_values=True)
+        n = len(completion)
+        assert torch.allclose(out.logp[row, :n], alone.logp[0], atol=1e-5)
+        assert torch.allclose(out.values[row, :n], alone.values[0], atol=1e-5)
+        assert torch.allclose(out.final_values[row], alone.final_values[0], atol=1e-5)
+        assert not out.logp[row, n:].any()

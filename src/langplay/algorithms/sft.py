@@ -31,9 +31,9 @@ class SFT:
                 prompt_ids, completion_ids = prompt_ids[:1], prompt_ids[1:] + completion_ids
             prompts.append(prompt_ids)
             completions.append(completion_ids)
-        # Sorted by length, micro-batches hold rows of similar shape and carry little padding (the loss is a sum
-        # normalised by the step's token count, so the order of rows changes nothing else).
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), len(completions[i])))
+        # Sorted by length (prompt + completion: rows run packed), micro-batches hold rows of similar length and
+        # carry little padding (the loss is a sum normalised by the step's token count: the order changes nothing else).
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]) + len(completions[i]), len(prompts[i])))
         prompts, completions = [prompts[i] for i in order], [completions[i] for i in order]
         batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
         tokens = total(self.accelerator, batch["completion_mask"].sum())
