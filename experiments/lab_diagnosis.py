@@ -13,6 +13,8 @@ policy RL trains) and one near-greedy answer:
   answers (the same short string whatever the prompt);
 - reasoning families: the share of greedy answers and of samples that work the steps before the answer
   (`shows_work`), and the sampled accuracy of worked and of direct answers (what choosing to work is worth).
+And as challenger (self-play needs one): the share of its queries that parse as a task, sampled with LSP's
+preset from the challenger prompt (2048 queries, a 95% interval).
 Writes results/lab_diagnosis_NAME.{json,md}.
 """
 
@@ -86,7 +88,25 @@ def diagnose(model: str, per_level: int, k: int) -> dict:
             cells.append({"family": family, "level": level, **cell_stats(
                 [tasks[i] for i in index], [pools[i] for i in index], [greedy[i] for i in index])})
     return {"model": str(model), "per_level": per_level, "k": k, "cells": cells,
-            "minutes": round((time.time() - started) / 60, 2)}
+            "challenger": challenger_queries(policy), "minutes": round((time.time() - started) / 60, 2)}
+
+
+def challenger_queries(policy, prompts: int = 64, per_prompt: int = 32, seed: int = 100) -> dict:
+    """The share of the challenger's queries that parse as a task, with a 95% normal interval (2048 queries:
+    +- 0.016 near 0.85; 256 cannot tell 0.80 from 0.85)."""
+    from langplay.config import load_config
+    from langplay.sampling.hf import HFSampler
+    from langplay.sampling.keys import key_of
+    from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse
+
+    sampler = HFSampler(load_config("lsp_tinyworld").sampling, policy)
+    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * prompts, per_prompt,
+                               [key_of(seed, i) for i in range(prompts)]).texts
+    tasks = [t for t in map(parse, queries) if t is not None]
+    share = len(tasks) / len(queries)
+    half = 1.96 * (share * (1 - share) / len(queries)) ** 0.5
+    return {"queries": len(queries), "parsed": share, "interval": [share - half, share + half],
+            "families": len({t.family for t in tasks}), "distinct": len(set(queries)) / len(queries)}
 
 
 COLUMNS = ("greedy_score", "greedy_accuracy", "sampled_score", "sampled_accuracy", "pass_at_k", "best_of_k",
@@ -110,15 +130,41 @@ def number(value: float) -> str:
     return "" if value != value else f"{value:.3f}"  # NaN: not measured for this cell
 
 
+PER_LEVEL, K = 32, 8  # test instances per family and level; samples per instance
+
+
+def regenerate_options(report: dict, path: Path) -> str:
+    """The options that made this report, where they are not the defaults."""
+    from langplay.tinyworld.base import base_model_path
+
+    name = path.stem.removeprefix("lab_diagnosis_")
+    options = "" if Path(report["model"]).resolve() == base_model_path().resolve() else f" --model {report['model']}"
+    options += f" --per-level {report['per_level']}" if report["per_level"] != PER_LEVEL else ""
+    options += f" --k {report['k']}" if report["k"] != K else ""
+    return options + (f" --name {name}" if name != "base" else "")
+
+
+def challenger_lines(challenger: dict | None) -> list[str]:
+    if challenger is None:  # reports written before the challenger was measured here
+        return []
+    low, high = challenger["interval"]
+    return ["", "## As challenger", "",
+            f"Of {challenger['queries']} queries sampled with LSP's preset (temperature 1) from the challenger prompt, "
+            f"{challenger['parsed']:.3f} [{low:.3f}, {high:.3f}] parse as a task, of {challenger['families']} "
+            f"families; {challenger['distinct']:.3f} of them are distinct."]
+
+
 def write_markdown(report: dict, path: Path) -> None:
     fmt = lambda row: [number(row.get(c, float("nan"))) for c in COLUMNS]  # noqa: E731
     header = [c.replace("_", " ").replace("pass at k", f"pass@{report['k']}") for c in COLUMNS]
     lines = [f"# tinyworld lab diagnosis: {report['model']}", "",
              f"Test instances, {report['per_level']} per family and level; {report['k']} samples at temperature 1 "
-             "and one near-greedy answer each. Regenerate: `python experiments/lab_diagnosis.py`.", "",
+             "and one near-greedy answer each. Regenerate: `python experiments/lab_diagnosis.py"
+             f"{regenerate_options(report, path)}`.", "",
              "## By level", "", *table(["level"] + header, [[str(lv)] + fmt(r) for lv, r in sorted(by(report["cells"], "level").items())]),
              "", "## By family", "", *table(["family"] + header, [[f] + fmt(r) for f, r in sorted(by(report["cells"], "family").items())]),
              "", "## Every cell", "", *table(["family", "lvl"] + header, [[c["family"], str(c["level"])] + fmt(c) for c in report["cells"]]),
+             *challenger_lines(report.get("challenger")),
              "", "## Provenance", "", "```json", json.dumps(report["provenance"], indent=1), "```", ""]
     path.write_text("\n".join(lines))
 
@@ -126,8 +172,8 @@ def write_markdown(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = experiment_parser("lab_diagnosis", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model folder (default: the shipped base)")
-    parser.add_argument("--per-level", type=int, default=32)
-    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--per-level", type=int, default=PER_LEVEL)
+    parser.add_argument("--k", type=int, default=K)
     parser.add_argument("--name", default="base")
     args = parser.parse_args(argv)
     from langplay.tinyworld.base import base_model_path

@@ -48,6 +48,20 @@ def test_precision_benchmark_times_both_and_measures_the_peak(tmp_path):
         assert size["bf16_fraction_of_peak"] < 1, size
 
 
+def test_packed_rows_benchmark_times_both_layouts_on_the_same_loss(tmp_path):
+    out = tmp_path / "packed_rows.json"
+    subprocess.run([sys.executable, "benchmarks/packed_rows.py", "--rows", "12", "--micro", "12", "4", "--rounds", "1",
+                    "--steps", "1", "--threads", "1", "--json", str(out)], cwd=ROOT, check=True, capture_output=True,
+                   timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"12", "4"}
+    for size in result["results"].values():
+        assert all(len(v) == 1 and v[0] > 0 for v in size["times_s"].values())
+        loss = size["loss_first_step"]
+        assert loss["packed"] == pytest.approx(loss["padded"], rel=1e-4)  # the same rows, the same loss
+        # packing never runs more columns; tinyworld's rows differ in prompt length, so here it runs fewer
+        assert size["token_columns_per_step"]["packed"] < size["token_columns_per_step"]["padded"]
+
 def test_the_bf16_peak_keeps_to_its_budget_on_a_machine_without_bf16_units():
     """Without AMX or AVX512-BF16 (oneDNN held to AVX2 here) a 4096 x 1024 x 4096 bf16 product takes about two
     minutes, and twenty of them ran CI past its limit once: the probe must pick a product that fits."""

@@ -12,7 +12,7 @@ from langplay.cli import app
 from langplay.evaluation.tinyworld import (MAX_NEW_TOKENS, answer, evaluate_world, held_out_tasks, load_policy,
                                           render_table, task_scores)
 from langplay.tinyworld import check
-from langplay.tinyworld.base import BASE_RECIPE, base_model_path, training_rows
+from langplay.tinyworld.base import BASE_RECIPE, base_model_path, same_recipe, training_rows
 from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse, split_of
 from langplay.tinyworld.tokenizer import save_tokenizer
 
@@ -60,6 +60,13 @@ def test_the_hasty_author_writes_rows_on_top_of_the_careful_ones_above_level_one
     assert len(careful[True, True]) > 0.1 * len(rows)
 
 
+def test_a_build_is_the_recipe_whatever_its_micro_batches():
+    """Micro-batches split a step's rows into passes (speed, memory, rounding); the gradient is the same sum, so a
+    checkpoint built in other micro-batches is still the recipe; any other key is not."""
+    assert same_recipe({**BASE_RECIPE, "micro_batch_size": 45}, BASE_RECIPE)
+    for key, value in (("lr", 1e-3), ("challenger_fraction", 0.1), ("steps", 10), ("precision", "bf16")):
+        assert not same_recipe({**BASE_RECIPE, key: value}, BASE_RECIPE), key
+
 LEVEL_1_BAR = 0.75  # measured 0.785 at 6 per family (40 test instances of level 1), 0.78 at 24
 GAIN_BAR = 0.07  # whole-mix near-greedy gain of 40 GRPO steps (16 x 4): measured +0.129 (below)
 
@@ -75,11 +82,13 @@ def test_shipped_base_model_is_stronger_on_easy_levels(base):
     the hardest than on the easiest, and near-greedy answers to harder reasoning tasks hasty (they work the steps in
     3% of answers, sampled ones in 40%): the room RL on data is meant to find.
 
-    The bar of 0.8 on easy levels is not met (0.78 at 24 per cell): reverse, count and sum_to keep level 1 under it."""
+    The bar of 0.8 on easy levels is not met (0.78 at 24 per cell; the same recipe rebuilt, 0.74): spell's four
+    test words below twenty and reverse swing by build, count and sum_to are never learnt
+    (results/lab_diagnosis_v2f_reading.md)."""
     from langplay.tinyworld.tasks import FAMILIES, shows_work
 
     config = json.loads((base_model_path() / "recipe.json").read_text())
-    assert config["recipe"] == {**BASE_RECIPE, "steps": config["recipe"]["steps"]}
+    assert same_recipe(config["recipe"], {**BASE_RECIPE, "steps": config["recipe"]["steps"]})
     weights = base_model_path() / "model.safetensors"
     assert weights.stat().st_size <= 32 * 2**20
     assert sum(p.numel() for p in base.model.parameters()) <= 10_000_000
@@ -271,18 +280,19 @@ def test_query_mix_counts_valid_distinct_and_levels_of_the_chosen_steps(tmp_path
 
 
 def test_the_shipped_base_writes_parseable_queries_as_challenger():
-    """Self-play needs a challenger whose queries parse: sampled with LSP's preset (temperature 1) from the
-    challenger prompt, 256 queries of the shipped base. Measured 0.797 here (0.965 at temperature 0.7; 0.84-0.85
-    over LSP's first 5 steps in results/lsp_tinyworld_long.md): v2's aim of 0.8 is met only at the edge, so the
-    bar is 0.75; many families, and varied."""
+    """Self-play needs a challenger whose queries parse (#20: at least 80%): sampled with LSP's preset
+    (temperature 1) from the challenger prompt, 1024 queries of the shipped base, 32 to each of 32 prompts.
+    Measured 0.827 (2048 other queries: 0.847 +- 0.016; 0.84-0.85 over LSP's first 5 steps in
+    results/lsp_tinyworld_long.md). 256 queries read 0.797 once: too few to tell 0.80 from 0.85 (standard error
+    0.022). Many families, and varied."""
     from langplay.config import load_config
     from langplay.sampling.hf import HFSampler
     from langplay.sampling.keys import key_of
 
     policy = load_policy(base_model_path())
     sampler = HFSampler(load_config("lsp_tinyworld").sampling, policy)
-    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * 8, 32,
-                               [key_of(7, i) for i in range(8)]).texts
+    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * 32, 32,
+                               [key_of(7, i) for i in range(32)]).texts
     valid = [t for t in (parse(q) for q in queries) if t is not None]
-    assert len(queries) == 256 and len(valid) >= 0.75 * len(queries), len(valid) / len(queries)
-    assert len({t.family for t in valid}) >= 6 and len(set(queries)) > 200  # varied, not one query repeated
+    assert len(queries) == 1024 and len(valid) >= 0.80 * len(queries), len(valid) / len(queries)
+    assert len({t.family for t in valid}) >= 6 and len(set(queries)) > 800  # varied, not one query repeated
