@@ -271,6 +271,7 @@ def main(argv=None) -> int:
             del trainer
         profile = profile_both(args, lp, model_dir, dataset, work) if args.profile else None
         peak = step_cost.bf16_peak_tflops()
+        fp32_peak = step_cost.matmul_peak_tflops(torch.float32)
 
     prompt_tokens = len(lp.policy.encode(lp.policy.format_prompt(prompts[0])))
     lp_seq_tokens = args.prompts * args.group * (prompt_tokens + args.tokens)
@@ -301,8 +302,13 @@ def main(argv=None) -> int:
     # report MFU: 6 x parameters x the tokens the training pass runs, over its median time.
     update = statistics.median(lp_update)
     train_tflops = 6 * n_params * model_tokens["langplay"] / update / 1e12
+    # Without bf16 units the bf16 probe is emulated and no ceiling; the peak of the precision trained in is
+    # what MFU means there (and, for an fp32 run, everywhere).
+    from langplay.policy import fast_bf16
+
     result["training_pass"] = {"median_s": update, "tflops": train_tflops, "bf16_peak_tflops": peak,
-                               "fraction_of_bf16_peak": train_tflops / peak}
+                               "fraction_of_bf16_peak": train_tflops / peak, "native_bf16": fast_bf16(torch.device("cpu")),
+                               "fp32_peak_tflops": fp32_peak, "fraction_of_fp32_peak": train_tflops / fp32_peak}
     v = result["versions"]
     print()
     print(f"machine: {result['machine']}; torch threads: {args.threads}")
@@ -324,7 +330,9 @@ def main(argv=None) -> int:
     print(f"ratio langplay / TRL: {result['ratio_langplay_over_trl']:.3f}  (targets: 0.7 at first, 0.33 since the scale-out issue)")
     t = result["training_pass"]
     print(f"training forward+backward: {t['median_s']:.3f} s, {t['tflops']:.3f} TFLOP/s = "
-          f"{t['fraction_of_bf16_peak']:.1%} of this machine's bf16 matmul peak ({t['bf16_peak_tflops']:.2f} TFLOP/s)")
+          f"{t['fraction_of_bf16_peak']:.1%} of this machine's bf16 matmul peak ({t['bf16_peak_tflops']:.2f} TFLOP/s"
+          f"{'' if t['native_bf16'] else '; no bf16 units here: emulated, no ceiling'}), "
+          f"{t['fraction_of_fp32_peak']:.1%} of its fp32 peak ({t['fp32_peak_tflops']:.2f} TFLOP/s)")
     if profile:
         result["profile_s_per_step"] = {"steps": args.profile, **profile}
         print_profile(profile)

@@ -80,13 +80,20 @@ def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: 
 
 
 def bf16_peak_tflops(budget_s: float = 2.0) -> float:
-    """The machine's bf16 matrix-product rate: the median time of a 4096 x 1024 x 4096 product, repeated as often
-    as fits in `budget_s` (at least 3 times). A machine without bf16 units (no AMX, no AVX512-BF16) runs such a
-    product hundreds of times slower, so a small probe first picks the size that fits the budget there too."""
+    """The machine's bf16 matrix-product rate (`matmul_peak_tflops`)."""
+    import torch
+
+    return matmul_peak_tflops(torch.bfloat16, budget_s)
+
+
+def matmul_peak_tflops(dtype, budget_s: float = 2.0) -> float:
+    """The machine's matrix-product rate in `dtype`: the median time of a 4096 x 1024 x 4096 product, repeated as
+    often as fits in `budget_s` (at least 3 times). A machine without bf16 units (no AMX, no AVX512-BF16) runs a
+    bf16 product hundreds of times slower, so a small probe first picks the size that fits the budget there too."""
     import torch
 
     def product_times(m: int, k: int, n: int, repeats: int) -> list[float]:
-        a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         a @ b  # the first call picks and compiles the kernel
         times = []
         for _ in range(repeats):

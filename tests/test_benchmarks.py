@@ -33,6 +33,8 @@ def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
     assert result["langplay"]["timed_steps"] == result["trl"]["timed_steps"] == 1
     for side in ("langplay", "trl"):
         assert result["profile_s_per_step"][side]["matmul"] > 0
+    training = result["training_pass"]  # MFU against the fp32 peak too: a real ceiling on every CPU
+    assert training["fp32_peak_tflops"] > 0 and 0 < training["fraction_of_fp32_peak"] < 1, training
 
 
 @pytest.mark.slow
