@@ -161,3 +161,17 @@ def test_rows_run_in_full_are_packed_to_their_longest_row_without_a_mask_and_agr
         assert torch.allclose(out.values[row, :n], alone.values[0], atol=1e-5)
         assert torch.allclose(out.final_values[row], alone.final_values[0], atol=1e-5)
         assert not out.logp[row, n:].any()
+
+
+def test_rows_with_an_empty_prompt_or_completion_keep_their_log_probs_and_no_prompt_at_all_is_a_clear_error(tiny_model):
+    from langplay.errors import LangplayError
+
+    policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
+    prompts = [policy.encode(policy.format_prompt("a prompt")), [], policy.encode("x")]
+    completions = [policy.encode("abc"), policy.encode("de"), []]
+    batch = build_batch(prompts, completions, policy.tokenizer.pad_token_id)
+    expected, _ = unchunked(policy.model, batch)  # the padded layout under a mask: what the empty prompt falls back to
+    out = sequence_logprobs(policy.model, batch, with_values=True)
+    assert torch.allclose(out.logp, expected, atol=1e-5) and not out.logp[2].any()
+    with pytest.raises(LangplayError, match="at least one token"):
+        sequence_logprobs(policy.model, build_batch([[], []], completions[:2], policy.tokenizer.pad_token_id))

@@ -467,6 +467,8 @@ def packed_states(decoder, input_ids, attention_mask, width: int, one_more: bool
     Identical to the padded layout when no prompt is left-padded; a row with no prompt token keeps that layout.
     """
     prompt_width = input_ids.shape[1] - width
+    if prompt_width < 1:  # no state would predict the first completion token
+        raise LangplayError("every row needs a prompt of at least one token (a BOS token or a chat template)")
     prompt_lengths = attention_mask[:, :prompt_width].sum(1)
     padded = not bool(attention_mask[:, :prompt_width].all())
     if padded and not bool((prompt_lengths > 0).all()):
