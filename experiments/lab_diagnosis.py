@@ -135,10 +135,9 @@ PER_LEVEL, K = 32, 8  # test instances per family and level; samples per instanc
 
 def regenerate_options(report: dict, path: Path) -> str:
     """The options that made this report, where they are not the defaults."""
-    from langplay.tinyworld.base import base_model_path
-
     name = path.stem.removeprefix("lab_diagnosis_")
-    options = "" if Path(report["model"]).resolve() == base_model_path().resolve() else f" --model {report['model']}"
+    shipped = Path(report["model"]).parts[-4:] == ("langplay", "tinyworld", "assets", "base")  # in any checkout
+    options = "" if shipped else f" --model {report['model']}"
     options += f" --per-level {report['per_level']}" if report["per_level"] != PER_LEVEL else ""
     options += f" --k {report['k']}" if report["k"] != K else ""
     return options + (f" --name {name}" if name != "base" else "")
