@@ -21,6 +21,7 @@ the whole mix and on the reasoning families. Writes results/cross_method.{md,jso
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -32,7 +33,6 @@ from common import (experiment_parser, finished, interval_cell, measured, paired
                     run_metrics, table)
 PRESETS = ROOT / "src" / "langplay" / "presets"
 JUDGE = "{kind: function, function: 'langplay.tinyworld.datasets:judge_reward'}"
-REASONING = ["add", "multiply", "spell", "word_problem"]
 METHODS = {  # name: (preset, overrides)
     "GRPO (data + judge)": ("grpo_tinyworld.yaml", ["grpo.group_size=4"]),
     "LSP (none)": ("lsp_tinyworld.yaml", []),
@@ -46,9 +46,17 @@ TRAIN_ROWS = 4000
 EVAL_SEED = 123
 
 
+@functools.cache
+def reasoning_families() -> tuple[str, ...]:
+    """The families whose answers work steps before the answer (tinyworld's `kind`)."""
+    from langplay.tinyworld.tasks import FAMILIES
+
+    return tuple(sorted(name for name, family in FAMILIES.items() if family.kind == "reasoning"))
+
+
 def hard_reasoning(task) -> bool:
     """A reasoning task above level 1: where the base answers hastily instead of working the steps."""
-    return task.family in REASONING and task.level > 1
+    return task.family in reasoning_families() and task.level > 1
 
 
 def training_rows(method: str, seed: int) -> list[dict] | None:
@@ -58,7 +66,8 @@ def training_rows(method: str, seed: int) -> list[dict] | None:
 
     if method.startswith("LSP"):
         return None
-    return task_rows("train", TRAIN_ROWS, seed, families=REASONING if method.startswith("JEPO") else None)
+    families = list(reasoning_families()) if method.startswith("JEPO") else None
+    return task_rows("train", TRAIN_ROWS, seed, families=families)
 
 
 def run_one(method: str, seed: int, args) -> Path:
@@ -144,14 +153,15 @@ def write_markdown(results: dict, path: Path) -> None:
 
     s = results["settings"]
     tasks = held_out_tasks(s["per_level"], seed=EVAL_SEED)
-    reasoning = [i for i, t in enumerate(tasks) if t.family in REASONING]
+    families = reasoning_families()
+    reasoning = [i for i, t in enumerate(tasks) if t.family in families]
     lines = [
         "# One world, three data regimes, and two crossings of the methods", "",
         f"Regenerate: `python experiments/cross_method.py --seeds {' '.join(map(str, s['seeds']))} "
         f"--steps {s['steps']} --per-level {s['per_level']}`. From the shipped base model, {s['steps']} steps of 64 "
         "training sequences each (see the script's docstring for every method's data and reward). Test instances "
         f"of the whole mix ({len(tasks)} prompts, {len(reasoning)} of them in the reasoning families "
-        f"{', '.join(REASONING)}), near-greedy, the checker's score. Gains are paired over prompts (each method's "
+        f"{', '.join(families)}), near-greedy, the checker's score. Gains are paired over prompts (each method's "
         "per-prompt score averaged over its seeds) with 95% bootstrap intervals.", "",
         f"Base model: whole mix {statistics.mean(results['base']):.3f}, reasoning families "
         f"{statistics.mean(results['base'][i] for i in reasoning):.3f}; its answers to reasoning tasks above level 1 "

@@ -73,7 +73,7 @@ def work_stats(pools, exact, greedy) -> dict:
 
 
 def diagnose(model: str, per_level: int, k: int) -> dict:
-    from langplay.evaluation.tinyworld import answer, held_out_tasks, load_policy
+    from langplay.evaluation.tinyworld import answer, challenger_queries, held_out_tasks, load_policy
     from langplay.tinyworld.tasks import FAMILIES
 
     policy = load_policy(model)
@@ -89,24 +89,6 @@ def diagnose(model: str, per_level: int, k: int) -> dict:
                 [tasks[i] for i in index], [pools[i] for i in index], [greedy[i] for i in index])})
     return {"model": str(model), "per_level": per_level, "k": k, "cells": cells,
             "challenger": challenger_queries(policy), "minutes": round((time.time() - started) / 60, 2)}
-
-
-def challenger_queries(policy, prompts: int = 64, per_prompt: int = 32, seed: int = 100) -> dict:
-    """The share of the challenger's queries that parse as a task, with a 95% normal interval (2048 queries:
-    +- 0.016 near 0.85; 256 cannot tell 0.80 from 0.85)."""
-    from langplay.config import load_config
-    from langplay.sampling.hf import HFSampler
-    from langplay.sampling.keys import key_of
-    from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse
-
-    sampler = HFSampler(load_config("lsp_tinyworld").sampling, policy)
-    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * prompts, per_prompt,
-                               [key_of(seed, i) for i in range(prompts)]).texts
-    tasks = [t for t in map(parse, queries) if t is not None]
-    share = len(tasks) / len(queries)
-    half = 1.96 * (share * (1 - share) / len(queries)) ** 0.5
-    return {"queries": len(queries), "parsed": share, "interval": [share - half, share + half],
-            "families": len({t.family for t in tasks}), "distinct": len(set(queries)) / len(queries)}
 
 
 COLUMNS = ("greedy_score", "greedy_accuracy", "sampled_score", "sampled_accuracy", "pass_at_k", "best_of_k",

@@ -73,12 +73,12 @@ def test_cross_method_rows_pair_every_method_against_the_base_and_grpo_on_the_sa
     """experiments/cross_method.py's table on hand-made scores: the base scores 0 everywhere, GRPO 1, LSP 1 on
     the reasoning prompts only (two seeds: 1 and 0 elsewhere, so 0.5 there); each gain is exact, its interval
     collapses where every prompt moves alike, and GRPO's own row has no gain against itself."""
-    from cross_method import REASONING, summary_rows
+    from cross_method import reasoning_families, summary_rows
 
     from langplay.evaluation.tinyworld import held_out_tasks
 
     tasks = held_out_tasks(1, seed=123)
-    reasoning = [i for i, t in enumerate(tasks) if t.family in REASONING]
+    reasoning = [i for i, t in enumerate(tasks) if t.family in reasoning_families()]
     assert 0 < len(reasoning) < len(tasks)
     lsp = lambda other: [1.0 if i in reasoning else other for i in range(len(tasks))]  # noqa: E731
     run = lambda method, scores, seed=0: {"method": method, "seed": seed, "scores": scores,  # noqa: E731

@@ -285,14 +285,8 @@ def test_the_shipped_base_writes_parseable_queries_as_challenger():
     Measured 0.827 (2048 other queries: 0.847 +- 0.016; 0.84-0.85 over LSP's first 5 steps in
     results/lsp_tinyworld_long.md). 256 queries read 0.797 once: too few to tell 0.80 from 0.85 (standard error
     0.022). Many families, and varied."""
-    from langplay.config import load_config
-    from langplay.sampling.hf import HFSampler
-    from langplay.sampling.keys import key_of
+    from langplay.evaluation.tinyworld import challenger_queries
 
-    policy = load_policy(base_model_path())
-    sampler = HFSampler(load_config("lsp_tinyworld").sampling, policy)
-    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * 32, 32,
-                               [key_of(7, i) for i in range(32)]).texts
-    valid = [t for t in (parse(q) for q in queries) if t is not None]
-    assert len(queries) == 1024 and len(valid) >= 0.80 * len(queries), len(valid) / len(queries)
-    assert len({t.family for t in valid}) >= 6 and len(set(queries)) > 800  # varied, not one query repeated
+    measured = challenger_queries(load_policy(base_model_path()), prompts=32, per_prompt=32, seed=7)
+    assert measured["queries"] == 1024 and measured["parsed"] >= 0.80, measured
+    assert measured["families"] >= 6 and measured["distinct"] > 800 / 1024  # varied, not one query repeated

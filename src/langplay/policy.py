@@ -444,7 +444,7 @@ def completion_states(model, input_ids, attention_mask, width: int, one_more: bo
     prompt_width = input_ids.shape[1] - width
     if group == 1 or getattr(decoder, "gradient_checkpointing", False) or prompt_width < 1:
         return packed_states(decoder, input_ids, attention_mask, width, one_more)
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = token_positions(attention_mask)
     mask = None if bool(attention_mask[:, :prompt_width].all()) else attention_mask
     cache = DynamicCache()
     prompt_out = decoder(input_ids=input_ids[::group, :prompt_width],
@@ -456,6 +456,10 @@ def completion_states(model, input_ids, attention_mask, width: int, one_more: bo
     last_prompt_state = prompt_out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
     return torch.cat([last_prompt_state, completion_out.last_hidden_state[:, : width - 1 + one_more]], 1)
 
+
+def token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position within its row, left padding not counted (padding itself gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def packed_states(decoder, input_ids, attention_mask, width: int, one_more: bool = False) -> torch.Tensor:
@@ -472,7 +476,7 @@ def packed_states(decoder, input_ids, attention_mask, width: int, one_more: bool
     prompt_lengths = attention_mask[:, :prompt_width].sum(1)
     padded = not bool(attention_mask[:, :prompt_width].all())
     if padded and not bool((prompt_lengths > 0).all()):
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        positions = token_positions(attention_mask)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                          use_cache=False).last_hidden_state
         return hidden[:, prompt_width - 1 : prompt_width - 1 + width + one_more]
@@ -484,6 +488,7 @@ def packed_states(decoder, input_ids, attention_mask, width: int, one_more: bool
     # the state that predicts completion token k sits at column prompt_length - 1 + k
     index = (prompt_lengths[:, None] - 1 + columns[: width + one_more]).clamp(max=hidden.shape[1] - 1)
     return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
 
 def build_batch(
     prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu",

@@ -287,6 +287,22 @@ def save_report(report: dict, folder: str | Path) -> Path:
     return folder
 
 
+def challenger_queries(policy: Policy, prompts: int = 64, per_prompt: int = 32, seed: int = 100) -> dict:
+    """The share of the challenger's queries that parse as a task, with a 95% normal interval (2048 queries:
+    +- 0.016 near 0.85; 256 cannot tell 0.80 from 0.85)."""
+    from langplay.config import load_config
+    from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse
+
+    sampler = HFSampler(load_config("lsp_tinyworld").sampling, policy)
+    queries = sampler.generate([policy.format_prompt(CHALLENGER_PROMPT)] * prompts, per_prompt,
+                               [key_of(seed, i) for i in range(prompts)]).texts
+    tasks = [t for t in map(parse, queries) if t is not None]
+    share = len(tasks) / len(queries)
+    half = 1.96 * (share * (1 - share) / len(queries)) ** 0.5
+    return {"queries": len(queries), "parsed": share, "interval": [share - half, share + half],
+            "families": len({t.family for t in tasks}), "distinct": len(set(queries)) / len(queries)}
+
+
 def query_mix(samples_path: Path, steps: range) -> dict:
     """The challenger's queries in samples.jsonl over some steps: the valid fraction, the distinct fraction (how
     diverse the queries stay), the level and family mix."""

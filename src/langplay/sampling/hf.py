@@ -11,7 +11,7 @@ import torch
 from transformers import DynamicCache
 
 from langplay.config import SamplingConfig
-from langplay.policy import with_cache
+from langplay.policy import token_positions, with_cache
 from langplay.sampling import Samples
 from langplay.sampling.keys import key_of, keyed_uniform
 
@@ -67,7 +67,7 @@ def sample_completions(model, prompt_ids, n, keys, max_new_tokens, temperature, 
     width = max(len(p) for p in prompt_ids)
     input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompt_ids], device=device)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    positions = token_positions(attention)
     padded = not bool(attention.all())  # without left padding no mask is needed (causal attention, rows dropped)
     cache = DynamicCache()
     logits = model(input_ids=input_ids, attention_mask=attention if padded else None, position_ids=positions,
