@@ -13,7 +13,7 @@ from langplay.evaluation.tinyworld import (MAX_NEW_TOKENS, answer, evaluate_worl
                                           render_table, task_scores)
 from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, same_recipe, training_rows
-from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse, split_of
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, parse, split_of
 from langplay.tinyworld.tokenizer import save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,17 @@ def test_the_hasty_author_writes_rows_on_top_of_the_careful_ones_above_level_one
     ratio = len(hasty[True, True]) / len(careful[True, True])  # on top of the careful rows, not instead of them
     assert abs(ratio - BASE_RECIPE["hasty_per_careful"]) < 0.1, ratio
     assert len(careful[True, True]) > 0.1 * len(rows)
+
+
+def test_open_rows_give_the_canonical_reference_or_a_random_valid_answer_by_the_recipe_s_share():
+    rows = [r for r in training_rows(6000, seed=0) if r["prompt"] != CHALLENGER_PROMPT]
+    open_rows = [(parse(r["prompt"]), r["completion"]) for r in rows]
+    open_rows = [(task, answer) for task, answer in open_rows if FAMILIES[task.family].kind == "open"]
+    canonical = [answer == task.reference for task, answer in open_rows]
+    assert all(check(task, answer) == 1.0 for task, answer in open_rows)
+    assert abs(sum(canonical) / len(canonical) - BASE_RECIPE["open_reference_fraction"]) < 0.05
+    sum_to = {answer for task, answer in open_rows if task.family == "sum_to" and answer != task.reference}
+    assert len(sum_to) > 100  # the other rows are random splits, not the canonical one under another name
 
 
 def test_a_build_is_the_recipe_whatever_its_micro_batches():
