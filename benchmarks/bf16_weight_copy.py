@@ -3,7 +3,9 @@ cast per use. Both run the bf16 training forward + backward of `sequence_logprob
 their prompt); `copy` does it inside `bf16_weight_copies`, as the trainer does for each micro-batch. Alternating rounds, median times, and each as a share of the bf16 peak measured in the same run
 (6 x parameters x the tokens the pass runs: each group's prompt once, every completion).
 
-    python benchmarks/bf16_weight_copy.py [--hidden 1024] [--layers 10] [--threads 2] [--rounds 3]
+    python benchmarks/bf16_weight_copy.py [--hidden 1024] [--layers 10] [--threads 2] [--rounds 3] [--compile]
+
+`--compile` then puts each decoder layer under torch.compile and times `copy` again (and the compiling).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64, help="prompt and completion length")
+    parser.add_argument("--compile", action="store_true", help="then time `copy` with compiled decoder layers")
     args = parser.parse_args(argv)
 
     import torch
@@ -62,6 +65,17 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
+    if args.compile:
+        started = time.perf_counter()
+        for layer in model.get_decoder().layers:
+            layer.compile(dynamic=False)
+        passes["copy"](), passes["copy"]()  # compiles the forward and the backward, then runs compiled
+        print(f"compiling the layers: {time.perf_counter() - started:.0f} s")
+        times["compiled"] = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            passes["copy"]()
+            times["compiled"].append(time.perf_counter() - started)
     peak = step_cost.bf16_peak_tflops() * 1e12
     n = sum(p.numel() for p in params)
     print(f"hidden {args.hidden}, layers {args.layers}: {n / 1e6:.1f}M parameters, {tokens} tokens per pass, "
@@ -70,6 +84,8 @@ def main(argv=None) -> int:
         median = statistics.median(values)
         print(f"{name:9s} {median:.3f} s  share of the bf16 peak {6 * n * tokens / median / peak:.1%}")
     print(f"copy / autocast: {statistics.median(times['copy']) / statistics.median(times['autocast']):.2f}")
+    if args.compile:
+        print(f"compiled / copy: {statistics.median(times['compiled']) / statistics.median(times['copy']):.2f}")
     return 0
 
 

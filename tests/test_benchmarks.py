@@ -35,6 +35,8 @@ def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
         assert result["profile_s_per_step"][side]["matmul"] > 0
     training = result["training_pass"]  # MFU against the fp32 peak too: a real ceiling on every CPU
     assert training["fp32_peak_tflops"] > 0 and 0 < training["fraction_of_fp32_peak"] < 1, training
+    probes = training["peak_probes_tflops"]  # one probe of each after every round, the best taken as the peak
+    assert len(probes["bf16"]) == len(probes["fp32"]) == 1 and training["fp32_peak_tflops"] == max(probes["fp32"])
 
 
 @pytest.mark.slow
