@@ -13,7 +13,7 @@ from langplay.evaluation.tinyworld import (MAX_NEW_TOKENS, answer, evaluate_worl
                                           render_table, task_scores)
 from langplay.tinyworld import check
 from langplay.tinyworld.base import BASE_RECIPE, base_model_path, same_recipe, training_rows
-from langplay.tinyworld.tasks import CHALLENGER_PROMPT, FAMILIES, parse, split_of
+from langplay.tinyworld.tasks import CHALLENGER_PROMPT, parse, split_of
 from langplay.tinyworld.tokenizer import save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,17 +60,6 @@ def test_the_hasty_author_writes_rows_on_top_of_the_careful_ones_above_level_one
     assert len(careful[True, True]) > 0.1 * len(rows)
 
 
-def test_open_rows_give_the_canonical_reference_or_a_random_valid_answer_by_the_recipe_s_share():
-    rows = [r for r in training_rows(6000, seed=0) if r["prompt"] != CHALLENGER_PROMPT]
-    open_rows = [(parse(r["prompt"]), r["completion"]) for r in rows]
-    open_rows = [(task, answer) for task, answer in open_rows if FAMILIES[task.family].kind == "open"]
-    canonical = [answer == task.reference for task, answer in open_rows]
-    assert all(check(task, answer) == 1.0 for task, answer in open_rows)
-    assert abs(sum(canonical) / len(canonical) - BASE_RECIPE["open_reference_fraction"]) < 0.05
-    sum_to = {answer for task, answer in open_rows if task.family == "sum_to" and answer != task.reference}
-    assert len(sum_to) > 100  # the other rows are random splits, not the canonical one under another name
-
-
 def test_a_build_is_the_recipe_whatever_its_micro_batches():
     """Micro-batches split a step's rows into passes (speed, memory, rounding); the gradient is the same sum, so a
     checkpoint built in other micro-batches is still the recipe; any other key is not."""
@@ -95,7 +84,8 @@ def test_shipped_base_model_is_stronger_on_easy_levels(base):
 
     The bar of 0.8 on easy levels is not met (0.78 at 24 per cell; the same recipe rebuilt, 0.74): spell's four
     test words below twenty and reverse swing by build, count and sum_to are never learnt
-    (results/lab_diagnosis_v2f_reading.md)."""
+    (results/lab_diagnosis_v2f_reading.md); three world changes since, sum_to by place value in each, read 0.791,
+    0.795 and 0.823, the last by the swing of reverse and spell (results/lab_diagnosis_v2i_reading.md)."""
     from langplay.tinyworld.tasks import FAMILIES, shows_work
 
     config = json.loads((base_model_path() / "recipe.json").read_text())
