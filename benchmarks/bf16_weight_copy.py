@@ -60,22 +60,21 @@ def main(argv=None) -> int:
     for run in passes.values():  # warm-up: kernels picked, memory allocated
         run()
     times: dict[str, list[float]] = {name: [] for name in passes}
+    def seconds(run) -> float:
+        started = time.perf_counter()
+        run()
+        return time.perf_counter() - started
+
     for _ in range(args.rounds):
         for name, run in passes.items():
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
+            times[name].append(seconds(run))
     if args.compile:
         started = time.perf_counter()
         for layer in model.get_decoder().layers:
             layer.compile(dynamic=False)
         passes["copy"](), passes["copy"]()  # compiles the forward and the backward, then runs compiled
         print(f"compiling the layers: {time.perf_counter() - started:.0f} s")
-        times["compiled"] = []
-        for _ in range(args.rounds):
-            started = time.perf_counter()
-            passes["copy"]()
-            times["compiled"].append(time.perf_counter() - started)
+        times["compiled"] = [seconds(passes["copy"]) for _ in range(args.rounds)]
     peak = step_cost.bf16_peak_tflops() * 1e12
     n = sum(p.numel() for p in params)
     print(f"hidden {args.hidden}, layers {args.layers}: {n / 1e6:.1f}M parameters, {tokens} tokens per pass, "

@@ -271,7 +271,7 @@ def main(argv=None) -> int:
             trl_lengths += [h["completions/mean_length"] for h in logs]
             trl_tokens += [b["num_tokens"] - a["num_tokens"] for a, b in zip([{"num_tokens": 0}] + logs, logs)]
             # The peaks are probed after every round: on a shared machine a matrix product's rate moves by several
-            # times within an hour (seen here: bf16 0.55-2.34 TFLOP/s), and the best rate seen is the ceiling.
+            # times within an hour (seen here: bf16 0.55-2.56 TFLOP/s), and the best rate seen is the ceiling.
             peaks["bf16"].append(step_cost.bf16_peak_tflops(budget_s=1.0))
             peaks["fp32"].append(step_cost.matmul_peak_tflops(torch.float32, budget_s=1.0))
             print(f"round {r + 1}/{args.rounds}: langplay {', '.join(f'{t:.2f}' for t in lp_times[-(args.steps - 1):])} s"
