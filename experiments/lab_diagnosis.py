@@ -1,6 +1,6 @@
 """Why RL on data barely moves tinyworld's base model: what sampling finds, what the judge rewards.
 
-    python experiments/lab_diagnosis.py [--model DIR] [--per-level 32] [--k 8] [--name base]
+    python experiments/lab_diagnosis.py [--model DIR] [--per-level 32] [--k 8] [--name base] [--split test]
 
 GRPO can only sharpen what sampling already finds sometimes, and can only learn from a group whose rewards
 differ. On test instances (never training ones), per family and level, from k samples at temperature 1 (the
@@ -72,12 +72,12 @@ def work_stats(pools, exact, greedy) -> dict:
             "worked_accuracy": accuracy(True), "direct_accuracy": accuracy(False)}
 
 
-def diagnose(model: str, per_level: int, k: int) -> dict:
+def diagnose(model: str, per_level: int, k: int, split: str = "test") -> dict:
     from langplay.evaluation.tinyworld import answer, challenger_queries, held_out_tasks, load_policy
     from langplay.tinyworld.tasks import FAMILIES
 
     policy = load_policy(model)
-    tasks = held_out_tasks(per_level)
+    tasks = held_out_tasks(per_level, split=split)
     started = time.time()
     pools = answer(policy, tasks, n=k, temperature=1.0, seed=1)
     greedy = answer(policy, tasks)
@@ -87,7 +87,7 @@ def diagnose(model: str, per_level: int, k: int) -> dict:
             index = [i for i, t in enumerate(tasks) if t.family == family and t.level == level]
             cells.append({"family": family, "level": level, **cell_stats(
                 [tasks[i] for i in index], [pools[i] for i in index], [greedy[i] for i in index])})
-    return {"model": str(model), "per_level": per_level, "k": k, "cells": cells,
+    return {"model": str(model), "per_level": per_level, "k": k, "split": split, "cells": cells,
             "challenger": challenger_queries(policy), "minutes": round((time.time() - started) / 60, 2)}
 
 
@@ -122,6 +122,7 @@ def regenerate_options(report: dict, path: Path) -> str:
     options = "" if shipped else f" --model {report['model']}"
     options += f" --per-level {report['per_level']}" if report["per_level"] != PER_LEVEL else ""
     options += f" --k {report['k']}" if report["k"] != K else ""
+    options += f" --split {report['split']}" if report.get("split", "test") != "test" else ""
     return options + (f" --name {name}" if name != "base" else "")
 
 
@@ -139,7 +140,7 @@ def write_markdown(report: dict, path: Path) -> None:
     fmt = lambda row: [number(row.get(c, float("nan"))) for c in COLUMNS]  # noqa: E731
     header = [c.replace("_", " ").replace("pass at k", f"pass@{report['k']}") for c in COLUMNS]
     lines = [f"# tinyworld lab diagnosis: {report['model']}", "",
-             f"Test instances, {report['per_level']} per family and level; {report['k']} samples at temperature 1 "
+             f"{report.get('split', 'test').capitalize()} instances, {report['per_level']} per family and level; {report['k']} samples at temperature 1 "
              "and one near-greedy answer each. Regenerate: `python experiments/lab_diagnosis.py"
              f"{regenerate_options(report, path)}`.", "",
              "## By level", "", *table(["level"] + header, [[str(lv)] + fmt(r) for lv, r in sorted(by(report["cells"], "level").items())]),
@@ -156,11 +157,13 @@ def main(argv=None) -> int:
     parser.add_argument("--per-level", type=int, default=PER_LEVEL)
     parser.add_argument("--k", type=int, default=K)
     parser.add_argument("--name", default="base")
+    parser.add_argument("--split", default="test", choices=("test", "tune"),
+                        help="tune: to choose between builds; tables report test")
     args = parser.parse_args(argv)
     from langplay.tinyworld.base import base_model_path
 
     measured(args, args.results / f"lab_diagnosis_{args.name}.json",
-             lambda: diagnose(args.model or str(base_model_path()), args.per_level, args.k), write_markdown)
+             lambda: diagnose(args.model or str(base_model_path()), args.per_level, args.k, args.split), write_markdown)
     return 0
 
 

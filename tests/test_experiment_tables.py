@@ -69,6 +69,18 @@ def test_the_lab_scripts_rewrite_their_committed_markdown_and_the_bar_is_judged_
     assert "**not met**" in (tmp_path / "ci.md").read_text()
 
 
+def test_a_diagnosis_on_the_tune_split_says_so_in_its_table_and_its_regenerate_line(tmp_path):
+    """Builds are chosen between on tune instances (tables report test): the markdown must not call them test."""
+    import json
+
+    import lab_diagnosis
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "results" / "lab_diagnosis_v1.json").read_text())
+    lab_diagnosis.write_markdown({**report, "split": "tune"}, tmp_path / "lab_diagnosis_x.md")
+    text = (tmp_path / "lab_diagnosis_x.md").read_text()
+    assert "Tune instances, " in text and "--split tune --name x`" in text and "Test instances" not in text
+
+
 def test_cross_method_rows_pair_every_method_against_the_base_and_grpo_on_the_same_prompts():
     """experiments/cross_method.py's table on hand-made scores: the base scores 0 everywhere, GRPO 1, LSP 1 on
     the reasoning prompts only (two seeds: 1 and 0 elsewhere, so 0.5 there); each gain is exact, its interval
