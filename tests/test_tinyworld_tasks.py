@@ -183,14 +183,32 @@ def test_spell_looks_up_the_words_below_twenty_in_the_same_step_at_every_level()
     assert parse("Spell 15 in words.").reference == "15 is fifteen. The answer is fifteen."
     assert parse("Spell 315 in words.").reference == "315 = 300 + 15. 15 is fifteen. The answer is three hundred fifteen."
     assert parse("Spell 301 in words.").reference == "301 = 300 + 1. 1 is one. The answer is three hundred one."
-    assert parse("Spell 21 in words.").reference == "21 = 20 + 1. The answer is twenty-one."  # 21 is no lookup
-    assert parse("Spell 40 in words.").reference == "The answer is forty."  # nothing below twenty to look up
+    # below one hundred each part is looked up, the ones first: a single digit's step starts two-digit answers too
+    assert parse("Spell 21 in words.").reference == "1 is one. 20 is twenty. The answer is twenty-one."
+    assert parse("Spell 40 in words.").reference == "40 is forty. The answer is forty."
+    assert parse("Spell 245 in words.").reference == "245 = 200 + 40 + 5. The answer is two hundred forty-five."
     longest = max(len(parse(f"Spell {n} in words.").reference) for n in range(1, 10_000))
     assert longest < MAX_NEW_TOKENS  # "8817 = 8000 + 800 + 17. 17 is seventeen. The answer is eight thousand..."
     for n in (1, 3, 15, 17):  # level 1 instances outside training: each one's step is inside training rows
         step = f"{n} is {number_words(n)}."
         assert any(step in task.reference and split_of("spell", task.params) == "train"
                    for task in (make_task("spell", level, seed) for level in (3, 4) for seed in range(2000))), step
+    level_2 = [make_task("spell", 2, seed) for seed in range(400)]
+    level_2 = [t.reference for t in level_2 if split_of("spell", t.params) == "train"]
+    for n in (1, 3):  # and the single digits in a tenth of level 2's
+        assert sum(ref.startswith(f"{n} is {number_words(n)}.") for ref in level_2) > 0.05 * len(level_2), n
+
+
+def test_sum_to_s_reference_splits_n_by_place_value():
+    """One canonical answer an easy model can learn by copying digits (a random split of n needs the sum)."""
+    assert parse("Write two numbers that sum to 76.").reference == "70, 6"
+    assert parse("Write two numbers that sum to 7.").reference == "7, 0"
+    assert parse("Give 3 numbers adding up to 45.").reference == "40, 5, 0"
+    assert parse("Write 2 numbers that sum to 345.").reference == "340, 5"  # more parts than k: the leading merge
+    assert parse("Name four whole numbers with sum 909.").reference == "900, 9, 0, 0"
+    for seed in range(300):
+        task = make_task("sum_to", 1 + seed % 4, seed)
+        assert check(task, task.reference) == 1.0 and len(task.reference.split(", ")) == dict(task.params)["k"]
 
 
 def test_the_hasty_author_answers_a_reasoning_task_at_once_with_its_first_number():

@@ -6,8 +6,9 @@ parses one back, so `parse(make_task(...).prompt)` recovers the task by construc
 
 Three kinds of family:
 - "exact": one right answer (reverse, count, max);
-- "open": many right answers, checked by constraints (between, sum_to, letters); `reference_samples` draws
-  different valid answers for the same prompt, which is what diversity is measured on;
+- "open": many right answers, checked by constraints (between, sum_to, letters); the reference is one canonical
+  answer (sum_to: n split by place value, "70, 6"), and `reference_samples` draws different valid answers for
+  the same prompt, which is what diversity is measured on;
 - "reasoning": the reference is a short worked chain of thought ending with ANSWER_MARKER (add, word_problem,
   multiply, spell), made of steps that recur across levels (a column's sum, a word looked up), so an easy test
   instance is a step the model has seen inside harder training ones. `verifiable=False` marks the families whose
@@ -334,6 +335,16 @@ def _sum_params(f: dict) -> tuple | None:
     return (("k", k), ("n", int(f["n"]))) if k >= 2 else None
 
 
+def _sum_by_place_value(p: dict) -> str:
+    """The canonical answer: n's place-value parts, the leading ones merged when there are more than k, zeros
+    added when there are fewer: (2, 76) -> "70, 6"; (3, 45) -> "40, 5, 0"; (2, 345) -> "340, 5"."""
+    k, parts = p["k"], _parts(p["n"])
+    head = len(parts) - k + 1
+    if head > 1:
+        parts = [sum(parts[:head])] + parts[head:]
+    return ", ".join(map(str, parts + [0] * (k - len(parts))))
+
+
 def _sum_sample(p: dict, rng: random.Random) -> str:
     """A random composition of n into k parts: positive parts when n >= k, else non-negative ones."""
     k, n = p["k"], p["n"]
@@ -365,7 +376,7 @@ SUM_TO = Family(
                "Name {k} whole numbers with sum {n}."),
     generate=_sum_generate,
     to_params=_sum_params,
-    solve=lambda p: (_sum_sample(p, random.Random(repr(p))),) * 2,
+    solve=lambda p: (_sum_by_place_value(p),) * 2,
     level_of=lambda p: next((i + 1 for i, (k, _, hi) in enumerate(SUM_SHAPES) if p["k"] <= k and p["n"] <= hi), 5),
     grade=_sum_grade,
     well_typed=lambda ans: bool(re.fullmatch(SUM_FORM, ans)),
@@ -551,6 +562,9 @@ def _spell_solve(p: dict) -> tuple[str, str]:
     parts = [x for x in parts if x] or [0]
     if n >= 10**4:
         return f"{ANSWER_MARKER} {words}.", words
+    if n < 100:  # below one hundred each part is looked up, the ones first: "5 is five. 40 is forty.", so that a
+        # single digit is looked up at the start of an answer, as "Spell 3" asks for, in two-digit training rows too
+        return " ".join([f"{x} is {number_words(x)}." for x in parts[::-1]] + [f"{ANSWER_MARKER} {words}."]), words
     steps = [f"{n} = {' + '.join(map(str, parts))}."] if len(parts) > 1 else []
     if 0 < n % 100 < 20:  # the words below twenty are looked up, the same step at every level: "15 is fifteen."
         steps.append(f"{n % 100} is {number_words(n % 100)}.")
