@@ -157,6 +157,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         *table(["method", "win rate vs base", "mean score", "accuracy", "valid queries (last step)"],
                summary_rows(runs)),
         *paired_lines(results),
+        *long_run_lines(results, folder),
         "", "Mean score by family (held-out):", "",
         *table(["method", *families], breakdown_rows(results, "by_family", families)),
         "", "Mean score by level (held-out):", "",
@@ -193,6 +194,27 @@ def paired_lines(results: dict) -> list[str]:
             rows.append([method, interval_cell(paired_gain(mine, [results["base"]["prompt_scores"]])), versus_data])
     return ["", "Score gain, paired per test prompt (seeds averaged per prompt), 95% bootstrap interval:", "",
             *table(["method", "gain over the base", "gain over GRPO on data"], rows)]
+
+
+def long_run_lines(results: dict, folder: Path) -> list[str]:
+    """What a long run (--name other than lsp_tinyworld) is for, paired per test prompt: LSP over LSP-Zero, and
+    each method against its own run in lsp_tinyworld.json (the short run) where that run drew the same prompts."""
+    if name_of(results) == "lsp_tinyworld" or "prompt_scores" not in results["base"]:
+        return []
+    scores = lambda r, method: [run["prompt_scores"] for run in runs_of(r["runs"], method)]  # noqa: E731
+    steps, rows = results["settings"]["steps"], []
+    if scores(results, "LSP") and scores(results, "LSP-Zero"):
+        rows.append([f"LSP over LSP-Zero at {steps} steps", interval_cell(
+            paired_gain(scores(results, "LSP"), scores(results, "LSP-Zero")))])
+    short_path = folder / "lsp_tinyworld.json"
+    short = json.loads(short_path.read_text()) if short_path.is_file() else None
+    if short and short["base"].get("prompt_scores") == results["base"]["prompt_scores"]:
+        for method in METHODS:
+            if scores(results, method) and scores(short, method):
+                rows.append([f"{method} at {steps} steps over {short['settings']['steps']} (`lsp_tinyworld.md`)",
+                             interval_cell(paired_gain(scores(results, method), scores(short, method)))])
+    return ["", "The long run's comparisons, paired per test prompt, 95% bootstrap interval:", "",
+            *table(["comparison", "score gain"], rows)] if rows else []
 
 
 def runs_of(runs: list[dict], method: str) -> list[dict]:

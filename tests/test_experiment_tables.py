@@ -144,3 +144,27 @@ def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none(
                for name in tables}
     assert lines == set(printed.values()), (lines ^ set(printed.values()))
     assert len(lines) == len(tables)
+
+def test_the_long_lsp_run_compares_with_the_short_run_only_on_the_same_prompts(tmp_path):
+    """lsp_tinyworld.py's long run (--name lsp_tinyworld_long) from its committed JSON, the short run's beside it:
+    the committed markdown to the byte, with LSP over LSP-Zero and each method against its 40-step run. When the
+    short run drew other test prompts, only the comparison within the long run is left."""
+    import json
+    import shutil
+
+    import lsp_tinyworld
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    for name in ["lsp_tinyworld.json", "lsp_tinyworld_long_reading.md"]:
+        shutil.copy(results / name, tmp_path)
+    long = json.loads((results / "lsp_tinyworld_long.json").read_text())
+    lsp_tinyworld.write_markdown(long, tmp_path)
+    written = (tmp_path / "lsp_tinyworld_long.md").read_text()
+    assert written == (results / "lsp_tinyworld_long.md").read_text()
+    assert "| LSP over LSP-Zero at 200 steps |" in written and "| LSP-Zero at 200 steps over 40 " in written
+    short = json.loads((tmp_path / "lsp_tinyworld.json").read_text())
+    short["base"]["prompt_scores"][0] += 1.0  # another draw of test prompts: not comparable prompt by prompt
+    (tmp_path / "lsp_tinyworld.json").write_text(json.dumps(short))
+    lsp_tinyworld.write_markdown(long, tmp_path)
+    written = (tmp_path / "lsp_tinyworld_long.md").read_text()
+    assert "| LSP over LSP-Zero at 200 steps |" in written and " over 40 " not in written
