@@ -129,15 +129,15 @@ def test_jepo_and_cross_method_scripts_rewrite_their_committed_markdown(tmp_path
 
 def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none():
     """experiments/regenerate.sh re-measures every table on the shipped base after a rebuild: each of its lines
-    (with the shipped base's name, v2e) is the regenerate line a committed table prints, and each of those tables'
+    (with the shipped base's name, v2h-s1) is the regenerate line a committed table prints, and each of those tables'
     lines is in the script, so neither drifts from the other."""
     import re
 
     root = Path(__file__).resolve().parents[1]
     script = (root / "experiments" / "regenerate.sh").read_text()
-    lines = {line.replace("$py ", "python ").replace('"$name-lr2e-4"', "v2e-lr2e-4").replace('"$name"', "v2e")
+    lines = {line.replace("$py ", "python ").replace('"$name-lr2e-4"', "v2h-s1-lr2e-4").replace('"$name"', "v2h-s1")
              for line in script.splitlines() if line.startswith("$py experiments/")}
-    tables = ["lab_diagnosis_v2e", "lab_bar_tune_v2e-lr2e-4", "lab_bar", "lab_bar_p160", "lsp_tinyworld",
+    tables = ["lab_diagnosis_v2h-s1", "lab_bar_tune_v2h-s1-lr2e-4", "lab_bar", "lab_bar_p160", "lsp_tinyworld",
               "lsp_tinyworld_long", "jepo_tinyworld_tune_lr5e-5", "jepo_tinyworld_tune_lr2e-4", "jepo_tinyworld",
               "irl_tinyworld", "cross_method"]
     printed = {name: re.search(r"`(python experiments/[^`]*)`", (root / "results" / f"{name}.md").read_text()).group(1)
