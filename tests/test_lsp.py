@@ -16,7 +16,7 @@ from langplay.policy import Policy, build_batch
 from langplay.rewards.self_judge import parse_score
 from langplay.sampling import Samples
 
-LSP_GAIN_BAR = 0.06  # whole-mix score gain LSP must reach in 40 steps; measured 0.539 -> 0.649 (+0.110)
+LSP_GAIN_BAR = 0.06  # whole-mix score gain LSP must reach in 40 steps; measured 0.582 -> 0.753 (+0.172)
 
 QUERIES = ["add 1 and 2", "", "reverse abc"]  # an empty query is answered and scored like any other
 ANSWERS = {"add 1 and 2": ["3", "12", "33"], "": ["x", "", "yy"], "reverse abc": ["cba", "abc", "c"]}
@@ -322,8 +322,8 @@ def test_the_demo_preset_is_the_measured_lsp_preset():
 @pytest.mark.slow
 def test_lsp_raises_the_held_out_score_of_the_whole_mix_without_data(tmp_path):
     """Self-play over every family learns in tinyworld v2 (the demo's preset, 40 steps, no data): the near-greedy
-    score of the whole test mix rises, paired per prompt, with the interval above 0. Measured 0.539 -> 0.649 on
-    320 test prompts (fails with a bar of 1.0, on purpose once)."""
+    score of the whole test mix rises, paired per prompt, with the interval above 0. Measured 0.582 -> 0.753 on
+    320 test prompts with the shipped base v2h-s1 (fails with a bar of 1.0, on purpose once)."""
     from langplay.evaluation.tinyworld import family_comparison
     from langplay.tinyworld.base import base_model_path
     from langplay.trainer import Trainer
