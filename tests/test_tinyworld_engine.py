@@ -302,3 +302,24 @@ def test_the_shipped_base_writes_parseable_queries_as_challenger():
     measured = challenger_queries(load_policy(base_model_path()), prompts=32, per_prompt=32, seed=7)
     assert measured["queries"] == 1024 and measured["parsed"] >= 0.80, measured
     assert measured["families"] >= 6 and measured["distinct"] > 800 / 1024  # varied, not one query repeated
+
+
+def test_the_base_build_is_deterministic_and_the_shipped_checkpoint_is_the_one_its_recipe_names(tmp_path):
+    """`langplay world build-base` is deterministic from its recipe: two short builds (3 steps, one through the
+    CLI, which says whether it rebuilt the shipped weights) give the same weights bit for bit, and each writes their
+    sha256 into its recipe.json. The shipped checkpoint's recipe.json
+    names the weights beside it (a full rebuild here on 2026-12-06 reproduced them: the same sha256)."""
+    from typer.testing import CliRunner
+
+    from langplay.cli import app
+    from langplay.tinyworld.base import build_base, weights_sha256
+
+    first = build_base(tmp_path / "a", steps=3, progress=False)
+    result = CliRunner().invoke(app, ["world", "build-base", "--output", str(tmp_path / "b"), "--steps", "3"])
+    assert result.exit_code == 0 and ", not the shipped checkpoint's" in result.output, result.output
+    second = tmp_path / "b"
+    recorded = [json.loads((folder / "recipe.json").read_text())["weights_sha256"] for folder in (first, second)]
+    assert recorded[0] == recorded[1] == weights_sha256(first) == weights_sha256(second)
+    shipped = json.loads((base_model_path() / "recipe.json").read_text())
+    assert shipped["weights_sha256"] == weights_sha256(base_model_path())
+    assert recorded[0] != shipped["weights_sha256"]  # 3 steps are not the recipe's 4000

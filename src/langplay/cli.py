@@ -374,11 +374,16 @@ def build_base_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the recipe's)"),
 ):
     """Train tinyworld's base model from scratch with the recipe in langplay/tinyworld/base.py."""
-    quiet_libraries()
-    from langplay.tinyworld.base import base_model_path, build_base
+    import json
 
+    quiet_libraries()
+    from langplay.tinyworld.base import base_model_path, build_base, weights_sha256
+
+    shipped = json.loads((base_model_path() / "recipe.json").read_text()).get("weights_sha256")
     path = build_base(output or base_model_path(), steps=steps)
-    typer.echo(f"base model written to {path}")
+    digest = weights_sha256(path)
+    same = "the same as" if digest == shipped else "not"
+    typer.echo(f"base model written to {path}; weights sha256 {digest[:16]}..., {same} the shipped checkpoint's")
 
 
 @app.command()

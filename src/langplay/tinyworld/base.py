@@ -8,6 +8,7 @@ ones, and can already play the challenger. It is deterministic from its seed. Th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -112,6 +113,11 @@ def init_model(recipe: dict = BASE_RECIPE) -> tuple[LlamaForCausalLM, object]:
     return LlamaForCausalLM(config), tokenizer
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """The checkpoint's fingerprint: sha256 of its model.safetensors."""
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
 def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None = None, progress: bool = True) -> Path:
     """Train the base model from scratch and save it (HF folder, safetensors) with its recipe."""
     import datasets
@@ -147,6 +153,7 @@ def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None
         "recipe": recipe, "command": f"langplay world build-base --output {output}",
         "train_minutes_this_machine": round(minutes, 1),
         "final_nll_per_token": history[-1]["loss"] if history else None,
+        "weights_sha256": weights_sha256(output),  # a rebuild from the same recipe reproduces it bit for bit
     }, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return output
