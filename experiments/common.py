@@ -134,8 +134,10 @@ def run_folder(work: Path, name: str, config, data_key: str = "") -> Path:
 
     resolved = config.model_dump(mode="json")
     resolved["run"]["output_dir"] = ""
-    weights = Path(config.model.name_or_path) / "model.safetensors"
-    model_key = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else config.model.name_or_path
+    from langplay.tinyworld.base import weights_sha256
+
+    model = Path(config.model.name_or_path)
+    model_key = weights_sha256(model) if (model / "model.safetensors").is_file() else config.model.name_or_path
     digest = hashlib.sha256(json.dumps([resolved, data_key, model_key], sort_keys=True).encode()).hexdigest()[:10]
     out = work / f"{name}-{digest}"
     if out.exists() and not finished(out):

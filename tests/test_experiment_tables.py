@@ -145,6 +145,7 @@ def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none(
     assert lines == set(printed.values()), (lines ^ set(printed.values()))
     assert len(lines) == len(tables)
 
+
 def test_the_long_lsp_run_compares_with_the_short_run_only_on_the_same_prompts(tmp_path):
     """lsp_tinyworld.py's long run (--name lsp_tinyworld_long) from its committed JSON, the short run's beside it:
     the committed markdown to the byte, with LSP over LSP-Zero and each method against its 40-step run. When the

@@ -94,9 +94,9 @@ def test_shipped_base_model_is_stronger_on_easy_levels(base):
     hasty (they work the steps in 2% of answers, sampled ones in 42%): the room RL on data is meant to find.
 
     The easy-level bar of 0.8 is met at 24 per cell (0.870; the seed-0 build of the same recipe, 0.854; two earlier
-    builds of the same recipe and seeds read 0.795 / 0.817, results/lab_diagnosis_v2h_choice_reading.md). This build
-    was chosen between the two on *tune* instances by a rule fixed before (results/lab_diagnosis_v2h_choice_reading.md);
-    spell and reverse still swing by build and by draw."""
+    builds of the same recipe and seeds read 0.795 / 0.817). This build was chosen between the two on *tune*
+    instances by a rule fixed before (results/lab_diagnosis_v2h_choice_reading.md, which also tells the four builds
+    apart); spell and reverse still swing by build and by draw."""
     from langplay.tinyworld.tasks import FAMILIES, shows_work
 
     config = json.loads((base_model_path() / "recipe.json").read_text())
@@ -307,8 +307,8 @@ def test_the_shipped_base_writes_parseable_queries_as_challenger():
 def test_the_base_build_is_deterministic_and_the_shipped_checkpoint_is_the_one_its_recipe_names(tmp_path):
     """`langplay world build-base` is deterministic from its recipe: two short builds (3 steps, one through the
     CLI, which says whether it rebuilt the shipped weights) give the same weights bit for bit, and each writes their
-    sha256 into its recipe.json. The shipped checkpoint's recipe.json
-    names the weights beside it (a full rebuild here on 2026-12-06 reproduced them: the same sha256)."""
+    sha256 into its recipe.json. The shipped checkpoint's recipe.json names the weights beside it (a full rebuild
+    here on 2026-12-06 reproduced them: the same sha256)."""
     from typer.testing import CliRunner
 
     from langplay.cli import app
