@@ -117,3 +117,15 @@ def test_a_bf16_step_in_micro_batches_equals_one_micro_batch(tiny_model, sft_fil
     cosine = torch.nn.functional.cosine_similarity(g_parts["grad"], g_whole["grad"], dim=0).item()
     ratio = (g_parts["grad"].norm() / g_whole["grad"].norm()).item()
     assert cosine > 0.999 and ratio == pytest.approx(1, abs=0.01), (cosine, ratio)  # a lost micro-batch: ratio < 0.9
+
+
+def test_in_bf16_the_frozen_reference_is_stored_in_bf16_and_starts_at_kl_zero(tiny_model, prompt_file, tmp_path):
+    """The reference needs no float32 master: stored in bf16 it takes half the memory and its pass runs on the
+    same bf16 weights as the policy's, so the first step's KL is exactly 0 (a float32 reference under autocast
+    gave 5e-7 here, and one cast whole with `.to(bfloat16)` 1.6e-7: its rotary frequencies were rounded too)."""
+    more = ["algorithm=grpo", "sampling.max_new_tokens=6", "grpo.group_size=4", "grpo.beta=0.1",
+            "grpo.rewards=[{kind: function, function: 'tests/reward_functions.py:count_a'}]"]
+    metrics, _, trainer = first_step(tiny_model, prompt_file, tmp_path, "bf16", *more)
+    assert {p.dtype for p in trainer.policy.reference.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.policy.model.parameters()} == {torch.float32}  # the trained masters stay
+    assert metrics["kl"] == 0.0 and metrics["entropy"] > 0

@@ -99,6 +99,14 @@ def bf16_weight_copies(module: torch.nn.Module, enabled: bool = True):
                 p.grad = new.float() if before is None else before + new.float()
 
 
+def bf16_parameters(module: torch.nn.Module) -> None:
+    """Store a frozen module's float32 parameters in bf16, as `bf16_weight_copies` copies them; buffers stay
+    float32 (`module.to(bfloat16)` would also round the rotary frequencies, and its log-probs would differ)."""
+    for p in module.parameters():
+        if p.dtype == torch.float32:
+            p.data = p.data.to(torch.bfloat16)
+
+
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     require_model(config)
     source = config.tokenizer or config.name_or_path

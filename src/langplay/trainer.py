@@ -34,8 +34,8 @@ from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
 from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
-from langplay.policy import (Policy, autocast, bf16_weight_copies, frozen_copy, micro_batches, resolve_device,
-                             resolve_precision)
+from langplay.policy import (Policy, autocast, bf16_parameters, bf16_weight_copies, frozen_copy, micro_batches,
+                             resolve_device, resolve_precision)
 from langplay.sampling import make_sampler
 from langplay.sampling.keys import key_of
 
@@ -146,6 +146,10 @@ class Trainer:
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)
         self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
+        if self.precision == "bf16" and self.policy.reference is not None:
+            # Frozen, so no float32 master is needed: half the memory, no cast at every use, and its passes run on
+            # the same bf16 weights as the policy's (bf16_weight_copies), so at step 0 the KL is exactly 0.
+            bf16_parameters(self.policy.reference)
         params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
             params, lr=config.train.lr, betas=config.train.adam_betas, weight_decay=config.train.weight_decay
