@@ -129,3 +129,28 @@ def test_in_bf16_the_frozen_reference_is_stored_in_bf16_and_starts_at_kl_zero(ti
     assert {p.dtype for p in trainer.policy.reference.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in trainer.policy.model.parameters()} == {torch.float32}  # the trained masters stay
     assert metrics["kl"] == 0.0 and metrics["entropy"] > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_in_bf16_sampling_runs_on_one_bf16_copy_of_the_weights(tiny_model, prompt_file, tmp_path, precision):
+    """The collect pass (sampling, rewards, reference) runs on the same bf16 copy the training pass uses, not
+    autocast's casts at every decoding step (0.84x the sampling time at 95M on this CPU); the float32 masters
+    come back untouched for the update."""
+    more = ["algorithm=grpo", "sampling.max_new_tokens=6", "grpo.group_size=4",
+            "grpo.rewards=[{kind: function, function: 'tests/reward_functions.py:count_a'}]"]
+    config = load_config(overrides=[f"model.name_or_path={tiny_model}", f"data.path={prompt_file}", "train.steps=1",
+                                    f"run.output_dir={tmp_path}/run", "run.progress=false",
+                                    f"train.precision={precision}", "train.prompts_per_step=8", *more])
+    trainer = Trainer(config)
+    model, generate, seen = trainer.policy.model, trainer.sampler.generate, []
+    masters = [p.data_ptr() for p in model.parameters()]
+
+    def recording(*args, **kwargs):
+        seen.append({p.dtype for p in model.parameters()})
+        return generate(*args, **kwargs)
+
+    trainer.sampler.generate = recording
+    trainer.train()
+    assert seen == [{torch.bfloat16 if precision == "bf16" else torch.float32}]
+    assert [p.data_ptr() for p in model.parameters()] == masters
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -208,7 +208,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
         rows, seeds = self.step_rows()
-        with autocast(self.precision, acc.device):  # sampling, scoring and reference passes too
+        # sampling, scoring and reference passes too, on one bf16 copy of the policy's weights
+        with bf16_weight_copies(self.policy.model, self.precision == "bf16"), autocast(self.precision, acc.device):
             experience = self.algorithm.collect(rows, seeds)
         sampled = time.perf_counter()
         self.policy.trained_module.train()
