@@ -180,8 +180,9 @@ def name_of(results: dict) -> str:
 
 
 def paired_lines(results: dict) -> list[str]:
-    """Each method's score gain over the base and over GRPO on data, paired per test prompt (each side averaged
-    over its seeds), with 95% bootstrap intervals over prompts. Older results without per-prompt scores: none."""
+    """Each method's score gain over the base and (when GRPO ran) over GRPO on data, paired per test prompt (each
+    side averaged over its seeds), with 95% bootstrap intervals over prompts. Older results without per-prompt
+    scores: none."""
     runs = results["runs"]
     if "prompt_scores" not in results["base"]:
         return []
@@ -190,10 +191,11 @@ def paired_lines(results: dict) -> list[str]:
     for method in METHODS:
         mine = [r["prompt_scores"] for r in runs_of(runs, method)]
         if mine:
-            versus_data = interval_cell(paired_gain(mine, data)) if data and method != "GRPO (data)" else "—"
-            rows.append([method, interval_cell(paired_gain(mine, [results["base"]["prompt_scores"]])), versus_data])
+            versus_data = [interval_cell(paired_gain(mine, data)) if method != "GRPO (data)" else "—"] if data else []
+            rows.append([method, interval_cell(paired_gain(mine, [results["base"]["prompt_scores"]])), *versus_data])
+    header = ["method", "gain over the base", *(["gain over GRPO on data"] if data else [])]
     return ["", "Score gain, paired per test prompt (seeds averaged per prompt), 95% bootstrap interval:", "",
-            *table(["method", "gain over the base", "gain over GRPO on data"], rows)]
+            *table(header, rows)]
 
 
 def long_run_lines(results: dict, folder: Path) -> list[str]:
