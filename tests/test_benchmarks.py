@@ -11,6 +11,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_the_step_breakdown_splits_each_step_into_phases_that_add_up():
+    out = subprocess.run([sys.executable, "benchmarks/step_breakdown.py", "--hidden", "32", "--layers", "1",
+                          "--steps", "2", "--precision", "fp32", "--threads", "1"],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=600).stdout
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert out.startswith("precision fp32, backend hf") and len(lines) == 2 and "(warm-up)" in lines[0]
+    for line in lines:
+        total, parts = line.split(": ")[1].split(" s = ")
+        phases = [float(word) for word in parts.split() if word.replace(".", "").isdigit()]
+        assert len(phases) == 5 and float(total) == pytest.approx(sum(phases), abs=0.03), line
+
+
 @pytest.mark.slow
 def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
     prompts, group, prompt_tokens, tokens = 2, 2, 40, 8
