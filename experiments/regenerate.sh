@@ -19,6 +19,7 @@ $py experiments/lab_bar.py --seeds 0 1 2 --steps 150 --lr 0.0002 --split test
 $py experiments/lab_bar.py --seeds 0 1 2 --steps 150 --lr 0.0002 --split test --per-level 160 --tag p160
 $py experiments/lsp_tinyworld.py --seeds 0 1 2 --steps 40 --per-level 8
 $py experiments/lsp_tinyworld.py --seeds 0 1 2 --steps 200 --per-level 8 --methods 'LSP-Zero' 'LSP' --name lsp_tinyworld_long
+$py experiments/lsp_steered.py --seeds 0 1 2 --steps 60
 $py experiments/jepo_tinyworld.py --seeds 0 --steps 30 --lr 5e-05 --per-level 16 --split tune --methods SFT RL JEPO-n --splits semi --name jepo_tinyworld_tune_lr5e-5
 $py experiments/jepo_tinyworld.py --seeds 0 --steps 30 --lr 0.0002 --per-level 16 --split tune --methods SFT RL JEPO-n --splits semi --name jepo_tinyworld_tune_lr2e-4
 $py experiments/jepo_tinyworld.py --seeds 0 1 2 --steps 30 --lr 5e-05 --per-level 40 --split test

@@ -139,7 +139,7 @@ def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none(
              for line in script.splitlines() if line.startswith("$py experiments/")}
     tables = ["lab_diagnosis_v2h-s1", "lab_bar_tune_v2h-s1-lr2e-4", "lab_bar", "lab_bar_p160", "lsp_tinyworld",
               "lsp_tinyworld_long", "jepo_tinyworld_tune_lr5e-5", "jepo_tinyworld_tune_lr2e-4", "jepo_tinyworld",
-              "irl_tinyworld", "cross_method"]
+              "irl_tinyworld", "cross_method", "lsp_steered"]
     printed = {name: re.search(r"`(python experiments/[^`]*)`", (root / "results" / f"{name}.md").read_text()).group(1)
                for name in tables}
     assert lines == set(printed.values()), (lines ^ set(printed.values()))
@@ -169,3 +169,45 @@ def test_the_long_lsp_run_compares_with_the_short_run_only_on_the_same_prompts(t
     lsp_tinyworld.write_markdown(long, tmp_path)
     written = (tmp_path / "lsp_tinyworld_long.md").read_text()
     assert "| LSP over LSP-Zero at 200 steps |" in written and " over 40 " not in written
+
+
+def test_the_steered_table_pairs_each_run_with_the_base_and_lsp_with_grpo_and_lsp_zero(tmp_path):
+    """lsp_steered.py's tables on hand-made per-prompt scores: the base 0 on every prompt, GRPO 1, the preset's
+    LSP 1 on seed 0 and 0 on seed 1 (0.5 a prompt), LSP-Zero 0.5; gains, win rates and comparisons are exact.
+    Steering counts only the challenger's queries of the last 10 steps that parse as the family's tasks."""
+    import json
+
+    import lsp_steered
+
+    prompts, others = 4, 3
+    run = lambda name, seed, value, steering=None: {  # noqa: E731
+        "name": name, "seed": seed, "near_greedy": [value] * prompts, "sampled": [value] * prompts,
+        "others": [0.0] * others, "steering": steering}
+    results = {"settings": {"seeds": [0, 1], "steps": 60}, "family": "count", "tune_scores": {"count": 0.5},
+               "base": {"near_greedy": [0.0] * prompts, "sampled": [0.0] * prompts, "others": [0.0] * others},
+               "runs": [run(lsp_steered.GRPO, 0, 1.0), run(lsp_steered.PRESET_ALPHA, 0, 1.0, 0.75),
+                        run(lsp_steered.PRESET_ALPHA, 1, 0.0, 0.25), run("LSP-Zero, alpha_Ch 0.03", 0, 0.5, 1.0)]}
+    rows = {row[0]: row for row in lsp_steered.gain_rows(results)}
+    assert list(rows) == [lsp_steered.PRESET_ALPHA, "LSP-Zero, alpha_Ch 0.03", lsp_steered.GRPO]  # RUNS' order
+    assert rows[lsp_steered.GRPO][1:] == ["+1.000 [+1.000, +1.000]", "1.000", "+1.000 [+1.000, +1.000]",
+                                          "+0.000 [+0.000, +0.000]", "—"]
+    assert rows[lsp_steered.PRESET_ALPHA][1:3] == ["+0.500 [+0.500, +0.500]", "1.000"]
+    assert rows[lsp_steered.PRESET_ALPHA][5] == "0.50"
+    comparisons = {row[0]: row[1:] for row in lsp_steered.comparison_rows(results)}
+    no_change = "+0.000 [+0.000, +0.000]"
+    assert comparisons == {"LSP (the preset) over GRPO on data": ["-0.500 [-0.500, -0.500]"] * 2 + [no_change],
+                           "LSP over LSP-Zero": [no_change] * 3}
+    lsp_steered.write_markdown(results, tmp_path)
+    assert "# Self-play steered to one family (tinyworld, `count`)" in (tmp_path / "lsp_steered.md").read_text()
+    committed = Path(__file__).resolve().parents[1] / "results"  # and the committed table, from its JSON, to the byte
+    (tmp_path / "lsp_steered_reading.md").write_text((committed / "lsp_steered_reading.md").read_text())
+    lsp_steered.write_markdown(json.loads((committed / "lsp_steered.json").read_text()), tmp_path)
+    assert (tmp_path / "lsp_steered.md").read_text() == (committed / "lsp_steered.md").read_text()
+
+    queries = ["How many times does a appear in ab?", "Give the largest number in 1, 2.", "nonsense"]
+    samples = [{"step": step, "query": queries[0] if step <= 50 else q} for step in range(1, 61) for q in queries]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    # steps 1-50 ask only `count` tasks: over the whole run 0.89 would land in `count`, over the last 10 steps 1/3
+    assert lsp_steered.steering(tmp_path, "count") == 1 / 3 and lsp_steered.steering(tmp_path, "max") == 1 / 3
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"step": 1, "prompt": "p", "completion": "c"}) + "\n")
+    assert lsp_steered.steering(tmp_path, "count") is None  # GRPO's samples: no queries
