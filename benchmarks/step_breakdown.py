@@ -3,8 +3,9 @@
     python benchmarks/step_breakdown.py [--backend hf|vllm] [--precision bf16|fp32] [--hidden 1024 --layers 10]
 
 Builds the same trainer as benchmarks/grpo_vs_trl.py (8 prompts of 64 tokens x 8 completions x 64 tokens, beta
-0.04, dapo) and prints, for each step, its time and that of sampling, the reference pass, the loss and backward,
-and the rest (optimizer step, weight sync). The first step is a warm-up. For before/after comparisons of one
+0.04, dapo) and prints, for each step, its time and that of sampling, the reference pass, the rewards, the rest of
+collecting (advantages, the batch, the bf16 copy of the weights), the loss and backward, and what follows
+(optimizer step, weight sync). The first step is a warm-up. For before/after comparisons of one
 change on the same machine; TRL does not run.
 """
 
@@ -51,10 +52,13 @@ def main(argv=None) -> int:
         print(f"precision {trainer.precision}, backend {args.backend}, {args.threads} threads")
         for step in range(args.steps):
             m = trainer.train_step()
+            # collect's own work besides its three phases: advantages, the batch, the bf16 copy of the weights
+            other = m["time/collect"] - m["time/generate"] - m["time/reference"] - m["time/reward"]
             rest = m["time/step"] - m["time/collect"] - m["time/loss_backward"]
             print(f"step {step + 1}{' (warm-up)' if step == 0 else ''}: {m['time/step']:.2f} s = sampling "
                   f"{m['time/generate']:.2f} + reference {m['time/reference']:.2f} + rewards {m['time/reward']:.2f} "
-                  f"+ loss and backward {m['time/loss_backward']:.2f} + optimizer and sync {rest:.2f}", flush=True)
+                  f"+ other collect {other:.2f} + loss and backward {m['time/loss_backward']:.2f} "
+                  f"+ optimizer, weight sync and the rest {rest:.2f}", flush=True)
     return 0
 
 

@@ -20,7 +20,8 @@ def test_the_step_breakdown_splits_each_step_into_phases_that_add_up():
     for line in lines:
         total, parts = line.split(": ")[1].split(" s = ")
         phases = [float(word) for word in parts.split() if word.replace(".", "").isdigit()]
-        assert len(phases) == 5 and float(total) == pytest.approx(sum(phases), abs=0.03), line
+        assert len(phases) == 6 and float(total) == pytest.approx(sum(phases), abs=0.03), line
+        assert phases[0] > 0 and phases[4] > 0, line  # sampling, loss and backward
 
 
 @pytest.mark.slow

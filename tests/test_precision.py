@@ -154,3 +154,34 @@ def test_in_bf16_sampling_runs_on_one_bf16_copy_of_the_weights(tiny_model, promp
     assert seen == [{torch.bfloat16 if precision == "bf16" else torch.float32}]
     assert [p.data_ptr() for p in model.parameters()] == masters
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.slow
+def test_under_fsdp2_bf16_samples_on_the_float32_full_copy(tiny_model, prompt_file, tmp_path):
+    """FSDP2's training pass runs autocast over float32 shards, so its sampler keeps the float32 full copy (a bf16
+    copy there would set the sampler's log-probs apart from the trainer's), and the sharded reference stays
+    float32. torchrun with one process: FSDP2 needs a process group, not two ranks."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    here = Path(__file__).parent
+    overrides = [f"model.name_or_path={tiny_model}", f"data.path={prompt_file}", "train.steps=1",
+                 f"run.output_dir={tmp_path}/run", "run.progress=false", "train.precision=bf16",
+                 "train.prompts_per_step=2", "train.sharding=fsdp2", "algorithm=grpo", "sampling.max_new_tokens=4",
+                 "grpo.group_size=2", "grpo.rewards=[{kind: function, function: 'tests/reward_functions.py:count_a'}]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(here.parent / "src")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr",
+                           "127.0.0.1", "--master_port", str(port), str(here / "bf16_sampling_worker.py"),
+                           str(tmp_path), *overrides], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=here.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen == {"precision": "bf16", "sharded": True, "sampling": [["torch.float32"]],
+                    "reference": ["torch.float32"]}, seen

@@ -89,7 +89,8 @@ class SamplingConfig(Section):
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
         "vLLM on CUDA: the share of GPU memory its engine may take"))
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
-        "vLLM: the engine's weights; auto: the policy's. bfloat16 beside bf16 training is the fast choice (GRPO's "
+        "vLLM: the engine's weights; auto: the policy's (float32 masters), and for LSP's self-judge its reference's, "
+        "which train.precision=bf16 stores in bf16. bfloat16 beside bf16 training is the fast choice (GRPO's "
         "sampler_correction covers the gap)"))
     vllm_cpu_kv_cache_gb: int = Field(1, gt=0, description=(
         "vLLM on CPU: GiB of memory for its KV cache (VLLM_CPU_KVCACHE_SPACE, which wins when set)"))

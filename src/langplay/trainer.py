@@ -146,7 +146,7 @@ class Trainer:
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)
         self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
-        if self.precision == "bf16" and self.policy.reference is not None:
+        if self.precision == "bf16" and self.policy.reference is not None:  # None under FSDP2: it is sharded
             # Frozen, so no float32 master is needed: half the memory, no cast at every use, and its passes run on
             # the same bf16 weights as the policy's (bf16_weight_copies), so at step 0 the KL is exactly 0.
             bf16_parameters(self.policy.reference)
@@ -208,8 +208,11 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
         rows, seeds = self.step_rows()
-        # sampling, scoring and reference passes too, on one bf16 copy of the policy's weights
-        with bf16_weight_copies(self.policy.model, self.precision == "bf16"), autocast(self.precision, acc.device):
+        # Sampling, scoring and reference passes at the training precision; in bf16 an algorithm that samples does
+        # so on one bf16 copy of the weights, as its training pass runs (not under FSDP2, whose pass runs autocast
+        # over float32 shards: sampling on the float32 full copy keeps the two alike).
+        copies = self.precision == "bf16" and self.algorithm.generates and self.policy.sharded is None
+        with bf16_weight_copies(self.policy.model, copies), autocast(self.precision, acc.device):
             experience = self.algorithm.collect(rows, seeds)
         sampled = time.perf_counter()
         self.policy.trained_module.train()
