@@ -108,6 +108,31 @@ def steering(out: Path, family: str) -> float | None:
     return sum((task := parse(q)) is not None and task.family == family for q in queries) / len(queries)
 
 
+def answer_shortcut(out: Path, family: str) -> dict | None:
+    """What the challenger asks and the solver learns, from samples.jsonl (every query of every step, with one of
+    its answers): over the family's queries of the first 5 and the last STEERING_STEPS steps, the most common
+    reference answer of the last steps, the share of queries whose answer it is, and the share of the solver's
+    answers that are it. None for a run without queries (GRPO)."""
+    from collections import Counter
+
+    from langplay.tinyworld.judges import parse
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    if not any("query" in s for s in samples):
+        return None
+    last = max(s["step"] for s in samples)
+    windows = {"first": lambda step: step <= 5, "last": lambda step: step > last - STEERING_STEPS}
+    asked = {name: [(task, s["answer"].strip()) for s in samples if within(s["step"])
+                    and (task := parse(s["query"])) is not None and task.family == family]
+             for name, within in windows.items()}
+    common = Counter(task.answer for task, _ in asked["last"]).most_common(1)[0][0]
+    report = {"answer": common}
+    for name, pairs in asked.items():
+        report[f"queries_{name}"] = sum(task.answer == common for task, _ in pairs) / len(pairs)
+        report[f"answers_{name}"] = sum(answer == common for _, answer in pairs) / len(pairs)
+    return report
+
+
 def main(argv=None) -> int:
     parser = experiment_parser("lsp_steered")
     parser.add_argument("--steps", type=int, default=60)
@@ -129,7 +154,7 @@ def main(argv=None) -> int:
             for name in RUNS:
                 out = run_one(name, family, seed, args.steps, args.work)
                 report = {"name": name, "seed": seed, **evaluate(out / "final", family),
-                          "steering": steering(out, family)}
+                          "steering": steering(out, family), "shortcut": answer_shortcut(out, family)}
                 results["runs"].append(report)
                 print(f"{name:38s} seed {seed}: {family} {statistics.mean(results['base']['near_greedy']):.3f} -> "
                       f"{statistics.mean(report['near_greedy']):.3f}, steering {report['steering']}", flush=True)
@@ -176,6 +201,28 @@ def comparison_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def shortcut_lines(results: dict) -> list[str]:
+    """The challenger's queries and the solver's answers early and late in each self-play run, averaged over
+    seeds: how often the most common answer of the late queries is the answer, against the test instances."""
+    from langplay.evaluation.tinyworld import held_out_tasks
+
+    runs = [r for r in results["runs"] if r.get("shortcut")]
+    if not runs:
+        return []
+    answers = {r["shortcut"]["answer"] for r in runs}
+    test = held_out_tasks(FOCUS_PER_LEVEL, seed=123, families=[results["family"]])
+    in_test = ", ".join(f"{a!r}: {sum(t.answer == a for t in test) / len(test):.3f}" for a in sorted(answers))
+    mean = lambda name, key: statistics.mean(r["shortcut"][key] for r in runs_of(results, name))  # noqa: E731
+    rows = [[name, ", ".join(sorted({repr(r["shortcut"]["answer"]) for r in runs_of(results, name)})),
+             f"{mean(name, 'queries_first'):.2f} -> {mean(name, 'queries_last'):.2f}",
+             f"{mean(name, 'answers_first'):.2f} -> {mean(name, 'answers_last'):.2f}"]
+            for name in RUNS if any(r.get("shortcut") for r in runs_of(results, name))]
+    return ["", f"The challenger's `{results['family']}` queries and the solver's answers, steps 1-5 -> the last "
+            f"{STEERING_STEPS} (`samples.jsonl`: every query, one of its answers; means over seeds). The most "
+            f"common answer of the late queries, and its share of the test instances: {in_test}.", "",
+            *table(["run", "most common answer", "queries with that answer", "solver answers that are it"], rows)]
+
+
 def write_markdown(results: dict, folder: Path) -> None:
     s, base, family = results["settings"], results["base"], results["family"]
     tune = ", ".join(f"{f} {v:.3f}" for f, v in results["tune_scores"].items())
@@ -200,6 +247,7 @@ def write_markdown(results: dict, folder: Path) -> None:
         "", "The preset's LSP against the other methods, paired per prompt:", "",
         *table(["comparison", f"`{family}` near-greedy", f"`{family}` sampled", "other families"],
                comparison_rows(results)),
+        *shortcut_lines(results),
         "", "Plot: `lsp_steered.png` (the gains by run; dots are seeds).",
     ]
     reading = folder / "lsp_steered_reading.md"

@@ -211,3 +211,59 @@ def test_the_steered_table_pairs_each_run_with_the_base_and_lsp_with_grpo_and_ls
     assert lsp_steered.steering(tmp_path, "count") == 1 / 3 and lsp_steered.steering(tmp_path, "max") == 1 / 3
     (tmp_path / "samples.jsonl").write_text(json.dumps({"step": 1, "prompt": "p", "completion": "c"}) + "\n")
     assert lsp_steered.steering(tmp_path, "count") is None  # GRPO's samples: no queries
+
+
+def test_the_focused_jepo_table_pairs_each_method_with_the_base_and_jepo_with_the_others(tmp_path):
+    """jepo_focused.py's tables on hand-made per-prompt values: the base right on no prompt, JEPO-n on every prompt
+    with seed 0 and none with seed 1 (0.5 a prompt), SFT on every prompt; NLL falls by 1 for JEPO-n only."""
+    import jepo_focused
+
+    focus = "spell (no verifier)"
+    run = lambda method, seed, right, nll: {"focus": focus, "method": method, "seed": seed,  # noqa: E731
+                                            "sampled": [right] * 3, "greedy": [right] * 3, "nll": [nll] * 3}
+    results = {"settings": {"seeds": [0, 1], "steps": 60, "prompts": 3, "lr": 1e-4}, "levels": {focus: 3},
+               "tune_accuracy": {focus: {"1": 0.1, "3": 0.5}},
+               "base": {focus: {"sampled": [0.0] * 3, "greedy": [0.0] * 3, "nll": [2.0] * 3}},
+               "runs": [run("JEPO-n", 0, 1.0, 1.0), run("JEPO-n", 1, 0.0, 1.0), run("SFT", 0, 1.0, 2.0)]}
+    rows = {row[0]: row[1:] for row in jepo_focused.gain_rows(results, focus)}
+    assert rows == {"SFT": ["+1.000 [+1.000, +1.000]"] * 2 + ["+0.000 [+0.000, +0.000]", "1"],
+                    "JEPO-n": ["+0.500 [+0.500, +0.500]"] * 2 + ["-1.000 [-1.000, -1.000]", "2"]}
+    versus = jepo_focused.comparison_rows(results, focus)
+    assert versus == [["JEPO-n over SFT", "-0.500 [-0.500, -0.500]", "-0.500 [-0.500, -0.500]",
+                       "-1.000 [-1.000, -1.000]"]]
+    jepo_focused.write_markdown(results, tmp_path)
+    assert "| JEPO-n over SFT |" in (tmp_path / "jepo_focused.md").read_text()
+
+
+def test_the_steered_family_is_the_one_nearest_half_on_tune_and_the_shortcut_is_counted(tmp_path, monkeypatch):
+    """choose_family asks for tune instances only and takes the score nearest 0.5 (count 0.45 over spell 0.58);
+    answer_shortcut reads the late queries' most common answer and how often queries and answers are it."""
+    import json
+
+    import lsp_steered
+
+    import langplay.evaluation.tinyworld as tinyworld
+
+    scores = {"between": 0.9, "count": 0.45, "letters": 1.0, "max": 0.9, "multiply": 0.3, "spell": 0.58}
+    splits = set()
+
+    def fake_tasks(per_level, seed, families, split="test"):
+        splits.add(split)
+        return families
+
+    monkeypatch.setattr(tinyworld, "held_out_tasks", fake_tasks)
+    monkeypatch.setattr(tinyworld, "task_scores", lambda model, families: [scores[families[0]]])
+    assert lsp_steered.choose_family("base") == ("count", scores) and splits == {"tune"}
+
+    def sample(step, letter, text, answer):  # a count query whose answer is how often `letter` is in `text`
+        return {"step": step, "query": f"How many times does {letter} appear in {text}?", "answer": answer}
+
+    samples = [sample(1, "a", "ab", "1"), sample(2, "a", "bb", "1"), sample(3, "a", "aa", "2"),
+               sample(4, "z", "ab", "0"), *(sample(step, "z", "abc", "0") for step in range(11, 20)),
+               sample(20, "a", "ab", "0")]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    report = lsp_steered.answer_shortcut(tmp_path, "count")
+    # steps 1-5: true answers 1, 0, 2, 0 (half are 0), the solver's 1, 1, 2, 0 (a quarter); steps 11-20: the
+    # answer is 0 in 9 of 10 queries and the solver says 0 to all
+    assert report == {"answer": "0", "queries_first": 0.5, "answers_first": 0.25, "queries_last": 0.9,
+                      "answers_last": 1.0}
