@@ -13,8 +13,9 @@ trains on one level of one family: the level whose base sampled accuracy on *tun
 "RL, checker as oracle" rewards the withheld checker (0/1, leave-one-out): an upper reference that JEPO's setting
 does not have. Held-out metrics on `--prompts` test instances of the same family and level:
 accuracy sampled at temperature 1 (4 answers each, the policy RL trains), near-greedy accuracy, and the proxy
-NLL of the reference answer (multi-sample bound, n 4). Writes results/jepo_focused.{md,json,png}; runs go to
-runs/jepo_focused/.
+NLL of the reference answer (multi-sample bound, n 4), per prompt: each method's gain over the base and JEPO-n's
+over every other method, paired per prompt (seeds averaged per prompt) with 95% bootstrap intervals. Writes
+results/jepo_focused.{md,json,png}; runs go to runs/jepo_focused/.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import experiment_parser, finished, gain_cell, provenance, run_folder, saved_results, table  # noqa: E402
+from common import (experiment_parser, finished, interval_cell, paired_gain, provenance, run_folder,  # noqa: E402
+                    saved_results, table)
 from jepo_tinyworld import VERIFIER, method_overrides  # noqa: E402
 
 ORACLE = "langplay.tinyworld.datasets:checker_reward"
@@ -84,14 +86,18 @@ def run_one(focus: str, level: int, method: str, seed: int, steps: int, work: Pa
 
 
 def evaluate(model, tasks) -> dict:
+    """Per held-out task: sampled and near-greedy accuracy, and the proxy NLL of its reference answer."""
     from langplay.evaluation.tinyworld import load_policy, reference_loglik, task_scores
 
     policy = load_policy(model)
     return {
-        "sampled": statistics.mean(task_scores(policy, tasks, n=4, temperature=1.0, seed=5, exact=True)),
-        "greedy": statistics.mean(task_scores(policy, tasks, seed=5, exact=True)),
-        "nll": -statistics.mean(reference_loglik(policy, tasks, n=4, seed=5)),
+        "sampled": task_scores(policy, tasks, n=4, temperature=1.0, seed=5, exact=True),
+        "greedy": task_scores(policy, tasks, seed=5, exact=True),
+        "nll": [-loglik for loglik in reference_loglik(policy, tasks, n=4, seed=5)],
     }
+
+
+KEYS = ("sampled", "greedy", "nll")
 
 
 def main(argv=None) -> int:
@@ -124,11 +130,11 @@ def main(argv=None) -> int:
                     report = evaluate(out / "final", tasks[focus])
                     results["runs"].append({"focus": focus, "method": method, "seed": seed, **report,
                                             "minutes": (time.time() - started) / 60})
-                    base = results["base"][focus]
+                    base, mean = results["base"][focus], statistics.mean
                     print(f"{focus:36s} {method:22s} seed {seed}: "
-                          f"sampled {base['sampled']:.3f} -> {report['sampled']:.3f}, "
-                          f"greedy {base['greedy']:.3f} -> {report['greedy']:.3f}, nll {base['nll']:.2f} -> "
-                          f"{report['nll']:.2f}", flush=True)
+                          f"sampled {mean(base['sampled']):.3f} -> {mean(report['sampled']):.3f}, "
+                          f"greedy {mean(base['greedy']):.3f} -> {mean(report['greedy']):.3f}, "
+                          f"nll {mean(base['nll']):.2f} -> {mean(report['nll']):.2f}", flush=True)
                     path.write_text(json.dumps(results, indent=2))
     write_markdown(results, args.results)
     plot(results, args.results / "jepo_focused.png")
@@ -146,7 +152,8 @@ def write_markdown(results: dict, folder: Path) -> None:
         "nearest 0.5; SFT: 16 reference solutions per step; RL: 0/1 reward, "
         "leave-one-out baseline. Held-out: instances of the same family and level, accuracy by the checker "
         "sampled at temperature 1 (4 answers each) and near-greedy, and the proxy NLL of the reference answer "
-        "(lower is better). Differences to the base model, mean ± standard deviation over seeds.", "",
+        "(lower is better). Gains paired per test prompt (each side's seeds averaged per prompt), 95% bootstrap "
+        "intervals over prompts.", "",
     ]
     for focus in [f for f in FOCUS if f in results["base"]]:
         base = results["base"][focus]
@@ -154,10 +161,16 @@ def write_markdown(results: dict, folder: Path) -> None:
         tune = ", ".join(f"{lv}: {a:.2f}" for lv, a in results["tune_accuracy"][focus].items())
         lines += [f"## {family}, level {results['levels'][focus]} {kind}", "",
                   f"Level chosen on tune instances (base sampled accuracy by level: {tune}).", "",
-                  f"Base model on test instances (the same prompts for every run): sampled "
-                  f"accuracy {base['sampled']:.3f}, near-greedy {base['greedy']:.3f}, proxy NLL {base['nll']:.3f}.", "",
+                  f"Base model on test instances (the same prompts for every run): sampled accuracy "
+                  f"{statistics.mean(base['sampled']):.3f}, near-greedy {statistics.mean(base['greedy']):.3f}, "
+                  f"proxy NLL {statistics.mean(base['nll']):.3f}.", "",
+                  "Gain over the base:", "",
                   *table(["method", "sampled accuracy", "near-greedy accuracy", "proxy NLL", "runs"],
                          gain_rows(results, focus)), ""]
+        versus = comparison_rows(results, focus)
+        if versus:
+            lines += ["JEPO-n against the other methods:", "",
+                      *table(["comparison", "sampled accuracy", "near-greedy accuracy", "proxy NLL"], versus), ""]
     lines += ["Plot: `jepo_focused.png` (sampled accuracy gain by method; dots are seeds). Absolute values: "
               "`jepo_focused.json`.", ""]
     reading = folder / "jepo_focused_reading.md"
@@ -166,14 +179,31 @@ def write_markdown(results: dict, folder: Path) -> None:
     (folder / "jepo_focused.md").write_text("\n".join(lines))
 
 
+def runs_of(results: dict, focus: str, method: str) -> list[dict]:
+    return [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
+
+
 def gain_rows(results: dict, focus: str) -> list[list[str]]:
-    """Per method that ran: its gains over the base model (sampled, near-greedy, proxy NLL) and its number of runs."""
+    """Per method that ran: its gains over the base model (sampled, near-greedy, proxy NLL), paired per prompt with
+    95% intervals, and its number of runs."""
     base, rows = results["base"][focus], []
     for method in FOCUS[focus][1]:
-        runs = [r for r in results["runs"] if r["focus"] == focus and r["method"] == method]
+        runs = runs_of(results, focus, method)
         if runs:
-            rows.append([method, *(gain_cell(runs, key, base[key]) for key in ("sampled", "greedy", "nll")),
+            rows.append([method, *(interval_cell(paired_gain([r[key] for r in runs], [base[key]])) for key in KEYS),
                          str(len(runs))])
+    return rows
+
+
+def comparison_rows(results: dict, focus: str) -> list[list[str]]:
+    """JEPO-n over each other method of the focus that ran, paired per prompt."""
+    jepo, rows = runs_of(results, focus, "JEPO-n"), []
+    for method in FOCUS[focus][1]:
+        theirs = runs_of(results, focus, method)
+        if jepo and theirs and method != "JEPO-n":
+            rows.append([f"JEPO-n over {method}", *(interval_cell(paired_gain([r[key] for r in jepo],
+                                                                               [r[key] for r in theirs]))
+                                                     for key in KEYS)])
     return rows
 
 
@@ -187,10 +217,10 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(foci), figsize=(4.2 * len(foci), 3.8), sharey=True, squeeze=False)
     axes = axes[0]
     for ax, focus in zip(axes, foci):
-        base = results["base"][focus]["sampled"]
-        methods = [m for m in FOCUS[focus][1] if any(r["focus"] == focus and r["method"] == m for r in results["runs"])]
+        base = statistics.mean(results["base"][focus]["sampled"])
+        methods = [m for m in FOCUS[focus][1] if runs_of(results, focus, m)]
         for i, method in enumerate(methods):
-            values = [r["sampled"] - base for r in results["runs"] if r["focus"] == focus and r["method"] == method]
+            values = [statistics.mean(r["sampled"]) - base for r in runs_of(results, focus, method)]
             color = "C1" if method.startswith("JEPO") else "C7" if "oracle" in method else "C0"
             ax.bar(i, statistics.mean(values), 0.7, color=color, alpha=0.75)
             ax.scatter([i] * len(values), values, color="black", s=8, zorder=3)

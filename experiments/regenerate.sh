@@ -23,5 +23,6 @@ $py experiments/lsp_steered.py --seeds 0 1 2 --steps 60
 $py experiments/jepo_tinyworld.py --seeds 0 --steps 30 --lr 5e-05 --per-level 16 --split tune --methods SFT RL JEPO-n --splits semi --name jepo_tinyworld_tune_lr5e-5
 $py experiments/jepo_tinyworld.py --seeds 0 --steps 30 --lr 0.0002 --per-level 16 --split tune --methods SFT RL JEPO-n --splits semi --name jepo_tinyworld_tune_lr2e-4
 $py experiments/jepo_tinyworld.py --seeds 0 1 2 --steps 30 --lr 5e-05 --per-level 40 --split test
+$py experiments/jepo_focused.py --seeds 0 1 2 --steps 60 --prompts 128
 $py experiments/irl_tinyworld.py --seeds 0 1 2 --steps 150 --per-level 6 --k 4 --temperatures 0.5 1 --small-demos 300 --small-steps 240 --small-eval-every 20 --small-init scratch
 $py experiments/cross_method.py --seeds 0 1 2 --steps 40 --per-level 8

@@ -139,7 +139,7 @@ def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none(
              for line in script.splitlines() if line.startswith("$py experiments/")}
     tables = ["lab_diagnosis_v2h-s1", "lab_bar_tune_v2h-s1-lr2e-4", "lab_bar", "lab_bar_p160", "lsp_tinyworld",
               "lsp_tinyworld_long", "jepo_tinyworld_tune_lr5e-5", "jepo_tinyworld_tune_lr2e-4", "jepo_tinyworld",
-              "irl_tinyworld", "cross_method", "lsp_steered"]
+              "irl_tinyworld", "cross_method", "lsp_steered", "jepo_focused"]
     printed = {name: re.search(r"`(python experiments/[^`]*)`", (root / "results" / f"{name}.md").read_text()).group(1)
                for name in tables}
     assert lines == set(printed.values()), (lines ^ set(printed.values()))
@@ -216,6 +216,8 @@ def test_the_steered_table_pairs_each_run_with_the_base_and_lsp_with_grpo_and_ls
 def test_the_focused_jepo_table_pairs_each_method_with_the_base_and_jepo_with_the_others(tmp_path):
     """jepo_focused.py's tables on hand-made per-prompt values: the base right on no prompt, JEPO-n on every prompt
     with seed 0 and none with seed 1 (0.5 a prompt), SFT on every prompt; NLL falls by 1 for JEPO-n only."""
+    import json
+
     import jepo_focused
 
     focus = "spell (no verifier)"
@@ -233,6 +235,10 @@ def test_the_focused_jepo_table_pairs_each_method_with_the_base_and_jepo_with_th
                        "-1.000 [-1.000, -1.000]"]]
     jepo_focused.write_markdown(results, tmp_path)
     assert "| JEPO-n over SFT |" in (tmp_path / "jepo_focused.md").read_text()
+    committed = Path(__file__).resolve().parents[1] / "results"  # and the committed table, from its JSON, to the byte
+    (tmp_path / "jepo_focused_reading.md").write_text((committed / "jepo_focused_reading.md").read_text())
+    jepo_focused.write_markdown(json.loads((committed / "jepo_focused.json").read_text()), tmp_path)
+    assert (tmp_path / "jepo_focused.md").read_text() == (committed / "jepo_focused.md").read_text()
 
 
 def test_the_steered_family_is_the_one_nearest_half_on_tune_and_the_shortcut_is_counted(tmp_path, monkeypatch):
