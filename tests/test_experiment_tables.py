@@ -199,10 +199,7 @@ def test_the_steered_table_pairs_each_run_with_the_base_and_lsp_with_grpo_and_ls
                            "LSP over LSP-Zero": [no_change] * 3}
     lsp_steered.write_markdown(results, tmp_path)
     assert "# Self-play steered to one family (tinyworld, `count`)" in (tmp_path / "lsp_steered.md").read_text()
-    committed = Path(__file__).resolve().parents[1] / "results"  # and the committed table, from its JSON, to the byte
-    (tmp_path / "lsp_steered_reading.md").write_text((committed / "lsp_steered_reading.md").read_text())
-    lsp_steered.write_markdown(json.loads((committed / "lsp_steered.json").read_text()), tmp_path)
-    assert (tmp_path / "lsp_steered.md").read_text() == (committed / "lsp_steered.md").read_text()
+    assert_rewrites_committed_table(lsp_steered, "lsp_steered", tmp_path)
 
     queries = ["How many times does a appear in ab?", "Give the largest number in 1, 2.", "nonsense"]
     samples = [{"step": step, "query": queries[0] if step <= 50 else q} for step in range(1, 61) for q in queries]
@@ -216,8 +213,6 @@ def test_the_steered_table_pairs_each_run_with_the_base_and_lsp_with_grpo_and_ls
 def test_the_focused_jepo_table_pairs_each_method_with_the_base_and_jepo_with_the_others(tmp_path):
     """jepo_focused.py's tables on hand-made per-prompt values: the base right on no prompt, JEPO-n on every prompt
     with seed 0 and none with seed 1 (0.5 a prompt), SFT on every prompt; NLL falls by 1 for JEPO-n only."""
-    import json
-
     import jepo_focused
 
     focus = "spell (no verifier)"
@@ -235,10 +230,7 @@ def test_the_focused_jepo_table_pairs_each_method_with_the_base_and_jepo_with_th
                        "-1.000 [-1.000, -1.000]"]]
     jepo_focused.write_markdown(results, tmp_path)
     assert "| JEPO-n over SFT |" in (tmp_path / "jepo_focused.md").read_text()
-    committed = Path(__file__).resolve().parents[1] / "results"  # and the committed table, from its JSON, to the byte
-    (tmp_path / "jepo_focused_reading.md").write_text((committed / "jepo_focused_reading.md").read_text())
-    jepo_focused.write_markdown(json.loads((committed / "jepo_focused.json").read_text()), tmp_path)
-    assert (tmp_path / "jepo_focused.md").read_text() == (committed / "jepo_focused.md").read_text()
+    assert_rewrites_committed_table(jepo_focused, "jepo_focused", tmp_path)
 
 
 def test_the_steered_family_is_the_one_nearest_half_on_tune_and_the_shortcut_is_counted(tmp_path, monkeypatch):
@@ -273,3 +265,13 @@ def test_the_steered_family_is_the_one_nearest_half_on_tune_and_the_shortcut_is_
     # answer is 0 in 9 of 10 queries and the solver says 0 to all
     assert report == {"answer": "0", "queries_first": 0.5, "answers_first": 0.25, "queries_last": 0.9,
                       "answers_last": 1.0}
+
+
+def assert_rewrites_committed_table(module, name: str, folder: Path) -> None:
+    """`module.write_markdown` rewrites results/NAME.md from the committed NAME.json and reading, to the byte."""
+    import json
+
+    committed = Path(__file__).resolve().parents[1] / "results"
+    (folder / f"{name}_reading.md").write_text((committed / f"{name}_reading.md").read_text())
+    module.write_markdown(json.loads((committed / f"{name}.json").read_text()), folder)
+    assert (folder / f"{name}.md").read_text() == (committed / f"{name}.md").read_text()
