@@ -95,41 +95,42 @@ def evaluate(model, family: str) -> dict:
             "others": task_scores(model, others)}
 
 
-def steering(out: Path, family: str) -> float | None:
-    """The share of the challenger's queries in the run's last STEERING_STEPS steps that parse as a task of the
-    family (samples.jsonl holds every query of every step); None for a run without queries (GRPO)."""
+def challenger_samples(out: Path) -> list[dict]:
+    """A run's challenger queries from its samples.jsonl (every query of every step, with one of its answers),
+    each with the task it parses as (None if it does not) and whether it is in the last STEERING_STEPS steps;
+    none for a run without queries (GRPO)."""
     from langplay.tinyworld.judges import parse
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     last = max(s["step"] for s in samples)
-    queries = [s["query"] for s in samples if "query" in s and s["step"] > last - STEERING_STEPS]
-    if not queries:
+    return [{**s, "task": parse(s["query"]), "late": s["step"] > last - STEERING_STEPS}
+            for s in samples if "query" in s]
+
+
+def steering(out: Path, family: str) -> float | None:
+    """The share of the challenger's queries in the run's last STEERING_STEPS steps that parse as a task of the
+    family; None for a run without queries (GRPO)."""
+    late = [s["task"] for s in challenger_samples(out) if s["late"]]
+    if not late:
         return None
-    return sum((task := parse(q)) is not None and task.family == family for q in queries) / len(queries)
+    return sum(task is not None and task.family == family for task in late) / len(late)
 
 
 def answer_shortcut(out: Path, family: str) -> dict | None:
-    """What the challenger asks and the solver learns, from samples.jsonl (every query of every step, with one of
-    its answers): over the family's queries of the first 5 and the last STEERING_STEPS steps, the most common
-    reference answer of the last steps, the share of queries whose answer it is, and the share of the solver's
-    answers that are it. None for a run without queries (GRPO)."""
+    """What the challenger asks and the solver learns: over the family's queries of the first 5 and the last
+    STEERING_STEPS steps, the most common reference answer of the last steps, the share of queries whose answer
+    it is, and the share of the solver's answers that are it. None for a run without queries (GRPO)."""
     from collections import Counter
 
-    from langplay.tinyworld.judges import parse
-
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    if not any("query" in s for s in samples):
+    samples = [s for s in challenger_samples(out) if s["task"] is not None and s["task"].family == family]
+    if not samples:
         return None
-    last = max(s["step"] for s in samples)
-    windows = {"first": lambda step: step <= 5, "last": lambda step: step > last - STEERING_STEPS}
-    asked = {name: [(task, s["answer"].strip()) for s in samples if within(s["step"])
-                    and (task := parse(s["query"])) is not None and task.family == family]
-             for name, within in windows.items()}
-    common = Counter(task.answer for task, _ in asked["last"]).most_common(1)[0][0]
+    asked = {"first": [s for s in samples if s["step"] <= 5], "last": [s for s in samples if s["late"]]}
+    common = Counter(s["task"].answer for s in asked["last"]).most_common(1)[0][0]
     report = {"answer": common}
-    for name, pairs in asked.items():
-        report[f"queries_{name}"] = sum(task.answer == common for task, _ in pairs) / len(pairs)
-        report[f"answers_{name}"] = sum(answer == common for _, answer in pairs) / len(pairs)
+    for name, window in asked.items():
+        report[f"queries_{name}"] = sum(s["task"].answer == common for s in window) / len(window)
+        report[f"answers_{name}"] = sum(s["answer"].strip() == common for s in window) / len(window)
     return report
 
 

@@ -86,7 +86,8 @@ def bf16_weight_copies(module: torch.nn.Module, enabled: bool = True):
     saved = [(p.data, p.grad) for p in params]
     for p in params:
         p.grad = None  # a float32 gradient cannot sit on a bf16 weight
-        p.data = p.data.to(torch.bfloat16)
+    if enabled:
+        bf16_parameters(module)
     try:
         yield
     finally:
@@ -100,8 +101,9 @@ def bf16_weight_copies(module: torch.nn.Module, enabled: bool = True):
 
 
 def bf16_parameters(module: torch.nn.Module) -> None:
-    """Store a frozen module's float32 parameters in bf16, as `bf16_weight_copies` copies them; buffers stay
-    float32 (`module.to(bfloat16)` would also round the rotary frequencies, and its log-probs would differ)."""
+    """Store a module's float32 parameters in bf16 (for good: a frozen one; for a while: `bf16_weight_copies`);
+    buffers stay float32 (`module.to(bfloat16)` would also round the rotary frequencies, and the log-probs
+    would differ)."""
     for p in module.parameters():
         if p.dtype == torch.float32:
             p.data = p.data.to(torch.bfloat16)

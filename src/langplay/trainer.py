@@ -146,9 +146,12 @@ class Trainer:
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)
         self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
-        if self.precision == "bf16" and self.policy.reference is not None:  # None under FSDP2: it is sharded
+        # bf16 unsharded: passes run on one bf16 copy of the weights (bf16_weight_copies) rather than autocast's cast
+        # at every use; FSDP2's shards run autocast over float32 (the sampler's full copy then stays float32 too).
+        self.bf16_copies = self.precision == "bf16" and self.policy.sharded is None
+        if self.bf16_copies and self.policy.reference is not None:
             # Frozen, so no float32 master is needed: half the memory, no cast at every use, and its passes run on
-            # the same bf16 weights as the policy's (bf16_weight_copies), so at step 0 the KL is exactly 0.
+            # the same bf16 weights as the policy's, so at step 0 the KL is exactly 0.
             bf16_parameters(self.policy.reference)
         params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
@@ -208,10 +211,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
         rows, seeds = self.step_rows()
-        # Sampling, scoring and reference passes at the training precision; in bf16 an algorithm that samples does
-        # so on one bf16 copy of the weights, as its training pass runs (not under FSDP2, whose pass runs autocast
-        # over float32 shards: sampling on the float32 full copy keeps the two alike).
-        copies = self.precision == "bf16" and self.algorithm.generates and self.policy.sharded is None
+        # Sampling, scoring and reference passes at the training precision, on the weights the training pass uses.
+        copies = self.bf16_copies and self.algorithm.generates
         with bf16_weight_copies(self.policy.model, copies), autocast(self.precision, acc.device):
             experience = self.algorithm.collect(rows, seeds)
         sampled = time.perf_counter()
@@ -223,10 +224,8 @@ class Trainer:
         # Under sharding every forward is a collective: all processes run as many micro-batches as the busiest
         # one, the extra ones a repeat of the last with weight 0.
         rounds = most(acc, len(micros)) if sharded else len(micros)
-        # bf16: one bf16 copy of the weights per micro-batch rather than a cast per use (not of FSDP2's shards).
-        copies = self.precision == "bf16" and not sharded
-        for index in range(rounds):
-            with bf16_weight_copies(self.policy.trained_module, copies):
+        for index in range(rounds):  # a bf16 copy of the weights per micro-batch
+            with bf16_weight_copies(self.policy.trained_module, self.bf16_copies):
                 with autocast(self.precision, acc.device):
                     loss, metrics = self.algorithm.loss(micros[min(index, len(micros) - 1)], experience.counts)
                 (loss if index < len(micros) else loss * 0.0).backward()
