@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from langplay.config import SamplingConfig
-from langplay.errors import LangplayError
+from langplay.errors import LangplayError, first_line
 from langplay.sampling import Samples
 from langplay.sampling.keys import key_of
 
@@ -121,8 +121,13 @@ class VLLMSampler:
                 return LLM(
                     model=source, tokenizer=source, dtype=dtype, seed=0, enable_prefix_caching=True,
                     max_model_len=self.max_model_len,
-                    # a seeded request whose prefill is split into chunks crashes on CPU: every request fits whole
-                    max_num_batched_tokens=max(8192, self.max_model_len),
+                    # No chunked prefill: a request whose prefill is split across scheduler steps has the token
+                    # sampled after a partial chunk discarded and its seeded generator rewound (vLLM's
+                    # gpu_model_runner `gen.set_offset(gen.get_offset() - 4)`), which a CPU generator cannot do
+                    # ("CPU Generator does not use offset"). Without it the scheduler admits a waiting request
+                    # only when its whole prefill fits the step's remaining budget, whatever the batch's total
+                    # length; the budget holds any one request (max_model_len), so none waits forever.
+                    enable_chunked_prefill=False, max_num_batched_tokens=max(8192, self.max_model_len),
                     logprobs_mode="processed_logprobs", enforce_eager=self.on_cpu,
                     **({} if self.on_cpu else {"gpu_memory_utilization": config.vllm_gpu_memory_utilization}),
                 )
@@ -157,8 +162,15 @@ class VLLMSampler:
                     n=1, temperature=cfg.temperature, top_p=cfg.top_p, seed=key_of(seed, j),
                     max_tokens=max(1, min(limit, self.max_model_len - len(ids))), logprobs=0,
                     ignore_eos=cfg.ignore_eos, skip_special_tokens=True, detokenize=False))
-        with keep_torch_threads():
-            outputs = self.llm.generate(requests, params, use_tqdm=False)
+        try:
+            with keep_torch_threads():
+                outputs = self.llm.generate(requests, params, use_tqdm=False)
+        except Exception as exc:  # the engine failed: one line naming the batch and what to try, the original chained
+            raise LangplayError(
+                f"vLLM failed sampling {len(prompts)} prompts x {n} completions ({sum(map(len, prompt_ids))} prompt "
+                f"tokens): {type(exc).__name__}: {first_line(exc)}; try fewer prompts at a time "
+                "(train.prompts_per_step, or an eval's --limit / --samples), shorter prompts "
+                "(sampling.max_prompt_tokens), or sampling.backend=hf") from exc
         samples = Samples([], [], [], [], [])
         eos = tokenizer.eos_token_id
         for request, output in zip(requests, outputs):
