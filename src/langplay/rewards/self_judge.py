@@ -1,9 +1,18 @@
 """LSP's quality self-reward: the frozen reference model judges each (query, answer) with the paper's Box 3.
 
 The judge writes a short justification, `<Calculation>1+0+1+...=N</Calculation>` and `<Score>N</Score>`.
-`parse_score` copes with anything: the last well-formed `<Score>` wins; otherwise the result of the last
-`<Calculation>`; otherwise the fallback. Scores outside 0..7 are clamped. The judge's fallback is NaN: a reply
-with no readable score is left out of R_Q (the paper's protocol), not scored 0; each outcome is counted.
+`parse_score` copes with anything:
+- the last readable `<Score>` wins; otherwise the last readable `<Calculation>`; otherwise the fallback;
+- a number reads through markdown emphasis (`**5**`, `_5_`, `` `5` ``) and as "N/7" (7, the scale: "5/10" is
+  unreadable);
+- a Calculation reads as the result stated after its last '=', or, where none is ("1+0+1", "1+0+1="), as the sum
+  of its addends. The stated result is the judge's own total, as its Score is (trusted over the addends too): Box
+  3's "make sure the sum is correct" asks the judge to check its sum; the parser reads that verdict rather than
+  redo it;
+- a score outside 0..7 is unreadable (outcome "out_of_range"), not clamped: clamping gave a reply of 10 the top
+  score.
+The judge's fallback is NaN: a reply with no readable score is left out of R_Q (the paper's protocol), not scored
+0; each outcome ("score", "calculation", "out_of_range", "fallback") is counted.
 """
 
 from __future__ import annotations
@@ -37,28 +46,43 @@ remembering the score of each criterion. Then write the sum of the points betwee
 </Calculation>, for example <Calculation>1+0+1+0+1+1+0=4</Calculation>, and make sure the sum is correct. \
 Conclude with the total score, from 0 to 7, between <Score> and </Score>. The format is crucial."""
 
-_SCORE = re.compile(r"<\s*score\s*>\s*([-+]?\d+(?:\.\d+)?)\s*<\s*/\s*score\s*>", re.IGNORECASE)
-_CALCULATION = re.compile(r"<\s*calculation\s*>(.*?)<\s*/\s*calculation\s*>", re.IGNORECASE | re.DOTALL)
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+# tag contents hold no '<': a tag left open never scans past the next one
+_SCORE = re.compile(r"<\s*score\s*>([^<]*)<\s*/\s*score\s*>", re.IGNORECASE)
+_CALCULATION = re.compile(r"<\s*calculation\s*>([^<]*)<\s*/\s*calculation\s*>", re.IGNORECASE)
+_EMPHASIS = re.compile(r"[*_`]")
+_NUMBER = r"[-+]?\d+(?:\.\d+)?"
+_VALUE = re.compile(rf"({_NUMBER})(?:\s*/\s*({_NUMBER}))?")
+_SUM = re.compile(rf"{_NUMBER}(?:\s*\+\s*{_NUMBER})*")
 
 
 def parse_score(text: str, fallback: float = 0.0) -> tuple[float, str]:
-    """(score in 0..7, how it was found: "score", "calculation", "fallback"; "+clamped" if out of range)."""
+    """(score in 0..7, how it was found: "score", "calculation"; or `fallback` and "out_of_range" or "fallback")."""
     text = str(text)[:20000]
-    found = _SCORE.findall(text)
-    how = "score"
-    if not found:
-        found = [m for calc in _CALCULATION.findall(text) for m in _NUMBER.findall(calc.split("=")[-1])]
-        how = "calculation"
-    if not found:
-        return fallback, "fallback"
-    try:
-        value = float(found[-1])
-    except ValueError:  # pragma: no cover - the regex only matches numbers
-        return fallback, "fallback"
-    if not 0 <= value <= MAX_SCORE:
-        return min(max(value, 0.0), float(MAX_SCORE)), how + "+clamped"
-    return value, how
+    for how, found in (("score", map(read_number, _SCORE.findall(text))),
+                       ("calculation", map(read_calculation, _CALCULATION.findall(text)))):
+        readable = [value for value in found if value is not None]
+        if readable:
+            value = readable[-1]
+            return (value, how) if 0 <= value <= MAX_SCORE else (fallback, "out_of_range")
+    return fallback, "fallback"
+
+
+def read_number(text: str) -> float | None:
+    """The number `text` holds, markdown emphasis around it and "/7" after it allowed; None if it holds none."""
+    match = _VALUE.fullmatch(_EMPHASIS.sub("", text).strip())
+    if match is None or (match[2] is not None and float(match[2]) != MAX_SCORE):
+        return None
+    return float(match[1])
+
+
+def read_calculation(text: str) -> float | None:
+    """The result stated after the last '='; where none is, the sum of the addends; None if neither reads."""
+    parts = text.split("=")
+    stated = read_number(parts[-1])
+    if stated is not None:
+        return stated
+    addends = _EMPHASIS.sub("", parts[0]).strip()
+    return sum(map(float, re.findall(_NUMBER, addends))) if _SUM.fullmatch(addends) else None
 
 
 def judge_prompt(instruction: str, response: str) -> str:
