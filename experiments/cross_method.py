@@ -12,8 +12,9 @@ challenger queries x 4 answers; IRL: 64 demonstration rows), each at its preset'
   LSP + IRL reward       LSP whose solver reward is the IRL run's extracted reward (same seed), not the judge
   JEPO + judge           JEPO's likelihood reward plus the judge (jepo.rewards: the RL loss where a sample scores 1)
 JEPO trains on the reasoning families only: a generation without the answer marker takes JEPO's format penalty,
-and the other families' answers have no marker. The extracted reward is scored at gamma 1 (the scorer's; then
-it telescopes to log pi_IRL(answer|query) + V(query), and V(query) cancels within a query's group).
+and the other families' answers have no marker. The extracted reward is scored at the gamma the IRL run trained
+with (0.99, recorded with its model): at gamma 1 it would telescope to log pi_IRL(answer|query) + V(query), and
+V(query) cancels within a query's group, leaving the IRL model's log-likelihood.
 Evaluation: test instances of the whole mix (`--per-level` per family and level, the LSP table's draw),
 near-greedy, the checker's score; paired 95% bootstrap intervals against the base and against GRPO on data, on
 the whole mix and on the reasoning families. Writes results/cross_method.{md,json}; runs go to runs/cross_method/.
@@ -108,7 +109,7 @@ def mix_answers(model, per_level: int) -> dict:
 
 
 def hasty_against_worked(irl_model, per_level: int) -> dict:
-    """How the IRL-extracted reward (the scorer LSP + IRL reward uses, gamma 1) ranks the hasty answer against the
+    """How the IRL-extracted reward (the scorer LSP + IRL reward uses, at its recorded gamma) ranks the hasty answer against the
     worked reference on the reasoning test tasks above level 1: the share where the hasty one scores higher, by the
     sum (the scorer's) and by the per-token mean, and the mean sums of both."""
     from langplay.evaluation.tinyworld import held_out_tasks
@@ -125,7 +126,7 @@ def hasty_against_worked(irl_model, per_level: int) -> dict:
     return {"tasks": len(tasks), "hasty_wins_sum": statistics.mean(float(h > w) for h, w in zip(hasty, worked)),
             "hasty_wins_mean": statistics.mean(float(h > w) for h, w in
                                                zip(per_token(hasty_tokens), per_token(worked_tokens))),
-            "hasty_sum": statistics.mean(hasty), "worked_sum": statistics.mean(worked)}
+            "hasty_sum": statistics.mean(hasty), "worked_sum": statistics.mean(worked), "gamma": scorer.gamma}
 
 
 def measure(args) -> dict:
@@ -185,7 +186,7 @@ def hasty_lines(results: dict) -> list[str]:
     if not found:
         return []
     mean = lambda key: statistics.mean(f[key] for f in found)  # noqa: E731
-    return [f"The IRL-extracted reward that LSP + IRL reward uses (gamma 1) scores the hasty answer (the prompt's "
+    return [f"The IRL-extracted reward that LSP + IRL reward uses (gamma {found[0].get('gamma', 1.0):g}) scores the hasty answer (the prompt's "
             f"first number at once) above the worked reference on {mean('hasty_wins_sum'):.2f} of the "
             f"{found[0]['tasks']} reasoning test tasks above level 1 (mean over {len(found)} seeds; mean reward "
             f"{mean('hasty_sum'):.2f} against {mean('worked_sum'):.2f}); by the per-token mean instead of the sum, "

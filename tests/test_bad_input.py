@@ -48,6 +48,7 @@ def world(tmp_path_factory, tiny_model):
         "def raises(prompts, completions, **_):\n    raise KeyError('boom')",
         "def strings(prompts, completions, **_):\n    return ['good'] * len(completions)",
         "def nan(prompts, completions, **_):\n    return [float('nan')] * len(completions)",
+        "def none(prompts, completions, **_):\n    return [None] * len(completions)",
         "not_callable = 3",
     ]) + "\n")
     write("a_file", "not a folder")
@@ -201,7 +202,9 @@ CASES = {
         f"grpo.rewards=[{{kind: http_judge, url: 'http://127.0.0.1:{closed_port()}/v1', model: judge}}]",
         "http_judge.retries=1", "http_judge.backoff_s=0.01"], "unreachable after 2 tries: connection refused"),
     "reward returns nan": (lambda w: base_args(w, run=w["root"] / "r16") + [reward(w, f"{F(w, 'rewards.py')}:nan"), "train.steps=5"],
-                           "steps in a row had a non-finite loss"),
+                           "the rewards of step 1 are not numbers (reward=nan, reward/nan=nan)"),
+    "reward returns none": (lambda w: base_args(w, run=w["root"] / "r18") + [reward(w, f"{F(w, 'rewards.py')}:none"), "train.steps=5"],
+                            "a reward function returned None, NaN or inf"),
     # -- run folders, resume, trackers
     "output path is a file": (lambda w: base_args(w, run=F(w, "a_file")) + ["grpo.rewards=[{kind: exact_match}]"], "is a file"),
     "new run in a used folder": (lambda w: base_args(w) + ["grpo.rewards=[{kind: exact_match}]"], "already holds a run"),

@@ -23,6 +23,22 @@ def test_local_jsonl_and_parquet_load_alike(tmp_path):
     assert len(again) == 5 and again[0] == rows[0]
 
 
+def test_alpaca_rows_gain_a_prompt_of_the_instruction_and_its_input(tmp_path):
+    """Alpaca's format: the instruction, then its input after a blank line where there is one; "Summarize the
+    following text." is nothing without its text."""
+    path = tmp_path / "alpaca.jsonl"
+    rows = [{"instruction": "Summarize the following text.", "input": "Cats sleep a lot.", "output": "Cats nap."},
+            {"instruction": "Name a colour.", "input": "", "output": "Red."},
+            {"instruction": "Say hi.", "input": None, "output": "Hi."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load_rows(str(path))
+    assert loaded["prompt"] == ["Summarize the following text.\n\nCats sleep a lot.", "Name a colour.", "Say hi."]
+    assert loaded["instruction"] == [r["instruction"] for r in rows] and loaded["input"] == [r["input"] for r in rows]
+    for other in ({"prompt": "mine", "instruction": "i", "input": "x"}, {"instruction": "i", "output": "o"}):
+        path.write_text(json.dumps(other) + "\n")
+        assert load_rows(str(path))[0] == other  # a prompt of its own, or no input: as it is
+
+
 def test_unknown_hub_dataset_is_one_clear_line(monkeypatch):
     import datasets.config
 

@@ -4,6 +4,7 @@ against SFT, terminal vs truncated demonstrations, the online variant, the extra
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -133,6 +134,58 @@ def test_online_value_term_moves_values_at_visited_states_only_when_discounted()
     with pytest.raises(ConfigError, match="irl.gamma=1 with irl.online_fraction"):
         load_config(overrides=["irl.online_fraction=0.25", "irl.gamma=1"])
     assert load_config().irl.gamma == 0.99
+
+
+def test_online_td_acts_at_gamma_one_so_it_is_allowed():
+    """With online_td the chi-squared term covers the sampled transitions and moves their values even at gamma 1,
+    where the value term alone pushes nothing: gamma 1 is refused online only without it."""
+    config = load_config(overrides=["irl.online_fraction=0.25", "irl.gamma=1", "irl.online_td=true"])
+    assert config.irl.gamma == 1 and config.irl.online_td
+    mask = torch.ones(2, 4, dtype=torch.double)
+    terminal, is_expert = torch.ones(2, dtype=torch.double), torch.tensor([1.0, 0.0], dtype=torch.double)
+    logp = torch.full((2, 4), -1.0, dtype=torch.double)
+    values = torch.randn(2, 4, dtype=torch.double, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    loss, _ = iq_loss(logp, values, torch.zeros(2, dtype=torch.double), mask, terminal, is_expert,
+                      counts_of(mask, is_expert, online_td=True), 1.0, td_weight=0.5, online_td=True)
+    (grad,) = torch.autograd.grad(loss, values)
+    assert grad[1, 1:].abs().min() > 1e-4  # the sampled row's intermediate states move
+
+
+@pytest.mark.parametrize("online_td", [False, True])
+@pytest.mark.parametrize("correction", ["tis", "ppo"])
+def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(correction, online_td):
+    """One-token samples drawn by a sampler q != pi beside a demonstration: the expectation over q of online IRL's
+    corrected loss has the gradient of the expectation over pi (the states the policy itself would visit), for
+    the value term and, with online_td, the chi-squared term; without the correction it does not."""
+    torch.manual_seed(2)
+    theta = torch.randn(3, dtype=torch.double).requires_grad_()  # Q(s0, .)
+    following = torch.randn(3, 3, dtype=torch.double).requires_grad_()  # Q(s1(a), .) after each first token
+    pi = torch.softmax(theta, 0).detach()
+    q = pi * torch.tensor([1.3, 0.7, 1.0], dtype=torch.double)
+    q = q / q.sum()
+    irl = IRL.__new__(IRL)
+    irl.args = SimpleNamespace(gamma=0.9, td_weight=0.5, online_td=online_td)
+    irl.config = SimpleNamespace(sampling=SimpleNamespace(correction_cap=3.0))
+    counts = {"expert_tokens": 1.0, "mixture_tokens": 2.0, "td_tokens": 2.0 if online_td else 1.0}
+
+    def expected_gradient(correction, weights):
+        irl.correction, total = correction, 0.0
+        for a in range(3):
+            values = torch.logsumexp(theta, 0).expand(2, 1)
+            out = SimpleNamespace(logp=torch.log_softmax(theta, 0)[[0, a]].view(2, 1), values=values,
+                                  final_values=torch.stack([torch.zeros((), dtype=torch.double),
+                                                            torch.logsumexp(following[a], 0)]))
+            irl.policy = SimpleNamespace(logprobs=lambda batch, with_values, out=out: out)
+            batch = {"completion_mask": torch.ones(2, 1, dtype=torch.double),
+                     "terminal": torch.tensor([1.0, 0.0], dtype=torch.double),
+                     "is_expert": torch.tensor([1.0, 0.0], dtype=torch.double),
+                     "sampler_logp": torch.stack([torch.zeros((), dtype=torch.double), weights[a].log()]).view(2, 1)}
+            total = total + weights[a] * irl.loss(batch, counts)[0]
+        return torch.cat([g.flatten() for g in torch.autograd.grad(total, [theta, following])])
+
+    on_policy = expected_gradient("none", pi)
+    assert torch.allclose(expected_gradient(correction, q), on_policy, atol=1e-12)
+    assert not torch.allclose(expected_gradient("none", q), on_policy, atol=1e-4)
 
 
 # -- values from the model --------------------------------------------------------------------------------------
@@ -294,7 +347,7 @@ def test_online_value_term_covers_the_sampled_states(policy, tiny_model, online_
 
 def test_online_sample_count_is_the_fraction_of_rows(tiny_model):
     for fraction, rows, count in [(0.5, 8, 8), (0.1, 8, 1), (0.2, 8, 2), (0.75, 2, 6)]:
-        irl = IRL(irl_config(tiny_model, f"irl.online_fraction={fraction}"), None, None, None)
+        irl = IRL(irl_config(tiny_model, f"irl.online_fraction={fraction}"), SimpleNamespace(facts={}), None, None)
         assert irl.online_sample_count(rows) == count
 
 
@@ -324,8 +377,8 @@ def test_implicit_rewards_sum_and_telescope(policy):
 
 def test_implicit_reward_of_a_truncated_response_bootstraps(policy):
     prompt = policy.format_prompt("say a")
-    (cut,), _ = implicit_rewards(policy, [prompt], ["aaa"], terminal=False)
-    (done,), _ = implicit_rewards(policy, [prompt], ["aaa"])
+    (cut,), _ = implicit_rewards(policy, [prompt], ["aaa"], gamma=1.0, terminal=False)
+    (done,), _ = implicit_rewards(policy, [prompt], ["aaa"], gamma=1.0)
     # The truncated prefix bootstraps V(s_3) from the model: its rewards are those of the finished response's
     # first three tokens (a terminal V(s_3) = 0 would change the last); the finished one adds Q(s_3, EOS).
     assert len(cut) == 3 and cut == pytest.approx(done[:3], abs=1e-5)
@@ -338,10 +391,10 @@ def test_implicit_reward_of_a_truncated_response_bootstraps(policy):
 
 
 def test_irl_reward_spec_is_a_scorer(policy, tiny_model):
-    scorer = build_scorer([RewardSpec(kind="irl", model=str(tiny_model))])
+    scorer = build_scorer([RewardSpec(kind="irl", model=str(tiny_model), gamma=1.0)])
     prompts = [policy.format_prompt("say a"), policy.format_prompt("say b")]
-    scores, metrics = scorer.score(prompts, ["aaa", "b"], {"raw_prompt": ["say a", "say b"]})
-    assert scores == pytest.approx(implicit_rewards(policy, prompts, ["aaa", "b"])[1], abs=1e-5)
+    scores, metrics = scorer.score(prompts, ["aaa", "b"], {"raw_prompt": ["say a", "say b"], "finished": [True, True]})
+    assert scores == pytest.approx(implicit_rewards(policy, prompts, ["aaa", "b"], gamma=1.0)[1], abs=1e-5)
     assert set(metrics) == {f"reward/irl:{tiny_model}"}
     with pytest.raises(ValidationError, match="needs model"):
         RewardSpec(kind="irl")
@@ -396,15 +449,16 @@ def test_train_irl_from_the_cli(tiny_model, sft_file, tmp_path, online):
 def test_reward_command_scores_a_file(tiny_model, sft_file, tmp_path, policy):
     out = tmp_path / "rewards.jsonl"
     result = CliRunner().invoke(app, ["reward", "--model", str(tiny_model), "--data", str(sft_file),
-                                      "--output", str(out)])
+                                      "--output", str(out), "--gamma", "1"])  # the tiny model records no gamma
     assert result.exit_code == 0, result.output
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     rows = [json.loads(line) for line in sft_file.read_text().splitlines()]
     prompts = [policy.format_prompt(r["prompt"]) for r in rows]
-    expected = implicit_rewards(policy, prompts, [r["completion"] for r in rows])[1]
+    expected = implicit_rewards(policy, prompts, [r["completion"] for r in rows], gamma=1.0)[1]
     assert [s["reward"] for s in scored] == pytest.approx(expected, abs=1e-4)
     assert all(len(s["token_rewards"]) == 4 for s in scored)  # three letters and EOS
-    missing = CliRunner().invoke(app, ["reward", "--model", str(tiny_model), "--data", str(tmp_path / "nope.jsonl")])
+    missing = CliRunner().invoke(app, ["reward", "--model", str(tiny_model), "--data", str(tmp_path / "nope.jsonl"),
+                                       "--gamma", "1"])
     assert missing.exit_code == 2 and "not found" in missing.output
 
 

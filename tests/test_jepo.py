@@ -160,6 +160,17 @@ def test_chain_ends_exactly_at_the_last_marker():
 
 
 # -- answer formats on real text ---------------------------------------------------------------------------------
+def test_chain_ids_takes_text_with_a_lone_surrogate():
+    """A generation or a marker holding a lone surrogate (e.g. cut from a model's output) is cut, not a TypeError."""
+    from langplay.tinyworld.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    ids = tokenizer("so \ud800 The answer is 7", add_special_tokens=False)["input_ids"]
+    chain = chain_ids(tokenizer, ids, "The answer is")
+    assert tokenizer.decode(chain).endswith("The answer is") and len(chain) < len(ids)
+    assert chain_ids(tokenizer, ids, "answer\ud800") is None
+
+
 def test_gsm8k_gold_solutions_score_one_with_our_extraction():
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
     assert len(rows) >= 50
@@ -293,13 +304,15 @@ def test_loss_gradient_is_the_weighted_sum_of_sequence_logprobs(tiny_model):
     jepo = make_jepo(tiny_model, "jepo.beta=0")
     exp = jepo.collect([{"prompt": "q one", "answer": "7"}], [0])
     loss, _ = jepo.loss(exp.batch, exp.counts)
-    batch = exp.batch
-    logits = jepo.policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    model, batch = jepo.policy.model, exp.batch
+    ours = torch.autograd.grad(loss, list(model.parameters()))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     width = batch["completion_mask"].shape[1]
     logp = logits[:, -width - 1 : -1].log_softmax(-1).gather(2, batch["input_ids"][:, -width:, None]).squeeze(2)
     chain, answer = (logp * batch["pg_mask"]).sum(1), (logp * batch["sup_mask"]).sum(1)
     expected = -(batch["pg_coef"] * chain + batch["sup_coef"] * answer).sum() / 1
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+    for a, b in zip(ours, torch.autograd.grad(expected, list(model.parameters()))):
+        assert torch.allclose(a, b, atol=1e-5)
     # the same pass gives S_i: the a* span of a formatted row is log pi(a*|x, c_i), computed independently
     assert answer[0].item() == pytest.approx(answer_loglik(jepo.policy, "q one", "so The answer is"), abs=1e-4)
 
@@ -325,11 +338,11 @@ def test_defaults_follow_the_paper_s_and_normalise_the_format_advantage(tiny_mod
 
 
 def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
-    """beta KL per generation (summed over its tokens), averaged over the step's B n generations: each token's
+    """k3: beta KL per generation (summed over its tokens), averaged over the step's B n generations: each token's
     KL has weight beta / (B n), as the policy gradient's chain log-prob has coef / B."""
     from types import SimpleNamespace
 
-    jepo = make_jepo(tiny_model, "jepo.beta=0.5")
+    jepo = make_jepo(tiny_model, "jepo.beta=0.5", "jepo.kl_estimator=k3")
     exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
     batch = exp.batch
     torch.manual_seed(0)
@@ -345,6 +358,121 @@ def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
     assert metrics["kl"] == pytest.approx(((k3 * batch["pg_mask"]).sum() / (B * n)).item(), rel=1e-6)
     chain_tokens = batch["pg_mask"][0].sum().item()
     assert chain_tokens > 5  # a token mean would have divided by the step's ~40 tokens instead of 6 generations
+
+
+def test_the_default_kl_is_the_sequence_kl_by_hand(tiny_model):
+    """kl_estimator=sequence (the default): each policy-gradient token's log-prob times beta * the log-ratios from
+    it to the end of the row, per generation, averaged over the step's B n generations; the metric is the sampled
+    log-ratio, from the trainer's log-probs."""
+    from types import SimpleNamespace
+
+    jepo = make_jepo(tiny_model, "jepo.beta=0.5")
+    assert jepo.args.kl_estimator == "sequence"
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
+    batch = exp.batch
+    torch.manual_seed(0)
+    logp = (batch["ref_logp"] + 0.3 * torch.randn_like(batch["ref_logp"])).requires_grad_()
+    jepo.policy = SimpleNamespace(logprobs=lambda b, temperature: SimpleNamespace(logp=logp))
+    loss, metrics = jepo.loss(batch, exp.counts)
+    jepo.args.beta = 0.0
+    surrogate, _ = jepo.loss(batch, exp.counts)
+    mask = batch["pg_mask"]
+    ratio = ((logp - batch["ref_logp"]) * mask).detach()
+    to_go = torch.stack([ratio[:, t:].sum(1) for t in range(ratio.shape[1])], 1)
+    hand = 0.5 * (((logp - logp.detach()) * to_go * mask).sum() + ratio.sum()) / 6
+    assert (loss - surrogate).item() == pytest.approx(hand.item(), rel=1e-5)
+    assert metrics["kl"] == pytest.approx(ratio.sum().item() / 6, rel=1e-6)
+    ours = torch.autograd.grad(loss - surrogate, logp)[0]
+    assert torch.allclose(ours, torch.autograd.grad(hand, logp)[0], atol=1e-7)
+
+
+def chain_tokens(model):
+    """Per chain of TinyLatentModel, the log-probs of its two tokens (c1, then c2 or the stop)."""
+    first, second = model.first.log_softmax(0), model.second.log_softmax(1)
+    return [torch.stack([first[c[0]], second[c[0], 0] if len(c) == 1 else second[c[0], 1 + c[1]]])
+            for c in TinyLatentModel.CHAINS]
+
+
+def expected_kl_gradient(estimator):
+    """(E_{c~pi}[grad of JEPO's KL term], grad KL(pi || pi_ref)) over the six chains, exactly, far from the
+    reference."""
+    from langplay.algorithms.jepo import generation_kl
+
+    model, ref = TinyLatentModel(seed=0), TinyLatentModel(seed=3)
+    with torch.no_grad():
+        ref_tokens = chain_tokens(ref)
+    params = list(model.parameters())
+    expected = [torch.zeros_like(p) for p in params]
+    batch = {"pg_mask": torch.ones(1, 2, dtype=torch.float64), "sampler_known": torch.zeros(1, 2),
+             "sampler_logp": torch.zeros(1, 2, dtype=torch.float64)}
+    exact = 0.0
+    for logp, ref_logp in zip(chain_tokens(model), ref_tokens):
+        term = generation_kl(logp.unsqueeze(0), ref_logp.unsqueeze(0), batch, estimator).sum()
+        grads = torch.autograd.grad(term, params, allow_unused=True, retain_graph=True)
+        for total, grad in zip(expected, grads):
+            if grad is not None:
+                total += logp.sum().exp().detach() * grad
+        exact = exact + logp.sum().exp() * (logp.sum() - ref_logp.sum())
+    true = torch.autograd.grad(exact, params, allow_unused=True)
+    flat = lambda grads: torch.cat([g.flatten() for g in grads if g is not None])  # noqa: E731
+    return flat(expected), flat([t if t is not None else torch.zeros_like(p) for t, p in zip(true, params)])
+
+
+def test_the_sequence_kl_has_the_gradient_of_the_kl_and_k3_does_not():
+    """By enumeration of every chain: the default's expected gradient is grad KL(pi || pi_ref) to float64 precision;
+    k3 summed in the loss (the former default) is off by far more than rounding far from the reference."""
+    expected, true = expected_kl_gradient("sequence")
+    assert true.abs().max() > 0.05
+    assert torch.allclose(expected, true, atol=1e-12), (expected - true).abs().max()
+    k3, _ = expected_kl_gradient("k3")
+    assert (k3 - true).norm() / true.norm() > 0.2
+
+
+@pytest.mark.parametrize("term", ["policy_gradient", "kl"])
+@pytest.mark.parametrize("correction", ["tis", "ppo"])
+def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(correction, term):
+    """One-token chains drawn by a sampler q != pi: the expectation over q of JEPO's corrected loss has the
+    on-policy gradient, for the policy-gradient rows and the KL; without the correction it does not."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(1)
+    theta = (0.5 * torch.randn(3, dtype=torch.float64)).requires_grad_()
+    ref = torch.randn(3, dtype=torch.float64).log_softmax(0)
+    pi = torch.softmax(theta, 0).detach()
+    q = pi * torch.tensor([1.15, 0.9, 1.0], dtype=torch.float64)
+    q = q / q.sum()
+    coef = [1.0, -0.5, 2.0] if term == "policy_gradient" else [0.0] * 3
+    jepo = JEPO.__new__(JEPO)
+    jepo.config = SimpleNamespace(sampling=SimpleNamespace(temperature=1.0, correction_cap=3.0))
+    jepo.args = SimpleNamespace(beta=0.0 if term == "policy_gradient" else 0.3, kl_estimator="sequence", group_size=1)
+    jepo.needs_reference = term == "kl"
+
+    def expected_gradient(correction, weights, sampler):
+        jepo.correction, total = correction, 0.0
+        for a in range(3):
+            logp = torch.log_softmax(theta, 0)[a : a + 1].view(1, 1)
+            jepo.policy = SimpleNamespace(logprobs=lambda b, temperature, logp=logp: SimpleNamespace(logp=logp))
+            batch = {"pg_mask": torch.ones(1, 1), "sup_mask": torch.zeros(1, 1), "sup_coef": torch.zeros(1),
+                     "pg_coef": torch.tensor([coef[a]], dtype=torch.float64), "sampler_known": torch.ones(1, 1),
+                     "sampler_logp": sampler[a].log().view(1, 1), "ref_logp": ref[a].view(1, 1)}
+            total = total + weights[a] * jepo.loss(batch, {"num_prompts": 1.0, "drawn_tokens": 1.0})[0]
+        return torch.autograd.grad(total, theta)[0]
+
+    on_policy = expected_gradient("none", pi, pi)
+    assert on_policy.abs().max() > 1e-3
+    assert torch.allclose(expected_gradient(correction, q, q), on_policy, atol=1e-12)
+    assert not torch.allclose(expected_gradient("none", q, q), on_policy, atol=1e-4)
+
+
+def test_chain_rows_carry_the_sampler_s_log_probs_of_the_tokens_it_drew(tiny_model):
+    """The sampler's log-probs line up with the chain's tokens; tokens it did not draw are marked unknown."""
+    jepo = make_jepo(tiny_model)
+    exp = jepo.collect([{"prompt": "q one", "answer": "7"}], [0])
+    batch = exp.batch
+    drawn = batch["pg_mask"] * batch["sampler_known"]
+    assert drawn.sum() > 0 and torch.all(batch["sampler_logp"][drawn.bool()] == -1.0)  # the scripted sampler's
+    assert not (batch["sup_mask"] * batch["sampler_known"]).any()  # a* is not drawn
+    assert exp.counts["drawn_tokens"] == drawn.sum().item()
 
 
 def test_jepo_runs_from_the_cli(tmp_path, tiny_model):

@@ -93,7 +93,7 @@ def test_masked_mean_of_empty_mask_is_zero():
     assert masked_mean(torch.ones(2, 3), torch.zeros(2, 3), dim=1).tolist() == [0.0, 0.0]
 
 
-# -- sampler/trainer mismatch (GRPO's sampler_correction) ---------------------------------------------------------
+# -- sampler/trainer mismatch (sampling.correction, shared by every algorithm that samples) ---------------------------
 def test_truncated_importance_weights_by_hand():
     from langplay.losses import sampler_mismatch, truncated_importance_weights
 

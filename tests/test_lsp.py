@@ -116,11 +116,15 @@ def test_literal_losses_and_gradients_by_hand(tiny_model, reduction):
     with torch.no_grad():
         s_ref = hand_sequence_logprobs(lsp.policy.reference, batch, reduction)
     A, beta, alpha = batch["advantages"], 0.1, 0.5
-    solver, challenger = slice(0, 9), slice(9, 12)
-    L_sol = -(1 / 9) * (A[solver] * torch.exp(s[solver] - s[solver].detach()) - beta * (s[solver] - s_ref[solver])).sum()
-    L_ch = -(1 / 3) * (A[challenger] * torch.exp(s[challenger] - s[challenger].detach())
-                       - beta * (s[challenger] - s_ref[challenger])).sum()
-    assert_same_loss_and_gradients(loss, ours, L_sol + alpha * L_ch, model)
+    pg = hand_policy_gradient(hand_token_logprobs(model, batch), batch["completion_mask"], A, reduction)
+    per_sequence = pg + beta * (s - s_ref)
+    assert_same_loss_and_gradients(loss, ours, per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3, model)
+
+
+def hand_policy_gradient(tokens, mask, A, reduction):
+    """-A pi/sg(pi) token by token (the ratio is 1, the gradient -A grad log pi), summed or averaged per sequence."""
+    summed = -(A.unsqueeze(1) * torch.exp(tokens - tokens.detach()) * mask).sum(1)
+    return summed if reduction == "sum" else summed / mask.sum(1)
 
 
 def hand_token_logprobs(model, batch):
@@ -133,22 +137,23 @@ def hand_token_logprobs(model, batch):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_kl_in_the_reward_by_hand(tiny_model, reduction):
-    """kl_penalty=reward (the default): each token's log-prob times beta * the log-ratios from it to the end."""
+    """kl_penalty=reward (the default): each token's log-prob times beta * the log-ratios from it to the end,
+    divided by |a| under "mean" like the policy gradient."""
     lsp = make_lsp(tiny_model, f"lsp.logprob_reduction={reduction}")
     assert lsp.args.kl_penalty == "reward"
     batch, model, loss, ours = loss_and_gradients_after_a_move(lsp)
-    s = hand_sequence_logprobs(model, batch, reduction)
     tokens = hand_token_logprobs(model, batch)
     with torch.no_grad():
         ref_tokens = hand_token_logprobs(lsp.policy.reference, batch)
     A, beta, alpha, mask = batch["advantages"], 0.1, 0.5, batch["completion_mask"]
+    pg = hand_policy_gradient(tokens, mask, A, reduction)
     per_sequence = []
     for row in range(len(A)):
         n = int(mask[row].sum())
         ratio = (tokens[row, :n] - ref_tokens[row, :n]).detach()
         to_go = torch.stack([ratio[t:].sum() for t in range(n)])
         kl = ((tokens[row, :n] - tokens[row, :n].detach()) * to_go).sum() + ratio.sum()
-        per_sequence.append(-torch.exp(s[row] - s[row].detach()) * A[row] + beta * kl)
+        per_sequence.append(pg[row] + beta * kl / (n if reduction == "mean" else 1))
     per_sequence = torch.stack(per_sequence)
     assert_same_loss_and_gradients(loss, ours, per_sequence[:9].sum() / 9 + alpha * per_sequence[9:].sum() / 3, model)
 
@@ -172,48 +177,96 @@ def tabular_logprobs(logits: dict, sequence: list[int]) -> torch.Tensor:
     return torch.stack([torch.log_softmax(logits[tuple(sequence[:t])], -1)[tok] for t, tok in enumerate(sequence)])
 
 
-def expected_kl_gradient(reduction, kl_penalty, role):
-    """(E_{a~pi}[grad of the KL part of LSP's loss for one row of `role`], grad KL(pi || pi_Ref)), exactly."""
+def table_lsp(reduction, kl_penalty="reward", correction="none", beta=0.3, alpha=0.7):
+    """LSP with its own loss and a policy whose log-probs are given per row (`lsp.logp`)."""
     from types import SimpleNamespace
 
+    lsp = LSP.__new__(LSP)
+    lsp.args = SimpleNamespace(beta=beta, kl_penalty=kl_penalty, logprob_reduction=reduction, alpha_challenger=alpha)
+    lsp.config = SimpleNamespace(sampling=SimpleNamespace(temperature=1.0, correction_cap=3.0))
+    lsp.correction = correction
+    lsp.policy = SimpleNamespace(logprobs=lambda batch, temperature: SimpleNamespace(logp=lsp.logp))
+    return lsp
+
+
+def row_loss(lsp, logp, ref_logp, role, advantage=0.0, sampler_logp=None):
+    """LSP's loss of one sampled row of `role` with these per-token log-probs (sampler's: the trainer's if None)."""
+    lsp.logp = logp.unsqueeze(0)
+    sampler_logp = logp.detach() if sampler_logp is None else sampler_logp
+    batch = {"completion_mask": torch.ones(1, len(logp), dtype=torch.float64), "ref_logp": ref_logp.unsqueeze(0),
+             "advantages": torch.tensor([advantage], dtype=torch.float64), "sampler_logp": sampler_logp.unsqueeze(0),
+             "is_challenger": torch.tensor([float(role == "challenger")], dtype=torch.float64)}
+    counts = {"solver_sequences": 1.0, "challenger_sequences": 1.0, "num_tokens": float(len(logp))}
+    return lsp.loss(batch, counts)[0]
+
+
+def tiny_tables():
     torch.manual_seed(0)
     prefixes = {tuple(seq[:t]) for seq in all_sequences() for t in range(len(seq))}
     theta = {p: (2 * torch.randn(VOCAB, dtype=torch.float64)).requires_grad_() for p in prefixes}
     ref = {p: 2 * torch.randn(VOCAB, dtype=torch.float64) for p in prefixes}
-    beta, alpha = 0.3, 0.7
-    args = SimpleNamespace(beta=beta, kl_penalty=kl_penalty, logprob_reduction=reduction, alpha_challenger=alpha)
-    lsp = LSP.__new__(LSP)  # the algorithm's own loss, with a policy that reads the table
-    lsp.args, lsp.config = args, SimpleNamespace(sampling=SimpleNamespace(temperature=1.0))
+    return theta, ref
+
+
+def expected_kl_gradient(reduction, kl_penalty, role):
+    """(E_{a~pi}[grad of the KL part of LSP's loss for one row of `role`], beta alpha grad KL(pi || pi_Ref)), exactly."""
+    theta, ref = tiny_tables()
+    lsp = table_lsp(reduction, kl_penalty)
     params = list(theta.values())
     expected = [torch.zeros(VOCAB, dtype=torch.float64) for _ in params]
     kl = 0.0
     for seq in all_sequences():
-        logp = tabular_logprobs(theta, seq)
-        ref_logp = tabular_logprobs(ref, seq)
-        lsp.policy = SimpleNamespace(logprobs=lambda batch, temperature: SimpleNamespace(logp=logp.unsqueeze(0)))
-        batch = {"completion_mask": torch.ones(1, len(seq), dtype=torch.float64), "ref_logp": ref_logp.unsqueeze(0),
-                 "advantages": torch.zeros(1, dtype=torch.float64),
-                 "is_challenger": torch.tensor([float(role == "challenger")], dtype=torch.float64)}
-        loss, _ = lsp.loss(batch, {"solver_sequences": 1.0, "challenger_sequences": 1.0})
-        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        logp, ref_logp = tabular_logprobs(theta, seq), tabular_logprobs(ref, seq)
+        grads = torch.autograd.grad(row_loss(lsp, logp, ref_logp, role), params, allow_unused=True, retain_graph=True)
         prob = logp.sum().exp().detach()
         for total, grad in zip(expected, grads):
             if grad is not None:
                 total += prob * grad
         kl = kl + logp.sum().exp() * (logp.sum() - ref_logp.sum())
-    scale = beta * (alpha if role == "challenger" else 1.0)
+    scale = lsp.args.beta * (lsp.args.alpha_challenger if role == "challenger" else 1.0)
     true = torch.autograd.grad(scale * kl, params)
     return torch.cat(expected), torch.cat(true)
 
 
 @pytest.mark.parametrize("role", ["solver", "challenger"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_the_default_kl_has_the_gradient_of_the_kl(reduction, role):
-    """Summed over every sequence a ~ pi, the KL part's gradient is beta grad KL(pi || pi_Ref), to float64
-    precision, for each role (alpha_Ch scales the challenger's) and each reduction."""
-    expected, true = expected_kl_gradient(reduction, "reward", role)
+def test_the_default_kl_has_the_gradient_of_the_kl(role):
+    """Summed over every sequence a ~ pi, the KL part's gradient under "sum" (eq. 4-5's log pi) is beta grad
+    KL(pi || pi_Ref), to float64 precision, for each role (alpha_Ch scales the challenger's)."""
+    expected, true = expected_kl_gradient("sum", "reward", role)
     assert true.abs().max() > 0.01  # the policy is far from the reference: there is something to pull
     assert torch.allclose(expected, true, atol=1e-12), (expected - true).abs().max()
+
+
+def part_gradients(lsp, theta, ref, seq, role):
+    """(grad of the policy-gradient part, grad of the KL part) of LSP's loss for one sampled row."""
+    params = list(theta.values())
+    logp, ref_logp = tabular_logprobs(theta, seq), tabular_logprobs(ref, seq)
+    beta = lsp.args.beta
+    lsp.args.beta = 0.0
+    pg = torch.autograd.grad(row_loss(lsp, logp, ref_logp, role, advantage=1.3), params, allow_unused=True,
+                             retain_graph=True)
+    lsp.args.beta = beta
+    kl = torch.autograd.grad(row_loss(lsp, logp, ref_logp, role), params, allow_unused=True)
+    flat = lambda grads: torch.cat([torch.zeros(VOCAB, dtype=torch.float64) if g is None else g for g in grads])  # noqa: E731
+    return flat(pg), flat(kl)
+
+
+@pytest.mark.parametrize("role", ["solver", "challenger"])
+def test_the_kl_weighs_against_the_policy_gradient_alike_under_either_reduction(role):
+    """For every sequence of the tiny policy, "mean" divides the policy gradient and the KL alike by |a|, so the
+    KL's weight relative to the learning signal is eq. 4-5's under either reduction (a KL left summed under "mean"
+    weighs |a| times too much); summed over a ~ pi, "mean"'s KL gradient is E[grad of the KL bracket / |a|]."""
+    theta, ref = tiny_tables()
+    by_mean, by_sum = table_lsp("mean"), table_lsp("sum")
+    lengths = set()
+    for seq in all_sequences():
+        pg_mean, kl_mean = part_gradients(by_mean, theta, ref, seq, role)
+        pg_sum, kl_sum = part_gradients(by_sum, theta, ref, seq, role)
+        assert kl_sum.abs().max() > 1e-3 and pg_sum.abs().max() > 1e-3
+        assert torch.allclose(pg_mean * len(seq), pg_sum, atol=1e-12)
+        assert torch.allclose(kl_mean * len(seq), kl_sum, atol=1e-12), (len(seq), kl_mean, kl_sum)
+        lengths.add(len(seq))
+    assert lengths == {1, 2, 3}
 
 
 def test_the_literal_kl_of_eq_4_5_does_not_regularise():
@@ -222,6 +275,47 @@ def test_the_literal_kl_of_eq_4_5_does_not_regularise():
     assert expected.abs().max() < 1e-12 < true.abs().max()
     expected, true = expected_kl_gradient("mean", "loss", "solver")
     assert not torch.allclose(expected, true, atol=1e-3)
+
+
+@pytest.mark.parametrize("role", ["solver", "challenger"])
+@pytest.mark.parametrize("term", ["policy_gradient", "kl"])
+@pytest.mark.parametrize("correction", ["tis", "ppo"])
+def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(correction, term, role):
+    """One-token queries or answers drawn by a sampler q != pi: the expectation over q of the corrected loss's
+    gradient is the on-policy one (E over pi, uncorrected), for each role and each of the policy-gradient and
+    KL terms; without the correction it is not. (q stays within ppo's clip range of pi, so the clip never acts.)"""
+    torch.manual_seed(1)
+    theta = (0.5 * torch.randn(VOCAB, dtype=torch.float64)).requires_grad_()
+    ref = torch.randn(VOCAB, dtype=torch.float64).log_softmax(0)
+    pi = torch.softmax(theta, 0).detach()
+    q = pi * torch.tensor([1.15, 0.9, 1.0], dtype=torch.float64)
+    q = q / q.sum()
+    advantages = [1.0, -0.5, 2.0] if term == "policy_gradient" else [0.0] * VOCAB
+    beta = 0.0 if term == "policy_gradient" else 0.3
+
+    def expected_gradient(correction: str, weights: torch.Tensor, sampler: torch.Tensor) -> torch.Tensor:
+        lsp = table_lsp("sum", correction=correction, beta=beta)
+        loss = sum(weights[a] * row_loss(lsp, torch.log_softmax(theta, 0)[a : a + 1], ref[a : a + 1], role,
+                                         advantages[a], sampler[a : a + 1].log()) for a in range(VOCAB))
+        return torch.autograd.grad(loss, theta)[0]
+
+    on_policy = expected_gradient("none", pi, pi)
+    assert on_policy.abs().max() > 1e-3
+    assert torch.allclose(expected_gradient(correction, q, q), on_policy, atol=1e-12)
+    assert not torch.allclose(expected_gradient("none", q, q), on_policy, atol=1e-4)
+
+
+def test_kl_metrics_come_from_the_trainer_not_the_sampler(tiny_model):
+    """At the first step policy == reference, so each role's KL is 0, however far the sampler's log-probs are
+    (the scripted sampler reports -1 a token); the gap is logged as sampler_mismatch instead."""
+    lsp = make_lsp(tiny_model)
+    exp = lsp.collect([{}] * 3, [1, 2, 3])
+    _, metrics = lsp.loss(exp.batch, exp.counts)
+    assert metrics["kl/solver"] == 0.0 and metrics["kl/challenger"] == 0.0
+    logp = lsp.policy.logprobs(exp.batch, 1.0).logp.detach()
+    mask = exp.batch["completion_mask"]
+    gap = ((logp + 1.0).abs() * mask).sum() / mask.sum()
+    assert metrics["sampler_mismatch"] == pytest.approx(gap.item(), rel=1e-5) and gap > 0.1
 
 
 def test_unreadable_judge_scores_are_left_out_of_the_quality_reward():
@@ -266,8 +360,8 @@ def test_query_prefix_starts_every_query_and_stays_out_of_the_challengers_tokens
 ADVERSARIAL = {
     "<Score>5</Score>": (5.0, "score"),
     "blah <Score> 3 </Score> then <Score>6</Score>": (6.0, "score"),  # several: the last
-    "<score>9</score>": (7.0, "score+clamped"),
-    "<Score>-2</Score>": (0.0, "score+clamped"),
+    "<score>9</score>": (0.0, "out_of_range"),  # out of 0..7: unreadable, not clamped
+    "<Score>-2</Score>": (0.0, "out_of_range"),
     "<Calculation>1+0+1+1=3</Calculation> no score tag": (3.0, "calculation"),
     "I give it a 5": (0.0, "fallback"),
     "": (0.0, "fallback"),
@@ -285,7 +379,7 @@ def test_self_reward_parser_on_adversarial_strings():
 @given(st.text())
 def test_self_reward_parser_never_raises(text):
     value, how = parse_score(text)
-    assert 0 <= value <= 7 and how.split("+")[0] in ("score", "calculation", "fallback")
+    assert 0 <= value <= 7 and how in ("score", "calculation", "out_of_range", "fallback")
 
 
 def test_lsp_runs_from_the_cli_in_tinyworld_with_its_metrics(tmp_path):
@@ -359,9 +453,9 @@ def test_reference_judge_writes_through_a_sampler_and_leaves_unreadable_replies_
 
     judge = ReferenceJudge(policy, make_sampler=Scripted)
     scores, metrics = judge.score(["p"] * 3, ["a1", "a2", "a3"], {"raw_prompt": ["q1", "q2", "q3"]})
-    assert scores[0] == 4.0 and math.isnan(scores[1]) and scores[2] == 7.0
+    assert scores[0] == 4.0 and math.isnan(scores[1]) and math.isnan(scores[2])  # 9: out of range, left out
     assert metrics == {"self_reward_parse/score": 1.0, "self_reward_parse/fallback": 1.0,
-                       "self_reward_parse/score+clamped": 1.0}
+                       "self_reward_parse/out_of_range": 1.0}
     assert seen["model"] is policy.reference and seen["temperature"] == 0.01  # the frozen reference, near-greedy
     assert seen["prompts"][0] == policy.format_prompt(JUDGE_PROMPT.format(instruction="q1", response="a1"))
     real = ReferenceJudge(policy, max_new_tokens=8).score(["p"], ["a"], {"raw_prompt": ["q"]})  # the HF sampler

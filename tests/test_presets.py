@@ -1,5 +1,6 @@
 """The paper presets mirror their papers, and the papers' prompts keep every instruction they give."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,28 @@ def test_lsp_presets_follow_table_1():
         assert (config.train.prompts_per_step, config.lsp.beta, config.train.lr) == (8, 0.05, 3e-6)
         assert config.lsp.kl_penalty == "reward"  # a KL that regularises (tests/test_lsp.py)
     assert rows["lsp_paper"].lsp.self_reward and not rows["lsp_zero_paper"].lsp.self_reward
+
+
+def test_lsp_grpo_baseline_prompts_keep_alpacas_input(tiny_model, tmp_path):
+    """The preset's prompts on Alpaca-shaped rows (a local file, no network) hold the instruction and its input."""
+    from langplay.trainer import Trainer
+
+    data = tmp_path / "alpaca.jsonl"
+    rows = [{"instruction": "Summarize the following text.", "input": f"Text {i}.", "output": "."} for i in range(2)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preset = load_config(CONFIGS / "lsp_grpo_baseline_paper.yaml").data
+    seen = []
+
+    def record(prompts, completions, raw_prompt, **columns):
+        seen.extend(raw_prompt)
+        return [0.0] * len(completions)
+
+    config = load_config(overrides=[
+        f"model.name_or_path={tiny_model}", f"data.path={data}", f"data.prompt_column={preset.prompt_column}",
+        f"run.output_dir={tmp_path / 'run'}", "train.steps=1", "train.prompts_per_step=2", "grpo.group_size=2",
+        "sampling.max_new_tokens=2", "run.progress=false"])
+    Trainer(config, rewards=[record]).train()
+    assert set(seen) == {"Summarize the following text.\n\nText 0.", "Summarize the following text.\n\nText 1."}
 
 
 # Box 1 and Box 3 of the LSP paper: each instruction an implementation must keep (Kuba et al. 2025, Boxes 1 and 3)

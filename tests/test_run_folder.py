@@ -2,7 +2,9 @@
 kill at any moment leaves whole, damaged checkpoints reported in one line."""
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +57,92 @@ def test_a_run_that_fails_before_its_first_step_ends_writes_nothing(tiny_model, 
     Trainer(config(tiny_model, prompt_file, run), rewards=[count_a]).train()  # and the folder is free to use
 
 
+@pytest.mark.parametrize("value", [None, math.nan])
+def test_rewards_that_are_not_numbers_stop_the_first_step_and_write_nothing(tiny_model, prompt_file, tmp_path, value):
+    def not_a_number(prompts, completions, **columns):
+        return [value] * len(completions)
+
+    run = tmp_path / "run"
+    with pytest.raises(LangplayError, match=r"the rewards of step 1 are not numbers \(reward=nan, "
+                                            r"reward/not_a_number=nan\): a reward function returned None") as error:
+        Trainer(config(tiny_model, prompt_file, run, "run.save_every=1"), rewards=[not_a_number]).train()
+    assert "\n" not in str(error.value)
+    assert not run.exists() or not any(run.iterdir())
+    Trainer(config(tiny_model, prompt_file, run), rewards=[count_a]).train()  # the corrected run needs no --overwrite
+
+
+def left_by_a_run_that_skipped_every_step(tiny_model, prompt_file, run: Path) -> None:
+    """The folder an earlier langplay left when every step was skipped: config, metrics and checkpoints, each
+    step logged (and saved) as skipped, no final/."""
+    Trainer(config(tiny_model, prompt_file, run, "train.steps=3", "run.save_every=1"), rewards=[count_a]).train()
+    shutil.rmtree(run / "final")
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({**m, "loss": math.nan, "skipped": 1.0}) + "\n"
+                                               for m in lines))
+    for checkpoint in list_checkpoints(run / "checkpoints"):
+        state = json.loads((checkpoint / "state.json").read_text())
+        (checkpoint / "state.json").write_text(json.dumps({**state, "bad_steps": state["step"]}))
+
+
+def interrupted_in_its_first_step(tiny_model, prompt_file, run: Path) -> None:
+    def interrupting(prompts, completions, **columns):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(tiny_model, prompt_file, run), rewards=[interrupting]).train()
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-000000"]
+
+
+@pytest.mark.parametrize("leftover", [left_by_a_run_that_skipped_every_step, interrupted_in_its_first_step],
+                         ids=lambda f: f.__name__)
+def test_a_folder_whose_run_trained_no_step_does_not_block_a_new_run(tiny_model, prompt_file, tmp_path, leftover):
+    run = tmp_path / "run"
+    leftover(tiny_model, prompt_file, run)
+    with pytest.warns(UserWarning, match="trained no step: replacing"):
+        Trainer(config(tiny_model, prompt_file, run), rewards=[count_a]).train()  # no --overwrite
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["skipped"]) for m in metrics] == [(1, 0.0), (2, 0.0)]  # replaced, not appended to
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-000002"] and (run / "final").is_dir()
+
+
+def a_final(run: Path) -> None:
+    shutil.copytree(list_checkpoints(run / "checkpoints")[-1] / "model", run / "final")
+
+
+def a_trained_checkpoint(run: Path) -> None:
+    state = list_checkpoints(run / "checkpoints")[-1] / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "bad_steps": 1}))
+
+
+def a_trained_logged_step(run: Path) -> None:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:-1] + [lines[-1].replace('"skipped": 1.0', '"skipped": 0.0')]))
+
+
+def a_config_with_no_step_recorded(run: Path) -> None:  # e.g. log_every=10 and a crash at step 5
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.jsonl").unlink()
+
+
+def an_unreadable_metrics_line(run: Path) -> None:
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "lo')
+
+
+@pytest.mark.parametrize("evidence", [a_final, a_trained_checkpoint, a_trained_logged_step,
+                                      a_config_with_no_step_recorded, an_unreadable_metrics_line],
+                         ids=lambda f: f.__name__)
+def test_a_folder_that_may_hold_a_trained_step_is_a_run(tiny_model, prompt_file, tmp_path, evidence):
+    """In doubt, a folder holds a run: only proof that no step trained lets a new run replace it."""
+    run = tmp_path / "run"
+    left_by_a_run_that_skipped_every_step(tiny_model, prompt_file, run)
+    evidence(run)
+    before = snapshot(run)
+    with pytest.raises(LangplayError, match="already holds a run"):
+        Trainer(config(tiny_model, prompt_file, run), rewards=[count_a]).train()
+    assert snapshot(run) == before
+
+
 def test_an_output_path_that_is_a_file_is_a_clear_error(tiny_model, prompt_file, tmp_path):
     (tmp_path / "file").write_text("mine")
     with pytest.raises(LangplayError, match="is a file"):
@@ -84,8 +172,6 @@ class Killed(BaseException):
 
 def test_a_kill_while_rotating_never_leaves_a_listed_checkpoint_without_weights(tiny_model, prompt_file, tmp_path,
                                                                                  monkeypatch):
-    import shutil
-
     run = tmp_path / "run"
     trainer = Trainer(config(tiny_model, prompt_file, run, "train.steps=2", "run.save_every=1", "run.keep_checkpoints=1"),
                       rewards=[count_a])

@@ -82,16 +82,22 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tiny_model, prompt_fil
 
 
 def test_non_finite_rewards_skip_steps_then_stop_the_run(tiny_model, prompt_file, tmp_path):
-    def nan_reward(prompts, completions, **columns):
-        return [math.nan] * len(completions)
+    """After a trained step, non-finite rewards skip steps, which change nothing, until train.max_bad_steps stops
+    the run (on the first step they are an error of their own: tests/test_run_folder.py)."""
+    calls, after_step_1 = [], {}
 
-    trainer = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=10"), rewards=[nan_reward])
-    before = {k: v.clone() for k, v in trainer.policy.model.state_dict().items()}
+    def nan_after_step_1(prompts, completions, **columns):
+        calls.append(1)
+        if len(calls) == 2:  # step 2 scores on the weights step 1 trained
+            after_step_1.update({k: v.clone() for k, v in trainer.policy.model.state_dict().items()})
+        return count_a(prompts, completions) if len(calls) == 1 else [math.nan] * len(completions)
+
+    trainer = Trainer(grpo_config(tiny_model, prompt_file, tmp_path, "train.steps=10"), rewards=[nan_after_step_1])
     with pytest.warns(UserWarning, match="step skipped"), pytest.raises(LangplayError, match="3 steps in a row"):
         trainer.train()
-    assert trainer.step == 3
+    assert trainer.step == 4
     after = trainer.policy.model.state_dict()
-    assert all((before[k] == after[k]).all() for k in before)  # skipped steps change nothing
+    assert all((after_step_1[k] == after[k]).all() for k in after)  # skipped steps change nothing
 
 
 def test_a_raising_reward_function_is_named_with_the_sample(tiny_model, prompt_file, tmp_path):
@@ -162,11 +168,11 @@ def test_the_trainer_names_no_algorithm():
 
 def test_grpo_sees_the_samplers_own_logprobs_row_by_row(tiny_model, prompt_file, tmp_path):
     """The HF sampler's log-probs are the policy's (fp32): the logged mismatch is ~0, which it would not be if
-    they were laid out a token off. Under sampler_correction=ppo the ratio is then 1 and the update the same."""
+    they were laid out a token off. Under sampling.correction=ppo the ratio is then 1 and the update the same."""
     plain = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / "a", "train.steps=1", "train.precision=fp32",
-                                "grpo.sampler_correction=none"), rewards=[count_a]).train()
+                                "sampling.correction=none"), rewards=[count_a]).train()
     ppo = Trainer(grpo_config(tiny_model, prompt_file, tmp_path / "b", "train.steps=1", "train.precision=fp32",
-                              "grpo.sampler_correction=ppo"), rewards=[count_a]).train()
+                              "sampling.correction=ppo"), rewards=[count_a]).train()
     assert plain[0]["sampler_mismatch"] < 1e-5 and ppo[0]["sampler_mismatch"] < 1e-5
     assert ppo[0]["loss"] == pytest.approx(plain[0]["loss"], abs=1e-5)
     assert ppo[0]["grad_norm"] == pytest.approx(plain[0]["grad_norm"], rel=1e-4)

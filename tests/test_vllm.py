@@ -123,9 +123,13 @@ def test_every_algorithm_trains_with_vllm(vllm_model, tmp_path):
                           "lsp.max_query_tokens=6", "lsp.judge_max_new_tokens=4", judge,
                           f"lsp.rewards=[{{kind: function, function: '{HERE / 'reward_functions.py'}:count_a'}}]")
     assert any(k.startswith("self_reward_parse/") for k in lsp[0])  # the judge wrote (through its own engine)
-    train_two_steps("jepo", vllm_model, tmp_path, f"data.path={prompts}", "jepo.group_size=2", "jepo.answer_marker=a")
+    assert lsp[0]["kl/solver"] == 0.0 and lsp[0]["kl/challenger"] == 0.0  # policy == reference at step 1
+    jepo = train_two_steps("jepo", vllm_model, tmp_path, f"data.path={prompts}", "jepo.group_size=2",
+                           "jepo.answer_marker=a")
     irl = train_two_steps("irl", vllm_model, tmp_path, f"data.path={sft}", "irl.online_fraction=0.5")
     assert all(h["sampled_tokens"] > 0 for h in irl)  # online samples came from the engine
+    for history in (lsp, jepo, irl):  # every algorithm that samples logs the gap (tis by default under vLLM)
+        assert all(0 <= h["sampler_mismatch"] < 1e-4 for h in history)
 
 
 def test_a_resumed_vllm_run_samples_and_ends_as_the_uninterrupted_one(vllm_model, tmp_path):

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langplay.errors import LangplayError, first_line
+from langplay.policy import write_model_facts
 
 PREFIX = "step-"
 
@@ -97,6 +98,7 @@ def save_model_weights(policy, path: Path) -> None:
     if policy.uses_lora:
         policy.model.save_pretrained(path)  # the adapter alone
         policy.tokenizer.save_pretrained(path)
+        write_model_facts(policy.facts, path)
     else:
         policy.save(path)
 

@@ -39,6 +39,7 @@ def warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 def quiet_libraries() -> None:
+    import logging
     import warnings
 
     import datasets
@@ -50,6 +51,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     datasets.utils.logging.set_verbosity_error()
+    # vLLM dumps its whole config and scheduler state (~100 KB) before an engine error that langplay reports in one line
+    logging.getLogger("vllm.logging_utils.dump_input").setLevel(logging.CRITICAL)
 
 
 @app.command()
@@ -313,7 +316,8 @@ def reward(
     model: str = typer.Option(..., "--model", help="an IRL-trained causal LM: local folder or Hub name"),
     data: Path = typer.Option(..., "--data", help=".jsonl/.json/.parquet/.csv file of prompts and completions"),
     output: Optional[Path] = typer.Option(None, "--output", help="JSONL: each row's reward and per-token rewards"),
-    gamma: float = typer.Option(1.0, "--gamma", help="discount of the implicit reward (IRL's irl.gamma)"),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help=(
+        "discount of the implicit reward; default: the irl.gamma recorded with the model")),
     prompt_column: str = typer.Option("prompt", "--prompt-column"),
     completion_column: str = typer.Option("completion", "--completion-column"),
 ):
@@ -325,10 +329,11 @@ def reward(
     from langplay.config import ModelConfig
     from langplay.data import load_rows, require_columns
     from langplay.policy import Policy
-    from langplay.rewards.implicit import implicit_rewards
+    from langplay.rewards.implicit import implicit_rewards, resolve_gamma
 
     rows = load_rows(str(data))
     require_columns(rows, [prompt_column, completion_column], f"dataset {str(data)!r}")
+    gamma = resolve_gamma(model, gamma)
     policy = Policy.from_config(ModelConfig(name_or_path=model), with_reference=False)
     prompts = [policy.format_prompt(row[prompt_column]) for row in rows]
     per_token, sums = implicit_rewards(policy, prompts, [row[completion_column] for row in rows], gamma)

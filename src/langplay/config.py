@@ -90,8 +90,16 @@ class SamplingConfig(Section):
         "vLLM on CUDA: the share of GPU memory its engine may take"))
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "vLLM: the engine's weights; auto: the policy's (float32 masters), and for LSP's self-judge its reference's, "
-        "which train.precision=bf16 stores in bf16. bfloat16 beside bf16 training is the fast choice (GRPO's "
-        "sampler_correction covers the gap)"))
+        "which train.precision=bf16 stores in bf16. bfloat16 beside bf16 training is the fast choice "
+        "(sampling.correction covers the gap)"))
+    correction: Literal["auto", "none", "tis", "ppo"] = Field("auto", description=(
+        "every algorithm that samples (GRPO, LSP, JEPO, online IRL), for the gap between the sampler's and the "
+        "trainer's probabilities (vLLM's kernels, bf16): tis weighs each sampled token's score-function terms by "
+        "min(pi_trainer / pi_sampler, correction_cap), TRL's token_truncate; ppo takes the sampler's log-probs as "
+        "the old policy of the policy-gradient term, so the clipped ratio corrects it (GRPO's epsilon; 0.2 "
+        "elsewhere), and tis's weights for the other terms; none: neither. auto: tis with sampling.backend=vllm, "
+        "else none"))
+    correction_cap: float = Field(3.0, ge=1, description="tis: the largest weight (TRL's default 3)")
     vllm_cpu_kv_cache_gb: int = Field(1, gt=0, description=(
         "vLLM on CPU: GiB of memory for its KV cache (VLLM_CPU_KVCACHE_SPACE, which wins when set)"))
 
@@ -172,9 +180,15 @@ class RewardSpec(Section):
         "kind=http_judge: the endpoint's base URL, e.g. http://host:8000/v1 (settings: the http_judge section)"))
     answer_column: str = Field("answer", description="verifiers: the dataset column holding the gold answer")
     weight: float = Field(1.0, description="its weight in the sum of rewards")
+    gamma: float | None = Field(None, ge=0, le=1, description=(
+        "kind=irl: the discount of the implicit reward r = log pi + V(s) - gamma V(s'), summed over the completion; "
+        "None: the irl.gamma the model was trained with (recorded in its langplay.json). At 1 the sum telescopes to "
+        "log pi(y|x) + V(s_0), and V(s_0) cancels within a group: the reward is then the model's log-likelihood"))
 
     @model_validator(mode="after")
     def _needs_its_target(self) -> RewardSpec:
+        if self.gamma is not None and self.kind != "irl":
+            raise ValueError(f"gamma applies to rewards of kind 'irl' only, not '{self.kind}'")
         if self.kind == "function" and not self.function:
             raise ValueError("a reward of kind 'function' needs function: 'module:name'")
         if self.kind in ("reward_model", "irl") and not self.model:
@@ -201,12 +215,6 @@ class GRPOConfig(Section):
     leave_one_out: bool = Field(False, description=(
         "RLOO: each completion's baseline is the mean of the others in its group"))
     rewards: list[RewardSpec] = Field([], description="the reward sources, summed with their weights")
-    sampler_correction: Literal["auto", "none", "tis", "ppo"] = Field("auto", description=(
-        "for the gap between the sampler's and the trainer's probabilities (vLLM's kernels, bf16): tis weighs "
-        "each token by min(pi_trainer / pi_sampler, sampler_correction_cap), TRL's token_truncate; ppo takes the "
-        "sampler's log-probs as the old policy, so the clipped ratio corrects it (epsilon acts); none: neither. "
-        "auto: tis with sampling.backend=vllm, else none"))
-    sampler_correction_cap: float = Field(3.0, gt=0, description="tis: the largest weight (TRL's default 3)")
 
 
 class SFTConfig(Section):
@@ -228,8 +236,9 @@ class LSPConfig(Section):
         "log pi(seq) in the policy gradient: token mean (TRL's \"grpo\" loss type: length-biased) or the sum of eq. "
         "4-5"))
     kl_penalty: Literal["reward", "loss"] = Field("reward", description=(
-        "\"reward\": the KL as a per-token reward penalty (reward-to-go): expected gradient beta grad KL, any "
-        "reduction; \"loss\": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient does not regularise"
+        "\"reward\": the KL as a per-token reward penalty (reward-to-go): expected gradient beta grad KL, reduced "
+        "like the policy gradient (divided by |a| under mean), so their ratio is eq. 4-5's under either reduction; "
+        "\"loss\": beta log(pi/pi_Ref) in the loss as eq. 4-5 write it, whose gradient does not regularise"
         " (see lsp.py)"))
     self_reward: bool = Field(False, description="False: LSP-Zero; True: LSP, adding the quality score R_Q")
     self_reward_function: str | None = Field(None, description=(
@@ -287,9 +296,12 @@ class JEPOConfig(Section):
         "tokens under the score function: c_i, or all of y_i"))
     beta_sup: float = Field(0.01, ge=0, description=(
         "weight of the supervised term (paper: 0-0.01 short answers, 1 proofs)"))
-    beta: float = Field(1e-3, ge=0, description="KL to the reference, summed over each generation (paper: 1e-3)")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description=(
-        "Schulman's per-token estimator of KL(pi || pi_ref)"))
+    beta: float = Field(1e-3, ge=0, description="KL to the reference of each generation (paper: 1e-3)")
+    kl_estimator: Literal["sequence", "k1", "k2", "k3"] = Field("sequence", description=(
+        "sequence: KL(pi || pi_ref) of whole generations as a reward penalty with its reward-to-go, whose expected "
+        "gradient is exactly beta grad KL (as LSP's); k1/k2/k3: Schulman's per-token estimator summed over the "
+        "generation in the loss (k3's expected gradient is grad KL(pi_ref || pi) per state, not grad KL(pi || "
+        "pi_ref))"))
     rewards: list[RewardSpec] = Field([], description=(
         "a verifier: prompts where a sample passes use the RL loss (JEPO + RL)"))
     pass_threshold: float = Field(1.0, description="a sample passes the verifier when its reward reaches this")
@@ -301,7 +313,8 @@ class IRLConfig(Section):
 
     gamma: float = Field(0.99, ge=0, le=1, description=(
         "discount, not in the paper; IQ-Learn's 0.99. gamma = 1 makes the value term telescope to V(s_0): online IRL "
-        "then learns nothing from the visited states, so it is refused with online_fraction > 0"))
+        "then learns nothing from the visited states unless online_td puts the chi-squared term on them, so "
+        "gamma = 1 with online_fraction > 0 needs online_td"))
     td_weight: float = Field(0.5, ge=0, description="lambda = 1/(4 alpha), IQ-Learn's alpha 0.5; 0 is exactly MLE")
     online_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch that is the model's own samples")
     online_td: bool = Field(False, description=(
@@ -309,9 +322,10 @@ class IRLConfig(Section):
 
     @model_validator(mode="after")
     def _online_needs_a_discount(self) -> IRLConfig:
-        if self.online_fraction > 0 and self.gamma >= 1:
+        if self.online_fraction > 0 and self.gamma >= 1 and not self.online_td:
             raise ValueError("irl.gamma=1 with irl.online_fraction > 0: the value term telescopes to V(s_0) and "
-                             "online IRL learns nothing from the states it visits; use irl.gamma < 1 (e.g. 0.99)")
+                             "online IRL learns nothing from the states it visits; use irl.gamma < 1 (e.g. 0.99) "
+                             "or irl.online_td=true (the chi-squared term then covers them)")
         return self
 
 

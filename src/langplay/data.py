@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 from langplay.config import DataConfig
@@ -54,7 +55,24 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
         rows = rows.select(range(min(max_samples, len(rows))))
     if len(rows) == 0:
         raise LangplayError(f"dataset {path!r} ({split}) is empty")
-    return rows
+    return with_alpaca_prompts(rows)
+
+
+ALPACA = ("instruction", "input")  # Alpaca's columns (and its many copies'): the task, and the text it is about
+
+
+def with_alpaca_prompts(rows):
+    """Alpaca-shaped rows gain the `prompt` a TRL user builds for them: the instruction alone leaves out the
+    input ("Summarize the following text." without its text). Rows with a prompt of their own are as they are."""
+    if "prompt" in rows.column_names or not set(ALPACA) <= set(rows.column_names):
+        return rows
+    return rows.add_column("prompt", [alpaca_prompt(*pair) for pair in zip(*(rows[c] for c in ALPACA))])
+
+
+def alpaca_prompt(instruction, text):
+    """Alpaca's format: the instruction, then its input after a blank line where there is one."""
+    joined = isinstance(instruction, str) and isinstance(text, str) and text.strip()
+    return f"{instruction}\n\n{text}" if joined else instruction
 
 
 def check_jsonl(path: Path) -> None:
@@ -100,6 +118,9 @@ def require_columns(rows, columns: list[str], what: str = "dataset",
 def load_dataset_for(config: DataConfig, columns: list[str]):
     rows = load_rows(config.path, config.subset, config.split, config.max_samples, config.where)
     require_columns(rows, columns, f"dataset {config.path!r}")
+    if config.prompt_column == ALPACA[0] and ALPACA[1] in rows.column_names:
+        warnings.warn(f"data.prompt_column={ALPACA[0]} leaves out the rows' {ALPACA[1]!r}: data.prompt_column=prompt "
+                      "is the two joined, in Alpaca's format")
     return rows
 
 

@@ -13,6 +13,7 @@ import torch
 AdvantageScale = Literal["group", "batch", "none"]
 LossAggregation = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 KLEstimator = Literal["k1", "k2", "k3"]
+SamplerCorrection = Literal["none", "tis", "ppo"]
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -75,7 +76,8 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KLEstimato
     raise ValueError(f"unknown KL estimator {estimator!r}: use k1, k2 or k3")
 
 
-def kl_reward_to_go(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def kl_reward_to_go(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per sequence, a surrogate of KL(pi || pi_ref) over whole sequences sampled from pi: its gradient, in
     expectation, is exactly grad KL(pi || pi_ref) (tested by enumeration), and its value is the sampled
     log-ratio log pi(a)/pi_ref(a), the KL's usual estimate.
@@ -84,10 +86,14 @@ def kl_reward_to_go(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tens
     grad log pi(a_t|s_t) is weighted by sg(sum_{u >= t} log pi(a_u|s_u)/pi_ref(a_u|s_u)) (the log-ratios before t
     do not depend on a_t, and dropping them only lowers the variance). The log-ratio of a sampled sequence
     placed in the loss as it is has the gradient grad log pi(a): zero in expectation, it regularises nothing.
+    `weights` (per token, no gradient): a sampler correction's, for tokens drawn by a sampler other than pi.
     """
     log_ratio = ((logp - ref_logp) * mask).detach()
     to_go = log_ratio.flip(1).cumsum(1).flip(1)
-    return masked_sum((logp - logp.detach()) * to_go, mask, dim=1) + log_ratio.sum(1)
+    score = (logp - logp.detach()) * to_go
+    if weights is not None:
+        score = score * weights
+    return masked_sum(score, mask, dim=1) + log_ratio.sum(1)
 
 
 def clipped_policy_loss(
@@ -117,6 +123,33 @@ def truncated_importance_weights(logp: torch.Tensor, sampler_logp: torch.Tensor,
 def sampler_mismatch(logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The token sum of |log pi - log pi_sampler| (divide by the token count for the mean)."""
     return masked_sum((logp.detach() - sampler_logp).abs(), mask)
+
+
+def corrected_policy_loss(
+    logp: torch.Tensor,
+    sampler_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    correction: SamplerCorrection = "none",
+    cap: float = 3.0,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+) -> torch.Tensor:
+    """Per-token policy-gradient loss (gradient -A grad log pi at ratio 1) of tokens drawn by a sampler, one update
+    per batch: none takes them as the trainer's own draws; tis weighs each token by the truncated ratio
+    min(pi / pi_sampler, cap); ppo takes the sampler as the old policy of the clipped ratio."""
+    old = sampler_logp if correction == "ppo" else logp.detach()
+    per_token = clipped_policy_loss(logp, old, advantages, eps_low, eps_high)
+    if correction == "tis":
+        per_token = per_token * truncated_importance_weights(logp, sampler_logp, cap)
+    return per_token
+
+
+def correction_weights(logp: torch.Tensor, sampler_logp: torch.Tensor, correction: SamplerCorrection = "none",
+                       cap: float = 3.0) -> torch.Tensor | None:
+    """Per-token weights of the score-function terms other than a clipped policy gradient (a KL's reward-to-go,
+    IRL's sampled transitions) for tokens drawn by a sampler: tis's truncated ratio under tis and ppo (these terms
+    have no clip for ppo's ratio to act through), None (unweighted) under none."""
+    return None if correction == "none" else truncated_importance_weights(logp, sampler_logp, cap)
 
 
 def aggregate(

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from langplay.config import ModelConfig
 from langplay.errors import LangplayError, first_line
+from langplay.files import atomic_write_text
 from langplay.text import encodable
 
 Prompt = str | list[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
@@ -198,6 +200,7 @@ class Policy:
         self.sharded_reference = None  # and the reference's shards, in place of self.reference
         self.gathered_reference = None  # the reference made whole again, for a judge that samples from it
         self.adapters_off = False  # a view of a LoRA model with its adapter disabled (the reference)
+        self.facts: dict = {}  # how it was trained, saved beside its weights (MODEL_FACTS): e.g. IRL's irl_gamma
 
     # -- training: the model itself, or its FSDP2 shards (see langplay.sharding) ----------------------------
     def shard(self, device: torch.device) -> None:
@@ -333,7 +336,45 @@ class Policy:
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+        write_model_facts(self.facts, path)
         return path
+
+
+MODEL_FACTS = "langplay.json"  # beside a saved model's weights: how langplay trained it (`Policy.facts`)
+
+
+def write_model_facts(facts: dict, path: Path) -> None:
+    """`facts` as JSON in the model folder `path` (atomically); none: no file, and a stale one is removed."""
+    file = Path(path) / MODEL_FACTS
+    if facts:
+        atomic_write_text(file, json.dumps(facts, indent=2))
+    else:
+        file.unlink(missing_ok=True)
+
+
+def model_facts(name_or_path: str | Path) -> dict:
+    """The facts a langplay run saved with a model (a local folder, or a Hub repo holding MODEL_FACTS); {}: none."""
+    path = Path(name_or_path) / MODEL_FACTS
+    if not Path(name_or_path).is_dir():
+        try:
+            from transformers.utils import cached_file
+
+            found = cached_file(str(name_or_path), MODEL_FACTS, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False)
+        except (OSError, ValueError):  # not a Hub repo either: the model's own loading reports that
+            found = None
+        if found is None:
+            return {}
+        path = Path(found)
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LangplayError(f"cannot read {path}: {first_line(exc)}") from None
+    if not isinstance(facts, dict):
+        raise LangplayError(f"cannot read {path}: expected a JSON object")
+    return facts
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

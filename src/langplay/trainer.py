@@ -29,11 +29,12 @@ import torch
 from accelerate import Accelerator
 
 from langplay.algorithms import Algorithm, algorithm_class, make_algorithm
-from langplay.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from langplay.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
 from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
+from langplay.files import atomic_write_text
 from langplay.policy import (Policy, autocast, bf16_parameters, bf16_weight_copies, frozen_copy, micro_batches,
                              resolve_device, resolve_precision)
 from langplay.sampling import make_sampler
@@ -247,6 +248,8 @@ class Trainer:
             self.bad_steps = 0
         else:
             self.bad_steps += 1
+            if self.bad_steps > self.step:  # no step of this run has trained: stop before anything is written
+                raise LangplayError(untrained_cause(self.step + 1, experience.metrics))
             warnings.warn(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped step still moves the schedule on
@@ -283,15 +286,20 @@ class Trainer:
     # -- the run folder ------------------------------------------------------------------------------------
     def claim_run_dir(self, resume: bool) -> None:
         """Make sure this run may write its folder: a folder that holds another run is never touched unless the
-        run resumes it or run.overwrite says to replace it. Nothing is written here."""
+        run resumes it or run.overwrite says to replace it; the files of a run that trained no step are replaced.
+        Nothing is written here."""
         run_dir = self.run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise LangplayError(f"run.output_dir {run_dir} is a file: choose a folder")
-        if resume or not holds_a_run(run_dir):
+        if resume or not has_run_files(run_dir):
             return
-        if not self.config.run.overwrite:
-            raise LangplayError(f"run folder {run_dir} already holds a run: --resume continues it, --overwrite "
-                                "(run.overwrite=true) replaces it, or choose another run.output_dir")
+        if holds_a_run(run_dir):
+            if not self.config.run.overwrite:
+                raise LangplayError(f"run folder {run_dir} already holds a run: --resume continues it, --overwrite "
+                                    "(run.overwrite=true) replaces it, or choose another run.output_dir")
+        elif self.is_main:
+            warnings.warn(f"run folder {run_dir} holds the files of a run that trained no step: replacing them")
+        self.accelerator.wait_for_everyone()  # every process has read the folder before its files go
         if self.is_main:
             for name in RUN_FILES:
                 path = run_dir / name
@@ -313,9 +321,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self, resume: bool | str | Path = False) -> list[dict]:
-        """Train to train.steps. A fresh run writes nothing until its first step has succeeded (the columns,
-        the rewards on a real batch and the answers' format are all checked by then), so a run that fails
-        early leaves no trace; resuming continues exactly where the run stopped."""
+        """Train to train.steps. A fresh run writes nothing until its first step has trained (the columns,
+        the rewards on a real batch and the answers' format are all checked by then, and a skipped first step is
+        an error), so a run that fails early leaves no trace; resuming continues exactly where the run stopped."""
         cfg = self.config
         self.claim_run_dir(bool(resume))
         self.trackers = Trackers(self.run_dir, cfg.run.trackers, cfg, enabled=self.is_main)
@@ -331,7 +339,7 @@ class Trainer:
                     snapshot = (self.stream.position, torch.get_rng_state(), random.getstate(), np.random.get_state())
                     metrics = self.train_step()
                     snapshot = None
-                    if not (self.run_dir / "config.yaml").is_file():  # the first step of a fresh run succeeded
+                    if not (self.run_dir / "config.yaml").is_file():  # the first step of a fresh run trained
                         self.write_config()
                     if self.evaluate and cfg.run.eval_every and self.step % cfg.run.eval_every == 0:
                         metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.policy, self.step).items()})
@@ -382,18 +390,52 @@ def logged_by(line: str, step: int) -> bool:
         return False
 
 
+def untrained_cause(step: int, metrics: dict) -> str:
+    """Why a step was skipped before any step of the run trained, and the fix: most often a reward that is not a
+    number (a skipped step trains nothing, so every step would be skipped alike)."""
+    bad = {key: value for key, value in metrics.items()
+           if key.split("/")[0] == "reward" and isinstance(value, float) and not math.isfinite(value)}
+    if bad:
+        listed = ", ".join(f"{key}={value:g}" for key, value in bad.items())
+        return (f"the rewards of step {step} are not numbers ({listed}): a reward function returned None, NaN or "
+                "inf, so the step trained nothing; make it return a finite number for every completion")
+    return (f"step {step} had a non-finite loss or gradient before any step of this run trained: check the model's "
+            "weights (model.dtype) and train.precision")
+
+
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "tensorboard")
 
 
-def holds_a_run(folder: Path) -> bool:
+def has_run_files(folder: Path) -> bool:
     return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES[:5])
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary file beside it, then a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def holds_a_run(folder: Path) -> bool:
+    """Whether a folder holds a run to keep: one with run files, unless they prove it trained no step."""
+    return has_run_files(folder) and not never_trained(folder)
+
+
+def never_trained(folder: Path) -> bool:
+    """Proof from a folder's files that its run trained no step (in doubt, it did): no final/, every checkpoint
+    reached by skipped steps only (a checkpoint counts the skipped steps in a row), and every step up to the
+    last one recorded either under such a checkpoint or logged as skipped. samples.jsonl records what was
+    sampled, not whether the step trained."""
+    if (folder / "final").exists():
+        return False
+    try:
+        states = [json.loads((p / "state.json").read_text()) for p in list_checkpoints(folder / "checkpoints")]
+        metrics = folder / "metrics.jsonl"
+        logged = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        if any(s["step"] > s["bad_steps"] for s in states) or any(m.get("skipped") != 1 for m in logged):
+            return False
+        saved = max((s["step"] for s in states), default=0)
+        reached = max([saved] + [m["step"] for m in logged])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a file that cannot be read proves nothing
+        return False
+    if reached == 0 and (folder / "config.yaml").exists():
+        return False  # a config but no step recorded: its steps may have trained unlogged (log_every)
+    skipped = {m["step"] for m in logged}
+    return all(step <= saved or step in skipped for step in range(1, reached + 1))
 
 
 class Progress:

@@ -78,6 +78,13 @@ def refuse_rewards(name: str, rewards) -> None:
         raise LangplayError(f"{name} learns from demonstrations and takes no rewards; pass rewards= to grpo, lsp or jepo")
 
 
+def sampler_correction(config) -> str:
+    """sampling.correction with auto resolved: tis where an engine apart from the trainer samples (vLLM), whose
+    probabilities differ from the trainer's; none where the trainer's own weights and kernels sample."""
+    setting = config.sampling.correction
+    return ("tis" if config.sampling.backend == "vllm" else "none") if setting == "auto" else setting
+
+
 def demonstration_columns(config) -> DataColumns:
     data = config.data
     columns = [data.messages_column] if data.messages_column else [data.prompt_column, data.completion_column]

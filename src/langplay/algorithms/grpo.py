@@ -11,16 +11,15 @@ import time
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience
+from langplay.algorithms import DataColumns, Experience, sampler_correction
 from langplay.distributed import gather, local_slice, total
 from langplay.losses import (
     aggregate,
-    clipped_policy_loss,
+    corrected_policy_loss,
     group_advantages,
     kl_penalty,
     masked_sum,
     sampler_mismatch,
-    truncated_importance_weights,
 )
 from langplay.policy import build_batch, token_rows
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
@@ -35,19 +34,19 @@ class GRPO:
         self.args = config.grpo
         self.scorer = build_scorer(self.args.rewards, rewards, config.http_judge)
         self.needs_reference = self.args.beta > 0
-        correction = self.args.sampler_correction
-        self.correction = ("tis" if config.sampling.backend == "vllm" else "none") if correction == "auto" else correction
+        self.correction = sampler_correction(config)
 
     @classmethod
     def data_columns(cls, config) -> DataColumns:
         prompt = config.data.prompt_column
         return DataColumns(list(dict.fromkeys([prompt, *answer_columns(config.grpo.rewards)])), [prompt])
 
-    def score(self, rows: list[dict], prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, dict]:
-        """Rewards of completions laid out prompt-major (each row's columns repeated G times), and their metrics."""
+    def score(self, rows: list[dict], prompts: list[str], samples) -> tuple[torch.Tensor, dict]:
+        """Rewards of completions laid out prompt-major (each row's columns repeated G times, and each completion's
+        `finished` flag), and their metrics."""
         g = self.args.group_size
-        columns = repeated_columns(rows, g, self.config.data.prompt_column)
-        values, metrics = self.scorer.score([p for p in prompts for _ in range(g)], completions, columns)
+        columns = {**repeated_columns(rows, g, self.config.data.prompt_column), "finished": list(samples.finished)}
+        values, metrics = self.scorer.score([p for p in prompts for _ in range(g)], samples.texts, columns)
         return torch.tensor(values, dtype=torch.float32), metrics
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
@@ -56,7 +55,7 @@ class GRPO:
         started = time.perf_counter()
         samples = self.sampler.generate(prompts, g, seeds)
         generated = time.perf_counter()
-        rewards, reward_metrics = self.score(rows, prompts, samples.texts)
+        rewards, reward_metrics = self.score(rows, prompts, samples)
         rewards = rewards.to(acc.device)
         scored = time.perf_counter()
 
@@ -103,10 +102,8 @@ class GRPO:
         sampler_logp = batch["sampler_logp"]
         # One update per batch: the old policy is the current one (ratio 1), unless the sampler's log-probs
         # stand in for it (ppo); tis weighs each token by the truncated ratio instead.
-        old = sampler_logp if self.correction == "ppo" else out.logp.detach()
-        per_token = clipped_policy_loss(out.logp, old, batch["advantages"], args.epsilon, args.epsilon_high)
-        if self.correction == "tis":
-            per_token = per_token * truncated_importance_weights(out.logp, sampler_logp, args.sampler_correction_cap)
+        per_token = corrected_policy_loss(out.logp, sampler_logp, batch["advantages"], self.correction,
+                                          self.config.sampling.correction_cap, args.epsilon, args.epsilon_high)
         tokens = counts["num_tokens"]  # metrics: this micro-batch's share of the step's token means
         metrics = {"entropy": masked_sum(out.entropy, mask).item() / tokens,
                    "sampler_mismatch": sampler_mismatch(out.logp, sampler_logp, mask).item() / tokens}

@@ -16,13 +16,16 @@ i.e. MLE plus a squared TD error; lambda = 0 is SFT exactly. Gradients flow thro
 Online (irl.online_fraction > 0, IQ-Learn's method.loss=value): some rows of the batch are the model's own
 samples for the same prompts. They only define which states are visited (no REINFORCE gradient): the value term
 becomes E_mixture[V(s) - gamma V(s')], which pushes values down on model-visited prefixes, and with irl.online_td
-the chi-squared term covers the mixture too (IQ-Learn's method.regularize=True in place of method.chi).
+the chi-squared term covers the mixture too (IQ-Learn's method.regularize=True in place of method.chi). Samples
+drawn by a sampler other than the trainer (vLLM, bf16) are corrected as GRPO's are (`sampling.correction`): each
+sampled transition's terms are weighed by min(pi / pi_sampler, cap).
 
 Where the paper is silent, the defaults (config.IRLConfig) are:
 - gamma = 0.99, IQ-Learn's default. With gamma = 1 the value term sum_t V(s_t) - V(s_t+1) telescopes to V(s_0),
   the prompt's state, the same for demonstrations and samples: online IRL's gradient then vanishes at every
-  visited intermediate state, and the summed reward is log pi(y|x) + V(s_0). gamma = 1 is refused online;
-  offline it is allowed (episodes end at EOS or the length limit, so values stay finite);
+  visited intermediate state, and the summed reward is log pi(y|x) + V(s_0). gamma = 1 is refused online
+  unless irl.online_td puts the chi-squared term on the visited states; offline it is allowed (episodes end at
+  EOS or the length limit, so values stay finite);
 - lambda = 0.5: IQ-Learn's default alpha = 0.5 (lambda = 1/(4 alpha)); the paper's grid is not published. It
   suits training from scratch, where values start near 0. Fine-tuning a model trained without the TD term, r^2
   starts large (tinyworld's base: V about 11 nats, r^2 about 90 per token against an NLL about 1.3), so lambda
@@ -37,17 +40,17 @@ import math
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards
+from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards, sampler_correction
 from langplay.algorithms.sft import SFT
 from langplay.data import sft_pair
 from langplay.distributed import total
-from langplay.losses import masked_sum
-from langplay.policy import build_batch
-from langplay.rewards.implicit import ends_with_eos, next_state_values
+from langplay.losses import correction_weights, masked_sum, sampler_mismatch
+from langplay.policy import build_batch, token_rows
+from langplay.rewards.implicit import GAMMA_FACT, ends_with_eos, next_state_values
 
 
 def iq_loss(logp, values, final_values, mask, terminal, is_expert, counts, gamma=1.0, td_weight=0.5,
-            online_td=False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            online_td=False, weights=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IQ-Learn's chi-squared objective on token transitions, normalised by the step's token counts.
 
     logp, values, mask: (sequences, tokens) from `sequence_logprobs(..., with_values=True)`, final_values and
@@ -56,6 +59,7 @@ def iq_loss(logp, values, final_values, mask, terminal, is_expert, counts, gamma
     Returns the loss and its monitored parts (detached; each this micro-batch's share of the step's mean): nll,
     td (the mean squared TD error r^2), value (mean V) and implicit_reward (mean r) on demonstration tokens;
     online also value_shift (loss = nll + td_weight * td + value_shift) and value/sampled (mean V on samples).
+    weights: per token (no gradient), a sampler correction's for the sampled transitions (1 on demonstrations).
     """
     n_expert, n_mixture = counts["expert_tokens"], counts["mixture_tokens"]
     expert = mask * is_expert.unsqueeze(1)
@@ -63,13 +67,14 @@ def iq_loss(logp, values, final_values, mask, terminal, is_expert, counts, gamma
     reward = (logp + values - target) * mask  # r = Q(s, a) - y
     value_step = (values - target) * mask  # V(s) - y
     # -E_expert[Q - y] + E_expert[V - y] = E_expert[-log pi]: written as the NLL itself, so lambda = 0 is SFT exactly
+    weights = torch.ones_like(logp) if weights is None else weights
     nll = -masked_sum(logp, expert) / n_expert
-    td = masked_sum(reward**2, mask if online_td else expert) / counts["td_tokens"]
+    td = masked_sum(weights * reward**2, mask if online_td else expert) / counts["td_tokens"]
     loss = nll + td_weight * td
     parts = {"nll": nll, "td": td, "value": masked_sum(values, expert) / n_expert,
              "implicit_reward": masked_sum(reward, expert) / n_expert}
     if n_mixture > n_expert:  # online: the value term is a mean over the mixture, not over the experts only
-        value_shift = masked_sum(value_step, mask) / n_mixture - masked_sum(value_step, expert) / n_expert
+        value_shift = masked_sum(weights * value_step, mask) / n_mixture - masked_sum(value_step, expert) / n_expert
         loss = loss + value_shift
         parts["value_shift"] = value_shift
         parts["value/sampled"] = masked_sum(values, mask - expert) / (n_mixture - n_expert)
@@ -84,7 +89,9 @@ class IRL:
         refuse_rewards(self.name, rewards)
         self.config, self.policy, self.sampler, self.accelerator = config, policy, sampler, accelerator
         self.args = config.irl
+        policy.facts[GAMMA_FACT] = self.args.gamma  # saved with every model: the irl reward's default gamma
         self.generates = self.args.online_fraction > 0
+        self.correction = sampler_correction(config)
         self.demonstrations = SFT(config, policy, None, accelerator)  # expert rows are encoded exactly as for SFT
 
     @classmethod
@@ -130,6 +137,8 @@ class IRL:
         prompt_ids += drawn.prompt_ids[:count]
         completion_ids += drawn.completion_ids[:count]
         merged = build_batch(prompt_ids, completion_ids, self.policy.tokenizer.pad_token_id, batch["input_ids"].device)
+        experts = len(prompt_ids) - count
+        merged["sampler_logp"] = token_rows([[]] * experts + drawn.logprobs[:count], merged["completion_mask"])
         shown = [{"prompt": prompts[i // per_prompt], "completion": drawn.texts[i], "source": "model"}
                  for i in range(count)]
         return merged, shown
@@ -138,10 +147,17 @@ class IRL:
         # Temperature 1: the logits themselves are the Q-values (sampling.temperature only shapes online samples).
         out = self.policy.logprobs(batch, with_values=True)
         args, mask = self.args, batch["completion_mask"]
+        weights, metrics = None, {}
+        if "sampler_logp" in batch:  # online: the sampled transitions, corrected for the sampler that drew them
+            sampled = (1 - batch["is_expert"]).unsqueeze(1) * mask
+            drawn = torch.where(sampled > 0, batch["sampler_logp"], out.logp.detach())  # demonstrations: weight 1
+            weights = correction_weights(out.logp, drawn, self.correction, self.config.sampling.correction_cap)
+            metrics["sampler_mismatch"] = (sampler_mismatch(out.logp, drawn, sampled).item()
+                                           / max(counts["mixture_tokens"] - counts["expert_tokens"], 1.0))
         loss, parts = iq_loss(out.logp, out.values, out.final_values, mask, batch["terminal"], batch["is_expert"],
-                              counts, args.gamma, args.td_weight, args.online_td)
+                              counts, args.gamma, args.td_weight, args.online_td, weights)
         # V is a free shift of the logits that leaves pi unchanged: td and value are logged apart.
-        return loss, {key: value.item() for key, value in parts.items()}
+        return loss, {**{key: value.item() for key, value in parts.items()}, **metrics}
 
 
 def unpack_batch(batch: dict) -> tuple[list[list[int]], list[list[int]]]:

@@ -31,9 +31,16 @@ Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
   pass, and the step costs about an RL step plus the no-grad pass for S_i. The paper's update line writes
   grad log pi(y_i|x) over the whole generation: `policy_gradient="generation"` does that, with a* in rows of its
   own (twice the tokens in the training pass). Generations without a marker and RL prompts always use all of y_i.
-  The KL (k3 by default) is summed over each generation's policy-gradient tokens and averaged over the step's
-  generations: the paper's sequence-level beta KL, weighed like the policy gradient (a token mean would make it
-  about L times weaker, L the chain length).
+- The KL (`kl_estimator="sequence"`): beta KL(pi || pi_ref) of each generation's policy-gradient tokens as a
+  reward penalty with its reward-to-go (losses.kl_reward_to_go, as LSP's), whose expected gradient is exactly
+  beta grad KL, averaged over the step's generations: the paper's sequence-level beta KL, weighed like the policy
+  gradient. Under `chain` those tokens are the chain c_i, the part of y_i the update trains: the generation's own
+  answer after the marker is not in the row (a* stands there) and gets no gradient to regularise. k1/k2/k3 sum
+  Schulman's per-token estimator in the loss instead: k3's expected gradient is the per-state grad KL(pi_ref || pi),
+  close to grad KL(pi || pi_ref) only near the reference (tests/test_jepo.py enumerates both).
+- Generations drawn by a sampler other than the trainer (vLLM, bf16) are corrected as GRPO's are
+  (`sampling.correction`, tis by default under vLLM), token by token on the policy-gradient and KL terms; tokens
+  the sampler did not draw (a marker's re-encoded end) take weight 1.
 """
 
 from __future__ import annotations
@@ -43,10 +50,11 @@ import time
 
 import torch
 
-from langplay.algorithms import DataColumns, Experience
+from langplay.algorithms import DataColumns, Experience, sampler_correction
 from langplay.distributed import gather, total
-from langplay.losses import kl_penalty, masked_sum
-from langplay.policy import build_batch, completion_logprob_sums
+from langplay.losses import (corrected_policy_loss, correction_weights, kl_penalty, kl_reward_to_go, masked_sum,
+                             sampler_mismatch)
+from langplay.policy import build_batch, completion_logprob_sums, token_rows
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
 from langplay.rewards.verifiers import extract_answer
 from langplay.text import after_marker, marker_end
@@ -130,6 +138,30 @@ def normalize(advantages: torch.Tensor, clip: float | None, std: float | None = 
     return scaled.clamp(-clip, clip) if clip is not None else scaled
 
 
+def surrogate_loss(logp, batch, num_prompts: float, correction: str = "none", cap: float = 3.0) -> torch.Tensor:
+    """-(1/num_prompts) sum_rows [pg_coef log pi(pg tokens) + sup_coef log pi(a*)]: the update line's policy
+    gradient (sums, not means: the estimators need log pi of whole chains) and supervised term; the policy
+    gradient's tokens corrected for the sampler that drew them."""
+    policy_gradient = corrected_policy_loss(logp, drawn_logprobs(logp, batch), batch["pg_coef"], correction, cap)
+    supervised = batch["sup_coef"] * masked_sum(logp, batch["sup_mask"], dim=1)
+    return (masked_sum(policy_gradient, batch["pg_mask"], dim=1) - supervised).sum() / num_prompts
+
+
+def generation_kl(logp, ref_logp, batch, estimator: str, correction: str = "none", cap: float = 3.0) -> torch.Tensor:
+    """Per row, KL(pi || pi_ref) over its policy-gradient tokens: the exact sequence surrogate (`sequence`) or
+    Schulman's per-token estimator summed (k1, k2, k3)."""
+    mask = batch["pg_mask"]
+    if estimator == "sequence":
+        weights = correction_weights(logp, drawn_logprobs(logp, batch), correction, cap)
+        return kl_reward_to_go(logp, ref_logp, mask, weights)
+    return masked_sum(kl_penalty(logp, ref_logp, estimator), mask, dim=1)
+
+
+def drawn_logprobs(logp, batch) -> torch.Tensor:
+    """The sampler's log-probs where it drew the token, the trainer's elsewhere (weight 1: nothing to correct)."""
+    return torch.where(batch["sampler_known"] > 0, batch["sampler_logp"], logp.detach())
+
+
 # -- locating the chain of thought -----------------------------------------------------------------------------
 def chain_ids(tokenizer, ids: list[int], marker: str) -> list[int] | None:
     """The generation's tokens up to the end of its last answer marker, or None without a marker.
@@ -167,6 +199,7 @@ class JEPO:
         has_verifier = bool(self.args.rewards or rewards)
         self.verifier = build_scorer(self.args.rewards, rewards, config.http_judge) if has_verifier else None
         self.needs_reference = self.args.beta > 0
+        self.correction = sampler_correction(config)
 
     @classmethod
     def data_columns(cls, config) -> DataColumns:
@@ -179,13 +212,13 @@ class JEPO:
         eos = [self.policy.tokenizer.eos_token_id] if self.args.answer_suffix_eos else []
         return self.policy.encode(text) + eos
 
-    def verified(self, rows, prompts, texts) -> tuple[list[bool], torch.Tensor | None]:
+    def verified(self, rows, prompts, samples) -> tuple[list[bool], torch.Tensor | None]:
         """Per prompt: does the verifier pass one of its samples (then it takes the RL loss)? NaN: no verifier."""
         if self.verifier is None:
             return [False] * len(rows), None
         n = self.args.group_size
-        columns = repeated_columns(rows, n, self.config.data.prompt_column)
-        values, _ = self.verifier.score([p for p in prompts for _ in range(n)], texts, columns)
+        columns = {**repeated_columns(rows, n, self.config.data.prompt_column), "finished": list(samples.finished)}
+        values, _ = self.verifier.score([p for p in prompts for _ in range(n)], samples.texts, columns)
         rewards = torch.tensor(values).view(-1, n)
         return [bool((r >= self.args.pass_threshold).any()) for r in rewards], rewards
 
@@ -195,7 +228,7 @@ class JEPO:
         clock = [time.perf_counter()]
         samples = self.sampler.generate(prompts, n, seeds)
         clock.append(time.perf_counter())
-        use_rl, rewards = self.verified(rows, prompts, samples.texts)
+        use_rl, rewards = self.verified(rows, prompts, samples)
 
         # The chains c_i (None: no marker) and S_i = log pi(a*|x, c_i) for the prompts that take the JEPO loss.
         chains = [chain_ids(self.policy.tokenizer, ids, args.answer_marker) for ids in samples.completion_ids]
@@ -220,6 +253,7 @@ class JEPO:
         batch = self.training_batch(layout, generation_rows=len(chains))
         clock.append(time.perf_counter())
         counts, metrics = self.step_metrics(samples, chains, terms, score_of, use_rl, rewards, clock)
+        counts["drawn_tokens"] = total(self.accelerator, (batch["pg_mask"] * batch["sampler_known"]).sum())
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
              "log_likelihood": score_of.get(i), "advantage": pg_coef[i].item() * n}
@@ -243,10 +277,13 @@ class JEPO:
         cfg, device = self.config, self.accelerator.device
         batch = build_batch(layout["prompts"], layout["completions"], self.policy.tokenizer.pad_token_id, device,
                             group_size=self.args.group_size, grouped_rows=generation_rows)
+        width = batch["completion_mask"].shape[1]
         for key in ("pg_mask", "sup_mask"):
-            batch[key] = token_mask(layout[key], batch["completion_mask"].shape[1], device)
+            batch[key] = token_mask(layout[key], width, device)
         batch["pg_coef"] = torch.tensor(layout["pg_coef"], device=device)
         batch["sup_coef"] = torch.tensor(layout["sup_coef"], device=device)
+        batch["sampler_logp"] = token_rows(layout["sampler_logp"], batch["completion_mask"])
+        batch["sampler_known"] = token_mask([(0, len(v)) for v in layout["sampler_logp"]], width, device)
         if self.needs_reference:
             generations = {k: v[:generation_rows] for k, v in batch.items()}
             ref = self.policy.reference_logprobs(generations, cfg.sampling.temperature, cfg.train.micro_batch_size)
@@ -287,21 +324,26 @@ class JEPO:
         supervised term gets a row [x, c_i | a*] of its own.
         """
         n, by_chain = self.args.group_size, self.args.policy_gradient == "chain"
-        layout = {"prompts": [], "completions": [], "pg_mask": [], "sup_mask": [], "pg_coef": [], "sup_coef": []}
+        layout = {"prompts": [], "completions": [], "pg_mask": [], "sup_mask": [], "pg_coef": [], "sup_coef": [],
+                  "sampler_logp": []}
 
-        def add(prompt, pg_tokens, sup_tokens, pg, sup):
+        def add(prompt, pg_tokens, sup_tokens, pg, sup, sampler_logp=()):
             layout["prompts"].append(prompt)
             layout["completions"].append(pg_tokens + sup_tokens)
             layout["pg_mask"].append((0, len(pg_tokens)))
             layout["sup_mask"].append((len(pg_tokens), len(pg_tokens) + len(sup_tokens)))
             layout["pg_coef"].append(float(pg))
             layout["sup_coef"].append(float(sup))
+            layout["sampler_logp"].append(list(sampler_logp))  # of the first tokens, those the sampler drew
 
         for i, generation in enumerate(samples.completion_ids):
+            drawn = samples.logprobs[i]
             if by_chain and i in scored:
-                add(samples.prompt_ids[i], chains[i], answers[i // n] if sup_coef[i] > 0 else [], pg_coef[i], sup_coef[i])
+                chain = chains[i]
+                add(samples.prompt_ids[i], chain, answers[i // n] if sup_coef[i] > 0 else [], pg_coef[i], sup_coef[i],
+                    drawn[: shared_prefix(chain, generation)])
             else:
-                add(samples.prompt_ids[i], generation, [], pg_coef[i], 0.0)
+                add(samples.prompt_ids[i], generation, [], pg_coef[i], 0.0, drawn)
         if not by_chain:
             for i in sorted(i for i in scored if sup_coef[i] > 0):
                 add(samples.prompt_ids[i] + chains[i], [], answers[i // n], 0.0, sup_coef[i])
@@ -325,20 +367,29 @@ class JEPO:
         return out
 
     def loss(self, batch, counts):
-        args = self.args
-        out = self.policy.logprobs(batch, self.config.sampling.temperature)
-        # Sums, not means: the estimators need log pi of whole chains and S_i = log pi(a*|x, c_i) summed over a*.
-        chain_logp = masked_sum(out.logp, batch["pg_mask"], dim=1)
-        answer_logp = masked_sum(out.logp, batch["sup_mask"], dim=1)
-        surrogate = -(batch["pg_coef"] * chain_logp + batch["sup_coef"] * answer_logp).sum() / counts["num_prompts"]
-        metrics = {}
-        loss = surrogate
+        args, correction, cap = self.args, self.correction, self.config.sampling.correction_cap
+        logp = self.policy.logprobs(batch, self.config.sampling.temperature).logp
+        loss = surrogate_loss(logp, batch, counts["num_prompts"], correction, cap)
+        drawn = batch["pg_mask"] * batch["sampler_known"]
+        metrics = {"sampler_mismatch": sampler_mismatch(logp, batch["sampler_logp"], drawn).item()
+                   / max(counts["drawn_tokens"], 1.0)}
         if self.needs_reference:
-            kl = kl_penalty(out.logp, batch["ref_logp"], args.kl_estimator)
-            kl_per_generation = masked_sum(kl, batch["pg_mask"]) / (counts["num_prompts"] * args.group_size)
-            loss = loss + args.beta * kl_per_generation
-            metrics["kl"] = kl_per_generation.item()
+            generations = counts["num_prompts"] * args.group_size
+            kl = generation_kl(logp, batch["ref_logp"], batch, args.kl_estimator, correction, cap)
+            loss = loss + args.beta * kl.sum() / generations
+            sampled_kl = masked_sum((logp - batch["ref_logp"]).detach(), batch["pg_mask"])  # the KL's estimate
+            metrics["kl"] = (sampled_kl if args.kl_estimator == "sequence" else kl.detach().sum()).item() / generations
         return loss, metrics
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many first tokens two sequences share."""
+    count = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def token_mask(spans: list[tuple[int, int]], width: int, device) -> torch.Tensor:

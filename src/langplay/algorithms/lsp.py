@@ -16,11 +16,18 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
   each sequence weighs the same however long it is: TRL's `grpo` loss type (a sequence mean of token means),
   which favours short answers for A > 0 and long ones for A < 0; "sum" follows eq. 4-5 literally.
 - The KL (`kl_penalty="reward"`): beta KL(pi || pi_Ref) of whole sequences, for both roles, as a per-token
-  penalty in the reward with its reward-to-go (losses.kl_reward_to_go). Its expected gradient is exactly
-  beta grad KL, whatever the reduction (tests/test_lsp.py enumerates every sequence of a tiny policy). Eq. 4-5
-  put beta log(pi/pi_Ref) of the sampled sequence in the loss as it is (`kl_penalty="loss"`): its gradient is
-  beta grad log pi(a), zero in expectation under "sum", and beta grad E[1/|a|] (a push to longer outputs, not
-  to the reference) under "mean". The paper relies on the KL to keep queries sane, so the default regularises.
+  penalty in the reward with its reward-to-go (losses.kl_reward_to_go), reduced like the policy gradient: under
+  "sum" its expected gradient is exactly beta grad KL; under "mean" each sequence's bracket of eq. 4-5, A and KL
+  alike, is divided by |a|, so the KL weighs against the learning signal as eq. 4-5 say whatever the reduction
+  (tests/test_lsp.py enumerates every sequence of a tiny policy; a KL left summed under "mean" would weigh |a|
+  times too much). Eq. 4-5 put beta log(pi/pi_Ref) of the sampled sequence in the loss as it is
+  (`kl_penalty="loss"`): its gradient is beta grad log pi(a), zero in expectation under "sum", and beta
+  grad E[1/|a|] (a push to longer outputs, not to the reference) under "mean". The paper relies on the KL to keep
+  queries sane, so the default regularises.
+- Queries and answers drawn by a sampler other than the trainer (vLLM, bf16) are corrected as GRPO's are
+  (`sampling.correction`, tis by default under vLLM): each token's score function, in the policy gradient and in
+  the KL's reward-to-go, is weighed by min(pi / pi_sampler, cap). The KL metrics come from the trainer's
+  log-probs.
 - alpha_Ch = 1; G = 4 answers per query; R and R_Q are added unscaled (`self_reward_weight=1`).
 - A judge reply with no readable score (R_Q NaN) is left out: V_Q is the mean of the readable scores of the
   query, and the unreadable answer gets V_Q (no quality advantage); the failures are counted.
@@ -39,10 +46,11 @@ from dataclasses import dataclass
 
 import torch
 
-from langplay.algorithms import Experience
+from langplay.algorithms import Experience, sampler_correction
 from langplay.distributed import gather, local_slice, total
-from langplay.losses import kl_reward_to_go, masked_sum, sequence_logprob
-from langplay.policy import build_batch
+from langplay.losses import (corrected_policy_loss, correction_weights, kl_reward_to_go, masked_sum,
+                             sampler_mismatch)
+from langplay.policy import build_batch, token_rows
 from langplay.rewards import FunctionScorer, build_scorer, import_function
 from langplay.rewards.http_judge import http_self_reward
 from langplay.rewards.self_judge import ReferenceJudge
@@ -90,17 +98,24 @@ def lsp_advantages(R: torch.Tensor, RQ: torch.Tensor, weight: float = 1.0) -> di
 
 
 def sequence_loss(logp, ref_logp, mask, advantages, beta: float, kl_penalty: str = "reward",
-                  reduction: str = "mean") -> torch.Tensor:
-    """Per sequence: -A pi/sg(pi) + beta KL term, the bracket of eq. 4 (solver) or eq. 5 (challenger).
+                  reduction: str = "mean", sampler_logp=None, correction: str = "none", cap: float = 3.0) -> torch.Tensor:
+    """Per sequence: -A pi/sg(pi) + beta KL term, the bracket of eq. 4 (solver) or eq. 5 (challenger), over the
+    sequence's tokens summed or averaged (`reduction`); tokens drawn by a sampler other than the trainer are
+    corrected (`correction`: losses.corrected_policy_loss for the policy gradient, correction_weights for the KL).
 
     kl_penalty "reward": beta kl_reward_to_go, whose expected gradient is beta grad KL(pi || pi_Ref) of whole
-    sequences; "loss": beta log(pi/pi_Ref) of the sampled sequence, with the reduction, as eq. 4-5 write it.
+    sequences, reduced like the policy gradient (divided by |a| under "mean"): the KL's weight relative to the
+    learning signal is then eq. 4-5's under either reduction. "loss": beta log(pi/pi_Ref) of the sampled sequence,
+    with the reduction, as eq. 4-5 write it.
     """
-    seq_logp = sequence_logprob(logp, mask, reduction)
-    policy_gradient = -torch.exp(seq_logp - seq_logp.detach()) * advantages  # pi/sg(pi): gradient A grad log pi
+    sampler_logp = logp.detach() if sampler_logp is None else sampler_logp
+    length = mask.sum(1).clamp(min=1) if reduction == "mean" else 1.0
+    policy_gradient = masked_sum(corrected_policy_loss(logp, sampler_logp, advantages, correction, cap), mask, 1)
     if kl_penalty == "loss":
-        return policy_gradient + beta * (seq_logp - sequence_logprob(ref_logp, mask, reduction))
-    return policy_gradient + beta * kl_reward_to_go(logp, ref_logp, mask)
+        kl = masked_sum(logp - ref_logp, mask, 1)
+    else:
+        kl = kl_reward_to_go(logp, ref_logp, mask, correction_weights(logp, sampler_logp, correction, cap))
+    return (policy_gradient + beta * kl) / length
 
 
 def role_weights(is_challenger: torch.Tensor, counts: dict, alpha_challenger: float) -> torch.Tensor:
@@ -115,7 +130,7 @@ class Query:
     ids: list[int]
     prompt_ids: list[int]
     finished: bool  # False: cut at max_query_tokens
-    logprobs: list[float]  # the sampler's, i.e. the current policy's (on-policy)
+    logprobs: list[float]  # the sampler's (the trainer's own under sampling.backend=hf)
 
 
 def self_reward_scorer(config, policy):
@@ -144,6 +159,7 @@ class LSP:
         self.reward = build_scorer(self.args.rewards, rewards, config.http_judge)
         self.self_reward = self_reward_scorer(config, policy) if self.args.self_reward else None
         self.query_check = import_function(self.args.query_check) if self.args.query_check else None
+        self.correction = sampler_correction(config)
         text = self.args.challenger_prompt or CHALLENGER_PROMPT.format(task=self.args.task, template=self.args.template)
         self.challenger_text = policy.format_prompt(text)
 
@@ -171,9 +187,11 @@ class LSP:
         challenger_adv = adv["challenger"][local_slice(acc, n)]
         batch["advantages"] = torch.cat([adv["solver"][local_slice(acc, n * g)], challenger_adv]).to(acc.device)
         batch["is_challenger"] = torch.cat([torch.zeros(n * g), torch.ones(n)]).to(acc.device)
+        batch["sampler_logp"] = token_rows(answers.logprobs + [q.logprobs for q in queries], batch["completion_mask"])
         batch["ref_logp"] = self.policy.reference_logprobs(batch, cfg.sampling.temperature, cfg.train.micro_batch_size)
-        counts = {"solver_sequences": float(R.numel()), "challenger_sequences": float(R.shape[0])}
-        metrics = {**self.step_metrics(queries, answers, batch, adv, R, RQ), **score_metrics,
+        counts = {"solver_sequences": float(R.numel()), "challenger_sequences": float(R.shape[0]),
+                  "num_tokens": total(acc, batch["completion_mask"].sum())}
+        metrics = {**self.step_metrics(queries, answers, adv, R, RQ), **score_metrics,
                    "time/generate": generated - started, "time/reward": scored - generated,
                    "time/reference": time.perf_counter() - scored}
         shown = [{"query": queries[i // g].text, "answer": answers.texts[i], "reward": reward[i].item(),
@@ -185,7 +203,7 @@ class LSP:
         """R(q, a) and R_Q(q, a) (zeros in LSP-Zero) of every answer, with the scorers' metrics."""
         g = self.args.group_size
         prompts = [p for p in solver_prompts for _ in range(g)]
-        columns = {"raw_prompt": [q.text for q in queries for _ in range(g)]}
+        columns = {"raw_prompt": [q.text for q in queries for _ in range(g)], "finished": list(answers.finished)}
         values, metrics = self.reward.score(prompts, answers.texts, columns)
         reward = torch.tensor(values)
         if self.self_reward is None:
@@ -193,15 +211,10 @@ class LSP:
         quality, judge_metrics = self.self_reward.score(prompts, answers.texts, columns)
         return reward, torch.tensor(quality), {**metrics, **judge_metrics}
 
-    def step_metrics(self, queries: list[Query], answers, batch: dict, adv: dict, R, RQ) -> dict:
-        """What a step logs: rewards and advantages per role, the KL per role (nats per sequence, from the sampler's
-        log-probs: the current policy's, one update a batch), lengths, the judge's and the queries' validity."""
+    def step_metrics(self, queries: list[Query], answers, adv: dict, R, RQ) -> dict:
+        """What a step logs: rewards and advantages per role, lengths, the judge's and the queries' validity (the
+        KL per role and the sampler mismatch come from the training pass, `loss`)."""
         acc, g, n_queries = self.accelerator, self.args.group_size, float(R.shape[0])
-        sampler_logp = torch.zeros_like(batch["ref_logp"])
-        for i, row in enumerate(answers.logprobs + [q.logprobs for q in queries]):
-            sampler_logp[i, : len(row)] = torch.tensor(row)
-        kl = masked_sum(sampler_logp - batch["ref_logp"], batch["completion_mask"], dim=1)
-        solver_rows = len(queries) * g
         metrics = {
             "reward": R.mean().item(),
             "solver/reward": adv["solver_reward"].mean().item(),
@@ -209,8 +222,6 @@ class LSP:
             "challenger/reward": adv["challenger_reward"].mean().item(),
             "challenger/advantage_abs": adv["challenger"].abs().mean().item(),
             "value_spread": adv["V"].std().item() if adv["V"].numel() > 1 else 0.0,
-            "kl/solver": total(acc, kl[:solver_rows].sum()) / (n_queries * g),
-            "kl/challenger": total(acc, kl[solver_rows:].sum()) / n_queries,
             "query_length": total(acc, sum(len(q.ids) for q in queries)) / n_queries,
             "query_truncated": total(acc, sum(not q.finished for q in queries)) / n_queries,
             "answer_length": total(acc, sum(map(len, answers.completion_ids))) / (n_queries * g),
@@ -233,8 +244,17 @@ class LSP:
 
     # -- Algorithm 1, step 5: eq. 4 + alpha_Ch eq. 5 -----------------------------------------------------------
     def loss(self, batch, counts):
-        args = self.args
+        args, mask = self.args, batch["completion_mask"]
         logp = self.policy.logprobs(batch, self.config.sampling.temperature).logp
-        per_sequence = sequence_loss(logp, batch["ref_logp"], batch["completion_mask"], batch["advantages"],
-                                     args.beta, args.kl_penalty, args.logprob_reduction)
-        return (role_weights(batch["is_challenger"], counts, args.alpha_challenger) * per_sequence).sum(), {}
+        per_sequence = sequence_loss(logp, batch["ref_logp"], mask, batch["advantages"], args.beta, args.kl_penalty,
+                                     args.logprob_reduction, batch["sampler_logp"], self.correction,
+                                     self.config.sampling.correction_cap)
+        loss = (role_weights(batch["is_challenger"], counts, args.alpha_challenger) * per_sequence).sum()
+        # The KL of each role in nats per sequence, from the trainer's log-probs (the sampler's would report the
+        # gap between sampler and trainer): this micro-batch's share of the step's means.
+        kl = masked_sum((logp - batch["ref_logp"]).detach(), mask, 1)
+        challenger = batch["is_challenger"]
+        metrics = {"kl/solver": ((1 - challenger) * kl).sum().item() / counts["solver_sequences"],
+                   "kl/challenger": (challenger * kl).sum().item() / counts["challenger_sequences"],
+                   "sampler_mismatch": sampler_mismatch(logp, batch["sampler_logp"], mask).item() / counts["num_tokens"]}
+        return loss, metrics

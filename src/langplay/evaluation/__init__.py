@@ -16,7 +16,7 @@ def evaluate_rewards(policy, rows, scorer, sampling, prompt_column="prompt", sys
         chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
         prompts = [policy.format_prompt(r[prompt_column], system_prompt) for r in chunk]
         samples = sampler.generate(prompts, n, [key_of(seed, -1, start + i) for i in range(len(chunk))])
-        columns = repeated_columns(chunk, n, prompt_column)
+        columns = {**repeated_columns(chunk, n, prompt_column), "finished": list(samples.finished)}
         values, metrics = scorer.score([p for p in prompts for _ in range(n)], samples.texts, columns)
         rewards += values
         for key, value in metrics.items():

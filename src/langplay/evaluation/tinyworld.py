@@ -101,7 +101,7 @@ def pool_stats_by_kind(tasks: list[Task], pools: list[list[str]], scores: list[l
 
 
 def pooled_reward_agreement(policy: Policy, tasks: list[Task], pools: list[list[str]], finished: list[list[bool]],
-                            scores: list[list[float]], gamma: float = 1.0) -> dict[str, dict[str, float]]:
+                            scores: list[list[float]], gamma: float) -> dict[str, dict[str, float]]:
     """rewards.implicit.reward_agreement over every sample of every task (pools[i]: task i's samples), grouped by
     the task's family kind: how the extracted reward at `gamma` ranks the samples as the checker does."""
     owners = [t for t, pool in zip(tasks, pools) for _ in pool]

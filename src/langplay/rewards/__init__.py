@@ -62,7 +62,7 @@ def scorer_from_spec(spec: RewardSpec, http_judge: HttpJudgeConfig | None = None
     if spec.kind == "irl":  # the implicit reward of an IRL-trained model, summed over the completion
         from langplay.rewards.implicit import ImplicitRewardScorer
 
-        return ImplicitRewardScorer(spec.model)
+        return ImplicitRewardScorer(spec.model, spec.gamma)
     if spec.kind == "http_judge":
         from langplay.rewards.http_judge import HttpJudgeReward
 
