@@ -337,12 +337,11 @@ def test_defaults_follow_the_paper_s_and_normalise_the_format_advantage(tiny_mod
     assert exp.batch["pg_coef"].abs().max() <= 2 / 3 + 1e-6  # |A~| + |A~fmt| <= 2, over n = 3
 
 
-def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
-    """k3: beta KL per generation (summed over its tokens), averaged over the step's B n generations: each token's
-    KL has weight beta / (B n), as the policy gradient's chain log-prob has coef / B."""
+def kl_term_off_the_reference(jepo):
+    """A step of two prompts, then JEPO's loss with and without its KL at log-probs moved off the reference's:
+    (batch, log-probs, loss, loss without the KL, metrics)."""
     from types import SimpleNamespace
 
-    jepo = make_jepo(tiny_model, "jepo.beta=0.5", "jepo.kl_estimator=k3")
     exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
     batch = exp.batch
     torch.manual_seed(0)
@@ -351,6 +350,14 @@ def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
     loss, metrics = jepo.loss(batch, exp.counts)
     jepo.args.beta = 0.0
     surrogate, _ = jepo.loss(batch, exp.counts)
+    return batch, logp, loss, surrogate, metrics
+
+
+def test_kl_weighs_like_a_sequence_level_kl(tiny_model):
+    """k3: beta KL per generation (summed over its tokens), averaged over the step's B n generations: each token's
+    KL has weight beta / (B n), as the policy gradient's chain log-prob has coef / B."""
+    batch, logp, loss, surrogate, metrics = kl_term_off_the_reference(make_jepo(tiny_model, "jepo.beta=0.5",
+                                                                                "jepo.kl_estimator=k3"))
     k3 = torch.exp(batch["ref_logp"] - logp) - (batch["ref_logp"] - logp) - 1
     B, n = 2, 3
     hand = 0.5 * (k3 * batch["pg_mask"]).sum() / (B * n)
@@ -364,18 +371,9 @@ def test_the_default_kl_is_the_sequence_kl_by_hand(tiny_model):
     """kl_estimator=sequence (the default): each policy-gradient token's log-prob times beta * the log-ratios from
     it to the end of the row, per generation, averaged over the step's B n generations; the metric is the sampled
     log-ratio, from the trainer's log-probs."""
-    from types import SimpleNamespace
-
     jepo = make_jepo(tiny_model, "jepo.beta=0.5")
     assert jepo.args.kl_estimator == "sequence"
-    exp = jepo.collect([{"prompt": "q one", "answer": "7"}, {"prompt": "q two", "answer": "7"}], [0, 1])
-    batch = exp.batch
-    torch.manual_seed(0)
-    logp = (batch["ref_logp"] + 0.3 * torch.randn_like(batch["ref_logp"])).requires_grad_()
-    jepo.policy = SimpleNamespace(logprobs=lambda b, temperature: SimpleNamespace(logp=logp))
-    loss, metrics = jepo.loss(batch, exp.counts)
-    jepo.args.beta = 0.0
-    surrogate, _ = jepo.loss(batch, exp.counts)
+    batch, logp, loss, surrogate, metrics = kl_term_off_the_reference(jepo)
     mask = batch["pg_mask"]
     ratio = ((logp - batch["ref_logp"]) * mask).detach()
     to_go = torch.stack([ratio[:, t:].sum(1) for t in range(ratio.shape[1])], 1)

@@ -14,13 +14,13 @@ import pytest
 if os.environ.get("LANGPLAY_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm")
 
-import torch  # noqa: E402
 
 from langplay.config import ModelConfig, SamplingConfig  # noqa: E402
 from langplay.errors import LangplayError  # noqa: E402
-from langplay.policy import Policy, build_batch, sequence_logprobs, token_rows  # noqa: E402
+from langplay.policy import Policy  # noqa: E402
 from langplay.sampling.vllm import VLLMSampler  # noqa: E402
 from langplay.testing import save_tiny_model  # noqa: E402
+from test_vllm import logprob_gap  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real engines
 SAMPLING = SamplingConfig(backend="vllm", max_new_tokens=8, max_prompt_tokens=200)
@@ -32,17 +32,6 @@ def engine(tmp_path_factory):
     model = save_tiny_model(tmp_path_factory.mktemp("vllm-batches") / "model", heads=2)
     policy = Policy.from_config(ModelConfig(name_or_path=str(model)), with_reference=False)
     return VLLMSampler(SAMPLING, policy)
-
-
-def logprob_gap(policy, samples) -> float:
-    """max |log pi(token) under the policy - the engine's log-prob of it| over all sampled tokens (as in
-    test_vllm.py)."""
-    batch = build_batch(samples.prompt_ids, samples.completion_ids, policy.tokenizer.pad_token_id)
-    with torch.no_grad():
-        mine = sequence_logprobs(policy.model, batch).logp
-    theirs = token_rows(samples.logprobs, batch["completion_mask"])
-    assert batch["completion_mask"].sum() > 20  # tokens were sampled: the comparison is not empty
-    return float(((mine - theirs) * batch["completion_mask"]).abs().max())
 
 
 def long_prompts(policy, n: int) -> list[str]:
