@@ -391,6 +391,29 @@ def build_base_command(
     typer.echo(f"base model written to {path}; weights sha256 {digest[:16]}..., {same} the shipped checkpoint's")
 
 
+model_app = typer.Typer(help="Models from other formats: import a GGUF file as a plain Hugging Face folder.",
+                        no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("import")
+@friendly
+def model_import(
+    file: Path = typer.Argument(..., help="the .gguf file"),
+    output: Path = typer.Argument(..., help="the folder to write: config, safetensors weights, tokenizer, chat "
+                                  "template"),
+    dtype: str = typer.Option("float32", "--dtype", help="the weights' storage: float32 or bfloat16"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUTPUT when it exists and is not empty"),
+):
+    """Dequantize a GGUF model into a folder that `langplay train`, transformers and vLLM load as they are."""
+    quiet_libraries()
+    from langplay.gguf import import_gguf
+
+    model = import_gguf(file, output, dtype, overwrite)
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    typer.echo(f"imported {file} ({model.config.model_type}, {millions:.1f}M parameters, {dtype}) to {output}")
+
+
 @app.command()
 @friendly
 def demo(

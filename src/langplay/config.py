@@ -36,6 +36,8 @@ class ModelConfig(Section):
         "a Hub name, a local folder, or tinyworld:base; required by every command that trains"))
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
     revision: str | None = Field(None, description="a Hub branch, tag or commit")
+    gguf_file: str | None = Field(None, description=(
+        "the GGUF file to load from name_or_path, a folder or Hub repo; none when name_or_path is a .gguf file"))
     dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = Field("auto", description=(
         "the weights' storage. auto: float32, the master copy that train.precision=bf16 computes from; bfloat16 or "
         "float16 store the weights themselves in half precision (no master copy); float64 for exact comparisons"))

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from langplay.config import ModelConfig
 from langplay.errors import LangplayError, first_line
 from langplay.files import atomic_write_text
+from langplay.gguf import gguf_location, load_gguf_model, load_gguf_tokenizer
 from langplay.text import encodable
 
 Prompt = str | list[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
@@ -114,12 +115,16 @@ def bf16_parameters(module: torch.nn.Module) -> None:
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     require_model(config)
     source = config.tokenizer or config.name_or_path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, revision=config.revision, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise LangplayError(f"cannot load tokenizer {source!r}: {first_line(exc)}") from None
+    gguf = gguf_location(source, None if config.tokenizer else config.gguf_file, config.revision)
+    if gguf is not None:  # the tokenizer and chat template stored in the GGUF file
+        tokenizer = load_gguf_tokenizer(gguf)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, revision=config.revision, trust_remote_code=config.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise LangplayError(f"cannot load tokenizer {source!r}: {first_line(exc)}") from None
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template
     if tokenizer.pad_token is None:  # many base models ship none; padding is always masked out
@@ -129,11 +134,14 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
 
 def require_model(config: ModelConfig) -> None:
     if not config.name_or_path:
-        raise LangplayError("no model given: set model.name_or_path to a Hub name or a local folder")
+        raise LangplayError("no model given: set model.name_or_path to a Hub name, a local folder or a .gguf file")
 
 
 def load_model(config: ModelConfig, device: torch.device) -> PreTrainedModel:
     require_model(config)
+    gguf = gguf_location(config.name_or_path, config.gguf_file, config.revision)
+    if gguf is not None:  # dequantized to model.dtype; saves like any model (langplay.gguf)
+        return load_gguf_model(gguf, resolve_dtype(config.dtype, device)).to(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             config.name_or_path,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from langplay.config import ModelConfig, SamplingConfig
 from langplay.errors import LangplayError
+from langplay.gguf import names_gguf
 
 GREEDY_TEMPERATURE = 0.01  # near-greedy: the samplers take a temperature > 0 (as the LSP paper's evaluation)
 
@@ -54,8 +55,10 @@ def require_model_source(name: str, what: str) -> None:
     only checked when it is loaded)."""
     path = Path(name).expanduser()
     if path.exists():
+        if names_gguf(name):  # a GGUF file is a model too; loading it checks the file
+            return
         if not path.is_dir():
-            raise LangplayError(f"{what} {name} is a file, not a model folder")
+            raise LangplayError(f"{what} {name} is a file, not a model folder (or a .gguf file)")
         if not (path / "config.json").is_file():
             raise LangplayError(f"{what} folder {name} has no config.json")
     elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
