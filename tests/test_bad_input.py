@@ -126,6 +126,7 @@ CASES = {
     "group of one": (lambda w: base_args(w) + ["grpo.group_size=1"], "grpo.group_size"),
     "bad aggregation": (lambda w: base_args(w) + ["grpo.loss_aggregation=mean"], "grpo.loss_aggregation"),
     "bad kl estimator": (lambda w: base_args(w) + ["grpo.kl_estimator=k9"], "grpo.kl_estimator"),
+    "moved key": (lambda w: base_args(w) + ["grpo.sampler_correction=tis"], "is now 'sampling.correction'"),
     "temperature zero": (lambda w: base_args(w) + ["sampling.temperature=0"], "sampling.temperature"),
     "top_p above one": (lambda w: base_args(w) + ["sampling.top_p=2"], "sampling.top_p"),
     "bad backend": (lambda w: base_args(w) + ["sampling.backend=tgi"], "sampling.backend"),

@@ -165,7 +165,7 @@ def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(corre
     q = q / q.sum()
     irl = IRL.__new__(IRL)
     irl.args = SimpleNamespace(gamma=0.9, td_weight=0.5, online_td=online_td)
-    irl.config = SimpleNamespace(sampling=SimpleNamespace(correction_cap=3.0))
+    irl.config = SimpleNamespace(sampling=SimpleNamespace(correction_cap=3.0, temperature=1.0))
     counts = {"expert_tokens": 1.0, "mixture_tokens": 2.0, "td_tokens": 2.0 if online_td else 1.0}
 
     def expected_gradient(correction, weights):

@@ -166,6 +166,37 @@ def test_the_trainer_names_no_algorithm():
     assert not [name for name in REGISTRY if f'"{name}"' in source or f"'{name}'" in source]
 
 
+MAX_NEW = 40  # long enough that the random model ends some completions with EOS
+
+
+def finished_is_the_completions_own(prompts, completions, finished, **_):
+    """A reward that checks the `finished` column lines up with its completions: with a character tokenizer a
+    completion that ended with EOS has fewer than MAX_NEW characters (a cut one MAX_NEW, or fewer where the random
+    model wrote special tokens), and the batch holds both kinds."""
+    assert len(finished) == len(completions) and set(finished) <= {True, False}
+    assert all(len(c) < MAX_NEW for c, done in zip(completions, finished) if done)
+    assert any(finished) and not all(finished)
+    return [c.count("a") / max(1, len(c)) for c in completions]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "lsp", "jepo", "irl"])
+def test_every_algorithm_that_samples_sees_the_samplers_own_logprobs_and_finished_flags(algorithm, tiny_model,
+                                                                                        prompt_file, sft_file, tmp_path):
+    """With the transformers sampler in fp32 the sampler's log-probs are the trainer's: the logged mismatch is ~0
+    for every algorithm that samples, which it would not be if its rows were laid out a token or a row off; and
+    the rewards see each completion's own `finished` flag."""
+    reward = [finished_is_the_completions_own] if algorithm in ("grpo", "lsp", "jepo") else None
+    more = {"grpo": ["grpo.group_size=2"], "lsp": ["lsp.group_size=2", "lsp.challenger_prompt=Write a task."],
+            "jepo": ["jepo.group_size=2", "jepo.answer_marker=a"],
+            "irl": [f"data.path={sft_file}", "irl.online_fraction=0.5"]}[algorithm]
+    config = load_config(overrides=[
+        f"algorithm={algorithm}", f"model.name_or_path={tiny_model}", f"data.path={prompt_file}",
+        f"run.output_dir={tmp_path}/run", "train.steps=1", "train.prompts_per_step=4", "train.precision=fp32",
+        f"sampling.max_new_tokens={MAX_NEW}", "run.progress=false", *more])
+    history = Trainer(config, rewards=reward).train()
+    assert 0 <= history[0]["sampler_mismatch"] < 1e-5
+
+
 def test_grpo_sees_the_samplers_own_logprobs_row_by_row(tiny_model, prompt_file, tmp_path):
     """The HF sampler's log-probs are the policy's (fp32): the logged mismatch is ~0, which it would not be if
     they were laid out a token off. Under sampling.correction=ppo the ratio is then 1 and the update the same."""

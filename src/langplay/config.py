@@ -385,8 +385,16 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+MOVED_KEYS = {  # keys that moved, so that an older config is told where they went
+    "grpo.sampler_correction": "sampling.correction",
+    "grpo.sampler_correction_cap": "sampling.correction_cap",
+}
+
+
 def _describe(error: dict, model: type[BaseModel]) -> str:
     location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden" and location in MOVED_KEYS:
+        return f"'{location}' is now '{MOVED_KEYS[location]}' (every algorithm that samples uses it)"
     if error["type"] == "extra_forbidden":
         parent = model
         for part in error["loc"][:-1]:

@@ -44,7 +44,7 @@ from langplay.algorithms import DataColumns, Experience, demonstration_columns, 
 from langplay.algorithms.sft import SFT
 from langplay.data import sft_pair
 from langplay.distributed import total
-from langplay.losses import correction_weights, masked_sum, sampler_mismatch
+from langplay.losses import correction_weights, drawn_logprobs, masked_sum, sampler_mismatch
 from langplay.policy import build_batch, token_rows
 from langplay.rewards.implicit import GAMMA_FACT, ends_with_eos, next_state_values
 
@@ -91,7 +91,10 @@ class IRL:
         self.args = config.irl
         policy.facts[GAMMA_FACT] = self.args.gamma  # saved with every model: the irl reward's default gamma
         self.generates = self.args.online_fraction > 0
-        self.correction = sampler_correction(config)
+        # The trainer's log-probs are at temperature 1 (the Q-values): a sampler at another temperature is a
+        # different distribution by choice, not a mismatch to correct (IQ-Learn's terms hold under any visited-state
+        # distribution, as with its replay buffer), so the correction acts only when the sampler's is 1 too.
+        self.correction = sampler_correction(config) if config.sampling.temperature == 1 else "none"
         self.demonstrations = SFT(config, policy, None, accelerator)  # expert rows are encoded exactly as for SFT
 
     @classmethod
@@ -148,9 +151,9 @@ class IRL:
         out = self.policy.logprobs(batch, with_values=True)
         args, mask = self.args, batch["completion_mask"]
         weights, metrics = None, {}
-        if "sampler_logp" in batch:  # online: the sampled transitions, corrected for the sampler that drew them
+        if "sampler_logp" in batch and self.config.sampling.temperature == 1:  # online: sampled transitions
             sampled = (1 - batch["is_expert"]).unsqueeze(1) * mask
-            drawn = torch.where(sampled > 0, batch["sampler_logp"], out.logp.detach())  # demonstrations: weight 1
+            drawn = drawn_logprobs(out.logp, batch["sampler_logp"], sampled)  # demonstrations: weight 1
             weights = correction_weights(out.logp, drawn, self.correction, self.config.sampling.correction_cap)
             metrics["sampler_mismatch"] = (sampler_mismatch(out.logp, drawn, sampled).item()
                                            / max(counts["mixture_tokens"] - counts["expert_tokens"], 1.0))

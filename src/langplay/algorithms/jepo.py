@@ -39,8 +39,9 @@ Where the paper is ambiguous (our defaults, all in config.JEPOConfig):
   Schulman's per-token estimator in the loss instead: k3's expected gradient is the per-state grad KL(pi_ref || pi),
   close to grad KL(pi || pi_ref) only near the reference (tests/test_jepo.py enumerates both).
 - Generations drawn by a sampler other than the trainer (vLLM, bf16) are corrected as GRPO's are
-  (`sampling.correction`, tis by default under vLLM), token by token on the policy-gradient and KL terms; tokens
-  the sampler did not draw (a marker's re-encoded end) take weight 1.
+  (`sampling.correction`, tis by default under vLLM), token by token on the policy-gradient term and the sequence
+  KL (k1/k2/k3 stay uncorrected, as GRPO's and TRL's); tokens the sampler did not draw (a marker's re-encoded
+  end) take weight 1. Token-level weights are exact for one-token draws and remove most of the bias otherwise.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ import torch
 
 from langplay.algorithms import DataColumns, Experience, sampler_correction
 from langplay.distributed import gather, total
-from langplay.losses import (corrected_policy_loss, correction_weights, kl_penalty, kl_reward_to_go, masked_sum,
-                             sampler_mismatch)
+from langplay.losses import (corrected_policy_loss, correction_weights, drawn_logprobs, kl_penalty, kl_reward_to_go,
+                             masked_sum, sampler_mismatch)
 from langplay.policy import build_batch, completion_logprob_sums, token_rows
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
 from langplay.rewards.verifiers import extract_answer
@@ -142,7 +143,7 @@ def surrogate_loss(logp, batch, num_prompts: float, correction: str = "none", ca
     """-(1/num_prompts) sum_rows [pg_coef log pi(pg tokens) + sup_coef log pi(a*)]: the update line's policy
     gradient (sums, not means: the estimators need log pi of whole chains) and supervised term; the policy
     gradient's tokens corrected for the sampler that drew them."""
-    policy_gradient = corrected_policy_loss(logp, drawn_logprobs(logp, batch), batch["pg_coef"], correction, cap)
+    policy_gradient = corrected_policy_loss(logp, drawn_logprobs(logp, batch["sampler_logp"], batch["sampler_known"]), batch["pg_coef"], correction, cap)
     supervised = batch["sup_coef"] * masked_sum(logp, batch["sup_mask"], dim=1)
     return (masked_sum(policy_gradient, batch["pg_mask"], dim=1) - supervised).sum() / num_prompts
 
@@ -152,14 +153,9 @@ def generation_kl(logp, ref_logp, batch, estimator: str, correction: str = "none
     Schulman's per-token estimator summed (k1, k2, k3)."""
     mask = batch["pg_mask"]
     if estimator == "sequence":
-        weights = correction_weights(logp, drawn_logprobs(logp, batch), correction, cap)
+        weights = correction_weights(logp, drawn_logprobs(logp, batch["sampler_logp"], batch["sampler_known"]), correction, cap)
         return kl_reward_to_go(logp, ref_logp, mask, weights)
     return masked_sum(kl_penalty(logp, ref_logp, estimator), mask, dim=1)
-
-
-def drawn_logprobs(logp, batch) -> torch.Tensor:
-    """The sampler's log-probs where it drew the token, the trainer's elsewhere (weight 1: nothing to correct)."""
-    return torch.where(batch["sampler_known"] > 0, batch["sampler_logp"], logp.detach())
 
 
 # -- locating the chain of thought -----------------------------------------------------------------------------

@@ -26,8 +26,9 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
   queries sane, so the default regularises.
 - Queries and answers drawn by a sampler other than the trainer (vLLM, bf16) are corrected as GRPO's are
   (`sampling.correction`, tis by default under vLLM): each token's score function, in the policy gradient and in
-  the KL's reward-to-go, is weighed by min(pi / pi_sampler, cap). The KL metrics come from the trainer's
-  log-probs.
+  the KL's reward-to-go, is weighed by min(pi / pi_sampler, cap): exact for one-token draws, most of the bias
+  removed otherwise (the prefix and the KL's later tokens were still drawn by the sampler). The KL metrics come
+  from the trainer's log-probs.
 - alpha_Ch = 1; G = 4 answers per query; R and R_Q are added unscaled (`self_reward_weight=1`).
 - A judge reply with no readable score (R_Q NaN) is left out: V_Q is the mean of the readable scores of the
   query, and the unreadable answer gets V_Q (no quality advantage); the failures are counted.
