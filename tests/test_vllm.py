@@ -155,3 +155,43 @@ def test_a_resumed_vllm_run_samples_and_ends_as_the_uninterrupted_one(vllm_model
     a = dict(straight.policy.model.named_parameters())
     gap = max((a[name] - p).abs().max().item() for name, p in resumed.policy.model.named_parameters())
     assert gap < 1e-6
+
+
+FIRST_SAMPLER = """
+import gc, sys, weakref
+from langplay.config import ModelConfig, SamplingConfig
+from langplay.policy import Policy
+from langplay.sampling import vllm
+
+class Held:  # what a caller's frame holds (a trainer, say)
+    pass
+
+def make(held):
+    policy = Policy.from_config(ModelConfig(name_or_path=sys.argv[1]), with_reference=False)
+    sampler = vllm.VLLMSampler(SamplingConfig(backend="vllm", max_new_tokens=4, max_prompt_tokens=32), policy)
+    sampler.generate(["say a"], 1, [0])
+    sampler.held = held
+    held.sampler = sampler  # a reference cycle: only the garbage collector frees it
+    return weakref.ref(sampler), weakref.ref(policy)
+
+held = Held()
+objects = [*make(held), weakref.ref(held)]
+del held
+gc.collect()
+print("freed", *(o() is None for o in objects), "pooled", sum(map(len, vllm._FREE_ENGINES.values())))
+"""
+
+
+def test_the_first_sampler_of_a_process_is_freed_and_its_engine_pooled(vllm_model):
+    """In a fresh process, the first vLLM sampler, its policy and what its callers' frames held, in a reference
+    cycle, are freed once dropped, and its engine goes back to the pool. Two leaks of vLLM's: its entry point's
+    first import kept the importing frames (the first trainer of a process) alive for good, and its engine freezes
+    the garbage collector's heap when built (gc.freeze()), so objects alive then were never freed from a cycle."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    done = subprocess.run([sys.executable, "-c", FIRST_SAMPLER, str(vllm_model)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "freed True True True pooled 1", done.stdout[-2000:]

