@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langplay.errors import LangplayError, first_line
+from langplay.files import discard
 from langplay.policy import write_model_facts
 
 PREFIX = "step-"
@@ -124,16 +125,6 @@ def load_model_weights(policy, path: Path) -> None:
 
 
 # -- save / load -------------------------------------------------------------------------------------------
-def discard(path: Path) -> None:
-    """Delete a folder so that no kill can leave part of it under its name: rename it aside, then delete."""
-    if not path.exists():
-        return
-    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def clear_leftovers(directory: Path) -> None:
     """Temporary and half-deleted folders left by a kill during an earlier save."""
     for leftover in directory.glob(".*"):

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from langplay.errors import LangplayError, first_line
+from langplay.files import discard
 
 MAGIC = b"GGUF"  # a GGUF file's first four bytes
 INSTALL = "pip install 'gguf>=0.19'"
@@ -186,8 +187,6 @@ def import_gguf(file: str | Path, output: str | Path, dtype: str = "float32", ov
         out.parent.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        from langplay.checkpoint import discard
-
         discard(out)
         os.replace(tmp, out)
     except OSError as exc:

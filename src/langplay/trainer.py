@@ -34,7 +34,7 @@ from langplay.config import Config, dump_config
 from langplay.data import PromptStream, load_dataset_for, require_text
 from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
 from langplay.errors import LangplayError
-from langplay.files import atomic_write_text
+from langplay.files import atomic_write_text, discard
 from langplay.policy import (Policy, autocast, bf16_parameters, bf16_weight_copies, frozen_copy, micro_batches,
                              resolve_device, resolve_precision)
 from langplay.sampling import make_sampler
@@ -368,8 +368,6 @@ class Trainer:
     def save_final(self) -> None:
         """final/ is written to a temporary folder and renamed: a Ctrl-C during the save leaves the old final/
         (or none) and the step's checkpoint, never a final/ without weights."""
-        from langplay.checkpoint import discard
-
         tmp = self.run_dir / f".final.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
