@@ -457,3 +457,15 @@ def test_reference_judge_writes_through_a_sampler_and_leaves_unreadable_replies_
     assert seen["prompts"][0] == policy.format_prompt(JUDGE_PROMPT.format(instruction="q1", response="a1"))
     real = ReferenceJudge(policy, max_new_tokens=8).score(["p"], ["a"], {"raw_prompt": ["q"]})  # the HF sampler
     assert len(real[0]) == 1 and sum(real[1].values()) == 1.0
+
+
+def test_well_formed_queries_flag_what_box_1_forbids():
+    """One self-contained instruction passes; Box 1's tags, unfilled placeholders, markup, an answer given with the
+    query, a second input, an echo of Box 1's wording and a fragment do not."""
+    from langplay.algorithms.lsp import well_formed_queries
+
+    good = ["Write a haiku about autumn leaves.", "Sam has 3 apples and buys 5 more. How many apples does he have?"]
+    bad = ["[Start Generation] Write a poem", "Write a {kind of short text} about cats.", "<Score>3</Score> fine",
+           "What is 2 + 2?\nAnswer: 4", "Input 1: hello\nInput 2: bye", "A language task is an (input, output) tuple.",
+           "Paris"]
+    assert well_formed_queries(good + bad) == [True] * len(good) + [False] * len(bad)

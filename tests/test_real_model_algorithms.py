@@ -455,6 +455,27 @@ def test_lsp_box1_challenger_and_self_judge_bf16(model_dir, tokenizer, tmp_path)
     clean(out)
 
 
+def test_the_digit_judge_reads_smollm2_as_a_direct_forward_pass_does(model_dir, tokenizer):
+    """lsp.judge=digits on the real tokenizer: each score 0..7 is one token after "<Score>", and the expected score
+    equals one computed from a plain transformers forward pass of the whole text (fp32)."""
+    from transformers import AutoModelForCausalLM
+
+    from langplay.rewards.self_judge import DigitJudge, judge_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    policy = Policy(model, tokenizer, reference=model)
+    queries, answers = ["What is 7 plus 8?", "Name a colour."], ["7 + 8 = 15. The answer is 15.", "zzz qqq"]
+    scores, metrics = DigitJudge(policy).score(queries, answers, {"raw_prompt": queries})
+    digits = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(8)]
+    for query, answer, score in zip(queries, answers, scores):
+        text = policy.format_prompt(judge_prompt(query, answer)) + "<Score>"
+        with torch.no_grad():
+            logits = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+        p = torch.softmax(logits.float(), -1)[digits]
+        assert score == pytest.approx((p * torch.arange(8)).sum().item() / p.sum().item(), abs=1e-4)
+    assert 0.2 < metrics["self_reward_digit_mass"] <= 1  # SmolLM2 puts about half its mass on the digits
+
+
 def test_jepo_vllm_bf16(model_dir, files, tokenizer, tmp_path):
     need_vllm()
     out = tmp_path / "jepo"

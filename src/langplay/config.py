@@ -251,6 +251,10 @@ class LSPConfig(Section):
         "reference model; same Box 3 prompt, NaN (left out) where no score can be read; settings: the http_judge "
         "section"))
     self_reward_model: str | None = Field(None, description="the served model's name at self_reward_url")
+    judge: Literal["reply", "digits"] = Field("reply", description=(
+        "how the reference judges: \"reply\", it writes Box 3's justification and score, parsed (the paper); "
+        "\"digits\", the expected score from its next-token probabilities of 0..7 after \"<Score>\" (one forward "
+        "pass, never unreadable, no justification)"))
     self_reward_weight: float = Field(1.0, description="R + w R_Q (the paper adds them unscaled)")
     challenger_prompt: str | None = Field(None, description="None: the paper's Box 1 prompt filled with task/template")
     task: str = Field("", description="Box 1's {task}")
@@ -266,6 +270,9 @@ class LSPConfig(Section):
 
     @model_validator(mode="after")
     def _one_judge(self) -> LSPConfig:
+        if self.judge == "digits" and (self.self_reward_url or self.self_reward_function):
+            raise ValueError("lsp.judge=digits reads the reference model's probabilities: it does not apply to "
+                             "lsp.self_reward_url or lsp.self_reward_function")
         if self.self_reward_url is None:
             return self
         if not self.self_reward_model:

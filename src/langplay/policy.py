@@ -616,6 +616,20 @@ def micro_batches(batch: dict, size: int):
 
 
 @torch.no_grad()
+def next_token_logprobs(model, prompt_ids: list[list[int]], tokens: list[int], pad_id: int,
+                        micro_batch_size: int = 16) -> torch.Tensor:
+    """log pi(t | prompt) of each token t in `tokens` right after each prompt, shape (prompts, len(tokens)): one
+    forward pass over the prompts, the output layer on their last states only."""
+    device = next(model.parameters()).device
+    head, rows = model.get_output_embeddings(), []
+    for start in range(0, len(prompt_ids), micro_batch_size):
+        prompts = prompt_ids[start : start + micro_batch_size]
+        batch = build_batch(prompts, [[tokens[0]]] * len(prompts), pad_id, device)  # a stand-in completion token
+        last = completion_states(model, batch["input_ids"], batch["attention_mask"], width=1)[:, 0]
+        rows.append(F.log_softmax(head(last).to(logprob_dtype(model)), dim=-1)[:, tokens])
+    return torch.cat(rows)
+
+
 def completion_logprob_sums(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int = 64,
                             chunk_tokens: int = 2048, temperature: float = 1.0) -> list[float]:
     """log pi(completion | prompt), summed over the completion's tokens, for many pairs (teacher forcing)."""

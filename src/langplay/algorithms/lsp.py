@@ -32,6 +32,10 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
 - alpha_Ch = 1; G = 4 answers per query; R and R_Q are added unscaled (`self_reward_weight=1`).
 - A judge reply with no readable score (R_Q NaN) is left out: V_Q is the mean of the readable scores of the
   query, and the unreadable answer gets V_Q (no quality advantage); the failures are counted.
+- `judge="digits"` (not in the paper) reads R_Q from the reference's next-token probabilities of the scores 0..7
+  after "<Score>" (an expected score, one forward pass, never unreadable) instead of parsing the reply it writes:
+  on SmolLM2-135M the written replies are unreadable and the digits do not discriminate either
+  (results/smollm2_lsp_game.md): a judge needs a larger model.
 - Queries that are empty or overlong (cut at max_query_tokens) are kept: they are answered, scored and trained
   on like any other, so the challenger learns to avoid them.
 - `query_prefix` (not in the paper) starts the challenger's reply with fixed text, e.g. "What is the largest of":
@@ -42,6 +46,7 @@ Where the paper is silent (our defaults, all in config.LSPConfig):
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -54,7 +59,7 @@ from langplay.losses import (corrected_policy_loss, correction_weights, kl_rewar
 from langplay.policy import build_batch, token_rows
 from langplay.rewards import FunctionScorer, build_scorer, import_function
 from langplay.rewards.http_judge import http_self_reward
-from langplay.rewards.self_judge import ReferenceJudge
+from langplay.rewards.self_judge import DigitJudge, ReferenceJudge
 from langplay.sampling.keys import key_of
 
 # Box 1 of the paper, every instruction kept; {task} and {template} are filled from the config.
@@ -72,6 +77,21 @@ the input; do not request anything a language agent cannot do; stop as soon as t
 reply must NOT contain the [Start Generation] and [End Generation] tags. Follow the template strictly, unless \
 the task and the template are both empty: then generate an input by your best judgment.
 [Start Generation] '{template}' [End Generation]"""
+
+
+# What makes a query one self-contained instruction, as Box 1 asks: none of Box 1's tags or unfilled {placeholders},
+# no markup tags, no output or answer given with it, one input only, and no echo of Box 1's own wording.
+_QUERY_FLAWS = re.compile(
+    r"start generation|end generation|\{[^{}]*\}|</?\s*[a-z][a-z _-]*>|^\s*(?:output|answer|response|solution)\s*:"
+    r"|language (?:task|agent)|(?:input|example|query)\s*#?\s*2\b",
+    re.IGNORECASE | re.MULTILINE)
+
+
+def well_formed_queries(queries: list[str]) -> list[bool]:
+    """Whether each query is one self-contained instruction (at least 3 words, no flaw of _QUERY_FLAWS); usable as
+    lsp.query_check="langplay.algorithms.lsp:well_formed_queries". A query cut at max_query_tokens is counted apart
+    (the query_truncated metric)."""
+    return [len(q.split()) >= 3 and _QUERY_FLAWS.search(q) is None for q in queries]
 
 
 # -- the paper's arithmetic (pure functions) --------------------------------------------------------------------
@@ -135,13 +155,16 @@ class Query:
 
 
 def self_reward_scorer(config, policy):
-    """R_Q's judge: a user's function, an endpoint serving a judge model, or the frozen reference model (Box 3)."""
+    """R_Q's judge: a user's function, an endpoint serving a judge model, or the frozen reference model (Box 3),
+    writing its reply or read from its score digits' probabilities (lsp.judge)."""
     args = config.lsp
     if args.self_reward_function:
         return FunctionScorer(import_function(args.self_reward_function))
     if args.self_reward_url:
         return http_self_reward(args.self_reward_url, args.self_reward_model, config.http_judge,
                                 max_tokens=args.judge_max_new_tokens)
+    if args.judge == "digits":
+        return DigitJudge(policy)
     return ReferenceJudge(policy, args.judge_max_new_tokens, sampling=config.sampling)
 
 

@@ -13,6 +13,11 @@ The judge writes a short justification, `<Calculation>1+0+1+...=N</Calculation>`
   score.
 The judge's fallback is NaN: a reply with no readable score is left out of R_Q (the paper's protocol), not scored
 0; each outcome ("score", "calculation", "out_of_range", "fallback") is counted.
+
+`DigitJudge` (lsp.judge=digits; not in the paper) reads the score instead of writing it: the reference reads Box 3
+with its reply begun as "<Score>", and its next-token probabilities of the digits 0..7, renormalised, weigh each
+score. One forward pass, never unreadable, but no justification is written first: on a model too small to follow
+Box 3's format (SmolLM2-135M) it is the only judge that gives a score at all (results/smollm2_lsp_game.md).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from collections import Counter
 import torch
 
 from langplay.config import SamplingConfig
+from langplay.errors import LangplayError
+from langplay.text import encodable
 
 MAX_SCORE = 7
+SCORE_OPEN = "<Score>"
 
 # Box 3 of the paper, every instruction kept.
 JUDGE_PROMPT = """Review the user's instruction and the assistant's response below, and score the interaction with an \
@@ -134,6 +142,56 @@ class ReferenceJudge:
                 chunk = texts[start : start + self.batch_size]
                 replies += self.sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts
         return read_scores(replies, float("nan"), "self_reward_parse")
+
+
+def score_tokens(tokenizer, context: str) -> list[int]:
+    """The token of each score 0..7 written right after `context`; an error where a score is not one token there
+    (the judge reads one next-token distribution)."""
+    before = tokenizer(encodable(context), add_special_tokens=False)["input_ids"]
+    tokens = []
+    for score in range(MAX_SCORE + 1):
+        after = tokenizer(encodable(context + str(score)), add_special_tokens=False)["input_ids"]
+        if len(after) != len(before) + 1 or after[: len(before)] != before:
+            raise LangplayError(f"lsp.judge=digits: this tokenizer does not write the score {score} as one token after "
+                                f"{SCORE_OPEN!r}; use lsp.judge=reply")
+        tokens.append(after[-1])
+    return tokens
+
+
+def expected_scores(digit_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expected score, probability mass on the digits) per row of log-probs of the scores 0..7 (rows, 8): the
+    digits' probabilities renormalised to sum to 1 weigh each score."""
+    probabilities = digit_logprobs.float().exp()
+    mass = probabilities.sum(-1)
+    scores = torch.arange(probabilities.shape[-1], dtype=probabilities.dtype, device=probabilities.device)
+    return (probabilities * scores).sum(-1) / mass, mass
+
+
+class DigitJudge:
+    """R_Q as the frozen reference's expected Box 3 score, read from its next-token probabilities of 0..7 after
+    "<Score>" (one forward pass; never unreadable)."""
+
+    __name__ = "self_reward"
+
+    def __init__(self, policy, batch_size: int = 16):
+        self.policy, self.batch_size = policy, batch_size
+        self.tokens = None  # the scores' token ids, found on the first batch
+
+    @torch.no_grad()
+    def score(self, prompts, completions, columns: dict) -> tuple[list[float], dict[str, float]]:
+        """(expected R_Q per answer; the mean probability mass the judge puts on the digits)."""
+        from langplay.policy import next_token_logprobs
+
+        queries = columns.get("raw_prompt") or prompts
+        texts = [self.policy.format_prompt(judge_prompt(q, a)) + SCORE_OPEN for q, a in zip(queries, completions)]
+        if self.tokens is None:
+            self.tokens = score_tokens(self.policy.tokenizer, texts[0])
+        prompt_ids = [self.policy.encode(text) for text in texts]
+        with self.policy.reference_model() as model:
+            logprobs = next_token_logprobs(model, prompt_ids, self.tokens, self.policy.tokenizer.pad_token_id,
+                                           self.batch_size)
+        scores, mass = expected_scores(logprobs)
+        return scores.tolist(), {"self_reward_digit_mass": mass.mean().item()}
 
 
 def default_sampler(sampling: SamplingConfig, judge):
