@@ -175,3 +175,18 @@ def test_rows_with_an_empty_prompt_or_completion_keep_their_log_probs_and_no_pro
     assert torch.allclose(out.logp, expected, atol=1e-5) and not out.logp[2].any()
     with pytest.raises(LangplayError, match="at least one token"):
         sequence_logprobs(policy.model, build_batch([[], []], completions[:2], policy.tokenizer.pad_token_id))
+
+
+def test_micro_batches_never_mix_grouped_rows_with_the_single_rows_after_them():
+    """LSP's batch: answers in groups under short prompts, then queries under a long Box 1 prompt. A micro-batch
+    holds one kind only, so the answers' rows are not widened to the queries' prompt (and sizes still hold)."""
+    from langplay.policy import build_batch, micro_batch_bounds, micro_batches
+
+    batch = build_batch([[1, 2]] * 6 + [[1] * 30] * 2, [[3, 4]] * 8, 0, group_size=3, grouped_rows=6)
+    assert micro_batch_bounds(batch, 64) == [(0, 6), (6, 8)]
+    assert micro_batch_bounds(batch, 4) == [(0, 4), (4, 6), (6, 8)]
+    assert [mb["input_ids"].shape for mb in micro_batches(batch, 64)] == [(6, 4), (2, 32)]
+    plain = build_batch([[1, 2]] * 5, [[3]] * 5, 0)  # no groups: by size alone
+    assert micro_batch_bounds(plain, 2) == [(0, 2), (2, 4), (4, 5)]
+    grouped = build_batch([[1, 2]] * 6, [[3]] * 6, 0, group_size=3)
+    assert micro_batch_bounds(grouped, 4) == [(0, 4), (4, 6)]

@@ -311,10 +311,9 @@ class Policy:
             sharded_logprobs(self.sharded_reference, batch, temperature, self.chunk_tokens, micro_batch_size, out)
             return out
         with torch.inference_mode(), self.reference_model() as reference:  # no autograd bookkeeping at all
-            for start in range(0, out.shape[0], micro_batch_size):
-                part = slice_batch(batch, start, start + micro_batch_size)
-                logp = sequence_logprobs(reference, part, temperature, self.chunk_tokens).logp
-                out[start : start + micro_batch_size, : logp.shape[1]] = logp
+            for start, stop in micro_batch_bounds(batch, micro_batch_size):
+                logp = sequence_logprobs(reference, slice_batch(batch, start, stop), temperature, self.chunk_tokens).logp
+                out[start:stop, : logp.shape[1]] = logp
         return out.clone()  # outside inference mode: an ordinary tensor, usable in the loss under autograd
 
     @contextlib.contextmanager
@@ -609,10 +608,25 @@ def slice_batch(batch: dict, start: int, stop: int) -> dict:
     return part
 
 
-def micro_batches(batch: dict, size: int):
+def micro_batch_bounds(batch: dict, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of micro-batches of at most `size` rows that never mix the rows grouped under shared prompts
+    with the rows that stand alone after them (`build_batch`'s grouped_rows): LSP's answers and its challenger's
+    queries, whose long Box 1 prompt would otherwise widen every answer's row to its own width."""
     rows = batch["input_ids"].shape[0]
-    for start in range(0, rows, size):
-        yield slice_batch(batch, start, min(start + size, rows))
+    groups = batch.get("prompt_group")
+    grouped = rows
+    if groups is not None and groups.numel() > 1:
+        _, sizes = torch.unique_consecutive(groups, return_counts=True)
+        alone = (sizes == 1).nonzero()
+        if len(alone) and bool((sizes[: int(alone[0])] > 1).all()):  # grouped rows first, then single rows
+            grouped = int(sizes[: int(alone[0])].sum())
+    return [(start, min(start + size, end)) for begin, end in ((0, grouped), (grouped, rows))
+            for start in range(begin, end, size)]
+
+
+def micro_batches(batch: dict, size: int):
+    for start, stop in micro_batch_bounds(batch, size):
+        yield slice_batch(batch, start, stop)
 
 
 @torch.no_grad()

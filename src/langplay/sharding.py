@@ -99,19 +99,18 @@ def sharded_logprobs(root: LogprobModule, batch: dict, temperature: float, chunk
     Each forward gathers the root's and every layer's weights, a collective: every process runs as many
     forwards as the process with the most micro-batches, repeating its first row for the ones it lacks."""
     from langplay.distributed import most_over_processes
-    from langplay.policy import slice_batch
+    from langplay.policy import micro_batch_bounds, slice_batch
 
-    rows = out.shape[0]
-    if rows == 0:
+    if out.shape[0] == 0:
         raise LangplayError("a sharded reference pass got no rows on this process: give every process a share")
-    mine = -(-rows // micro_batch_size)
-    for round_ in range(most_over_processes(mine, out.device)):
-        if round_ >= mine:  # no rows left here: a forward for the other processes' collectives only
+    bounds = micro_batch_bounds(batch, micro_batch_size)
+    for round_ in range(most_over_processes(len(bounds), out.device)):
+        if round_ >= len(bounds):  # no rows left here: a forward for the other processes' collectives only
             root(slice_batch(batch, 0, 1), temperature, chunk_tokens, False, False)
             continue
-        start = round_ * micro_batch_size
-        logp = root(slice_batch(batch, start, start + micro_batch_size), temperature, chunk_tokens, False, False)[0]
-        out[start : start + micro_batch_size, : logp.shape[1]] = logp
+        start, stop = bounds[round_]
+        logp = root(slice_batch(batch, start, stop), temperature, chunk_tokens, False, False)[0]
+        out[start:stop, : logp.shape[1]] = logp
     root.reshard()  # FSDP keeps the root's weights whole after a forward, for a backward that never comes here
 
 
