@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-DETAILS = ("completion_length", "answer_length", "query_length", "time/generate", "time/reference", "time/bound",
-           "time/reward", "time/collect", "time/loss_backward")
+DETAILS = ("completion_length", "answer_length", "query_length", "formatted", "truncated", "time/generate",
+           "time/reference", "time/bound", "time/reward", "time/collect", "time/loss_backward")
 
 
 def compare(trainers: dict, rounds: int, steps: int) -> dict:
@@ -47,27 +48,44 @@ def report(result: dict, peer: str) -> None:
               f"(x{row['median_step_s'] / result[peer]['median_step_s']:.2f} {peer}; {details})")
 
 
-def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: float, rounds: int, steps: int) -> int:
+def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: float, rounds: int, steps: int,
+        real: Callable[[argparse.Namespace], dict[str, Callable[[Path], object]]] | None = None,
+        real_target: float | None = None, real_defaults: dict | None = None,
+        options: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """The benchmarks' command line: build each trainer (a function of its work folder), compare them against
-    `peer`, print the ratios against `target`, and write them as JSON with --json."""
+    `peer`, print the ratios against `target`, and write them as JSON with --json. With --model, `real(args)`
+    gives the trainers instead: the same methods on that model (`real`: SmolLM2-135M-Instruct) and GSM8K, with
+    --data, --prompts, --group, --tokens, --precision, --backend and --fixed-length (real_gsm8k.trainer_overrides),
+    against `real_target`; `real_defaults` sets a script's own defaults for those, `options` adds its own."""
+    import real_gsm8k
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    if real is not None:
+        real_gsm8k.add_real_model_options(parser, real_defaults)
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
+    # vLLM (--backend vllm) warns of every float32 tensor pushed into a bfloat16 engine: hundreds of lines a step
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     import torch
 
     from langplay.cli import quiet_libraries
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
+    if getattr(args, "model", None):
+        trainers, target = real(args), real_target or target
     with tempfile.TemporaryDirectory() as tmp:
         built = {method: make(Path(tmp) / method) for method, make in trainers.items()}
         for trainer in built.values():
             trainer.trackers = None
         result = compare(built, args.rounds, args.steps)
     report(result, peer)
+    print(f"peak memory {real_gsm8k.peak_rss_gb():.1f} GB")
     ratios = {}
     for method in result:
         if method != peer:
@@ -75,7 +93,12 @@ def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: 
             ratios[f"ratio_{method.lower().replace('-', '_')}_over_{peer.lower()}"] = ratio
             print(f"{method} / {peer}: {ratio:.3f}  (target <= {target:g})")
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "methods": result, **ratios}, indent=2))
+        out = {"provenance": real_gsm8k.provenance(args), "threads": args.threads, "target": target,
+               "methods": result, **ratios}
+        if getattr(args, "model", None):  # what --model real and the default --data resolved to
+            out["model"] = str(real_gsm8k.model_path(args.model))
+            out["data"] = str(real_gsm8k.gsm8k_path(args.data))
+        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -53,6 +53,56 @@ def test_grpo_vs_trl_benchmark_gives_both_sides_the_same_tokens(tmp_path):
 
 
 @pytest.mark.slow
+def test_grpo_vs_trl_on_gsm8k_questions_with_eos_records_the_run(tmp_path):
+    """--data (GSM8K's questions, the chat template applied by both: the benchmark stops if their token ids differ)
+    and --eos on the tiny model: the JSON says which CPU, when, which commit and with what settings, and how each
+    side's completions ended."""
+    out = tmp_path / "grpo_vs_trl_gsm8k.json"
+    tokens = 8
+    subprocess.run(
+        [sys.executable, "benchmarks/grpo_vs_trl.py", "--hidden", "32", "--layers", "1", "--data",
+         "tests/data/gsm8k_sample.jsonl", "--prompts", "2", "--group", "2", "--tokens", str(tokens), "--eos",
+         "--rounds", "1", "--steps", "2", "--json", str(out)],
+        cwd=ROOT, check=True, capture_output=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    result = json.loads(out.read_text())
+    run = result["provenance"]
+    assert run["cpu"]["model_name"] and run["date"] and run["commit"]["sha"] and run["peak_rss_gb"] > 0
+    assert run["settings"]["eos"] is True and run["settings"]["data"] == "tests/data/gsm8k_sample.jsonl"
+    assert result["data"]["prompts"] == 2 and len(result["data"]["prompt_tokens"]) == 2
+    assert set(result["sides"]) == {"langplay-hf", "trl-hf"} and set(result["ratios_langplay_over_trl"]) == {
+        "langplay-hf/trl-hf"}
+    for side in result["sides"].values():
+        assert side["timed_steps"] == 1 and side["completions_sampled"] == 2 * 2 * 2  # warm-up step included
+        assert 0 < side["mean_completion_length"] <= tokens and 0 <= side["ended_at_eos"] <= 1
+        assert side["generated_tokens_per_s"] > 0
+
+
+def test_the_real_model_benchmarks_share_rewards_and_paths(tmp_path):
+    """benchmarks/real_gsm8k.py: the GSM8K reward reads text and TRL's chat messages alike, the gold-free reward
+    needs no answer, --data falls back to a file that exists, and the provenance names the CPU and the commit."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import real_gsm8k
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    gold = ["She makes 9 * 2 = $18.\n#### 18", "#### 1,000"]
+    texts = ["So she makes 18 dollars.", "The answer is 999."]
+    assert real_gsm8k.gsm8k_match(None, texts, gold) == [1.0, 0.0]
+    assert real_gsm8k.gsm8k_match(None, [[{"role": "assistant", "content": t}] for t in texts], gold) == [1.0, 0.0]
+    assert real_gsm8k.ends_with_number(None, ["It is 42.", "no number here", "7 then words"]) == [1.0, 0.0, 1.0]
+    assert real_gsm8k.gsm8k_path(None).is_file()
+    rows = real_gsm8k.gsm8k_rows(ROOT / "tests" / "data" / "gsm8k_sample.jsonl", 3, offset=1)
+    assert len(rows) == 3 and all("####" in r["answer"] for r in rows)
+    with pytest.raises(SystemExit):
+        real_gsm8k.gsm8k_path(tmp_path / "missing.jsonl")
+    with pytest.raises(SystemExit):
+        real_gsm8k.model_path(str(tmp_path))
+    run = real_gsm8k.provenance()
+    assert run["cpu"]["model_name"] and run["date"] and "sha" in run["commit"]
+
+
+@pytest.mark.slow
 def test_precision_benchmark_times_both_and_measures_the_peak(tmp_path):
     out = tmp_path / "precision.json"
     subprocess.run([sys.executable, "benchmarks/precision.py", "--hidden", "32", "--rounds", "1", "--steps", "2",
