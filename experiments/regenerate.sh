@@ -26,3 +26,7 @@ $py experiments/jepo_tinyworld.py --seeds 0 1 2 --steps 30 --lr 5e-05 --per-leve
 $py experiments/jepo_focused.py --seeds 0 1 2 --steps 60 --prompts 128
 $py experiments/irl_tinyworld.py --seeds 0 1 2 --steps 150 --per-level 6 --k 4 --temperatures 0.5 1 --small-demos 300 --small-steps 240 --small-eval-every 20 --small-init scratch
 $py experiments/cross_method.py --seeds 0 1 2 --steps 40 --per-level 8
+# The real model (SmolLM2-135M-Instruct from ./dev setup; GSM8K from ../shared/data/gsm8k): accuracy, likelihood,
+# diversity and the position-swapped judge, no training (~8 minutes); LSP's challenger and judges (~45 minutes):
+$py experiments/smollm2_eval.py
+$py experiments/smollm2_lsp_game.py

@@ -53,6 +53,20 @@ def test_plain_and_bound_against_direct_forward_passes(tiny_model):
     assert eos_tokens == [2]
 
 
+def test_likelihoods_are_computed_without_an_autograd_graph(tiny_model):
+    """Scoring keeps no graph: with one, `langplay eval likelihood` on 200 GSM8K solutions with SmolLM2 held a
+    micro-batch's activations for backward (24 GB) and was killed."""
+    policy = load_eval_policy(str(tiny_model), device="cpu")
+    seen = []
+    hook = policy.model.get_decoder().register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    try:
+        x = policy.encode(policy.format_prompt("add 2 and 2"))
+        answer_logliks(policy, [x, x], ["4", "5"], [None, ["2 and 2 is 4. The final answer is 4."]], MARKER)
+    finally:
+        hook.remove()
+    assert seen and not any(seen) and torch.is_grad_enabled()
+
+
 def test_the_file_based_bound_is_tinyworlds_reference_loglik(tmp_path):
     from langplay.evaluation.tinyworld import (MAX_NEW_TOKENS, held_out_tasks, load_policy, reference_loglik,
                                                split_reference, stable_id)
@@ -100,6 +114,10 @@ def test_cli_reports_both_and_a_second_run_samples_nothing(tiny_model, prompt_fi
     assert report["prompts"] == 3 and report["bound"]["samples"] == 2
     assert report["plain"]["nll"] > 0 and report["bound"]["nll"] > 0
     assert "NLL / token" in result.output and (out / "report.txt").is_file()
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]  # per row: sums and tokens
+    for kind in ("plain", "bound"):
+        assert -sum(r[kind] for r in rows) / sum(r[f"{kind}_tokens"] for r in rows) == \
+            pytest.approx(report[kind]["nll_per_token"])
 
     import langplay.sampling as sampling
 

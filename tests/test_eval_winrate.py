@@ -83,6 +83,7 @@ def test_a_judge_that_always_prefers_the_first_answer_gives_exactly_half():
     s = summarize(records)
     assert s["win_rate"] == 0.5 and (s["wins"], s["ties"], s["losses"]) == (0, n, 0)
     assert s["position_consistency"] == 0.0  # every pair: the two orders disagree
+    assert (s["parse_rate"], s["decisive_rate"], s["first_position_rate"]) == (1.0, 1.0, 1.0)  # its bias, seen
     assert [r["verdict_model_as_a"] for r in records] == ["A"] * n and [r["outcome_model_as_b"] for r in records] == [0.0] * n
 
 
@@ -104,8 +105,11 @@ def test_ties_mixed_orders_and_parse_failures():
     assert s["win_rate"] == (1 + 0.75 + 0 + 0.5) / 4  # prompt 3 excluded: its model-as-A verdict is unreadable
     assert (s["judged"], s["wins"], s["ties"], s["losses"]) == (4, 2, 1, 1)
     assert (s["parse_failures"], s["excluded"], s["position_consistency"]) == (1, 1, 3 / 4)
+    # the judge's rates over all 10 replies: 9 readable, 6 of them pick an answer, 3 of those the first shown
+    assert (s["parse_rate"], s["decisive_rate"], s["first_position_rate"]) == (9 / 10, 6 / 9, 3 / 6)
     none = summarize(judge_both_orders(scripted(["?"] * 4), PROMPTS[:2], ["a", "b"], ["c", "d"]))
     assert none["win_rate"] is None and none["parse_failures"] == 4 and none["excluded"] == 2
+    assert (none["parse_rate"], none["decisive_rate"], none["first_position_rate"]) == (0.0, None, None)
 
 
 def test_subsets_are_reported_separately_and_overall_is_their_prompt_weighted_mix():
@@ -285,3 +289,39 @@ def test_the_command_writes_the_report_the_judgments_and_the_plot(tiny_pair, tmp
     assert result.exit_code == 0, result.output
     assert seen == [("http://judge/v1", "j", 32)]
     assert json.loads((out / "report.json").read_text())["overall"]["position_consistency"] == 0.0
+
+
+def test_the_command_samples_answers_and_the_judge_with_the_backend_and_seed_given(tiny_pair, tmp_path, monkeypatch):
+    """--backend reaches every sampler (the two models' answers and an LLM judge's replies), --seed the answers'
+    noise keys; an unknown backend is one line before any model loads."""
+    import langplay.sampling as sampling
+    from langplay.cli import app
+    from langplay.sampling.keys import key_of
+
+    backends, seeds, real = [], [], sampling.make_sampler
+
+    def recording(config, policy):
+        inner = real(config, policy)
+        backends.append(config.backend)
+
+        class Recording:
+            def generate(self, prompts, n, keys, max_new_tokens=None):
+                seeds.append(list(keys))
+                return inner.generate(prompts, n, keys, max_new_tokens)
+
+        return Recording()
+
+    monkeypatch.setattr(sampling, "make_sampler", recording)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2]))
+    args = ["eval", "winrate", "--model", str(tiny_pair["model"]), "--baseline", str(tiny_pair["baseline"]),
+            "--data", str(data), "--judge", str(tiny_pair["model"]), "--max-new-tokens", "4",
+            "--judge-max-new-tokens", "4", "--output", str(tmp_path / "eval")]
+    result = CliRunner().invoke(app, args + ["--backend", "hf", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    assert backends == ["hf"] * 3  # model, baseline, judge
+    assert seeds[0] == [key_of(7, 0), key_of(7, 1)]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["decoding"]["seed"] == 7 and report["overall"]["parse_rate"] is not None
+    result = CliRunner().invoke(app, args + ["--backend", "tpu"])
+    assert result.exit_code == 2 and "unknown backend 'tpu'" in result.output

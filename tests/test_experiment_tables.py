@@ -139,7 +139,8 @@ def test_regenerate_script_runs_each_tables_own_regenerate_line_and_misses_none(
              for line in script.splitlines() if line.startswith("$py experiments/")}
     tables = ["lab_diagnosis_v2h-s1", "lab_bar_tune_v2h-s1-lr2e-4", "lab_bar", "lab_bar_p160", "lsp_tinyworld",
               "lsp_tinyworld_long", "jepo_tinyworld_tune_lr5e-5", "jepo_tinyworld_tune_lr2e-4", "jepo_tinyworld",
-              "irl_tinyworld", "cross_method", "lsp_steered", "jepo_focused"]
+              "irl_tinyworld", "cross_method", "lsp_steered", "jepo_focused", "smollm2_eval",
+              "smollm2_lsp_game"]
     printed = {name: re.search(r"`(python experiments/[^`]*)`", (root / "results" / f"{name}.md").read_text()).group(1)
                for name in tables}
     assert lines == set(printed.values()), (lines ^ set(printed.values()))
@@ -275,3 +276,19 @@ def assert_rewrites_committed_table(module, name: str, folder: Path) -> None:
     (folder / f"{name}_reading.md").write_text((committed / f"{name}_reading.md").read_text())
     module.write_markdown(json.loads((committed / f"{name}.json").read_text()), folder)
     assert (folder / f"{name}.md").read_text() == (committed / f"{name}.md").read_text()
+
+
+def test_the_smollm2_evaluation_rewrites_its_committed_markdown(tmp_path):
+    """experiments/smollm2_eval.py from its committed JSON and reading: the committed markdown to the byte, with the
+    regenerate line that experiments/regenerate.sh runs."""
+    import json
+    import shutil
+
+    import smollm2_eval
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    shutil.copy(results / "smollm2_eval_reading.md", tmp_path)
+    saved = json.loads((results / "smollm2_eval.json").read_text())
+    smollm2_eval.write_markdown(saved, tmp_path / "smollm2_eval.md")
+    assert (tmp_path / "smollm2_eval.md").read_text() == (results / "smollm2_eval.md").read_text()
+    assert saved["regenerate"] == "python experiments/smollm2_eval.py"

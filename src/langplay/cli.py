@@ -156,25 +156,30 @@ def eval_winrate(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="longest answer (default 512)"),
     judge_max_new_tokens: Optional[int] = typer.Option(None, "--judge-max-new-tokens",
                                                        help="longest judge reply (default 512)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="keys the answers' sampling noise (default 0)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="hf or vllm, for the answers and an LLM judge "
+                                          "(default: vllm on CUDA when installed)"),
     output: Optional[Path] = typer.Option(None, "--output", help="report folder (default runs/eval-winrate)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. eval_lsp_alpacaeval"),
 ):
     """Pairwise win rate against a baseline: both answer every prompt, a judge decides each pair in both orders."""
     quiet_libraries()
     from langplay.evaluation import pairwise
-    from langplay.evaluation.answers import Decoding, eval_folder, eval_preset, load_prompt_rows, require_model_source
+    from langplay.evaluation.answers import (Decoding, check_backend, eval_folder, eval_preset, load_prompt_rows,
+                                             require_model_source)
 
     given = dict(model=model, baseline=baseline, data=data, prompt_column=prompt_column, subset=subset, split=split,
                  limit=limit, subset_column=subset_column, judge=judge, judge_url=judge_url, judge_model=judge_model,
                  reward_model=reward_model, temperature=temperature, max_new_tokens=max_new_tokens,
-                 judge_max_new_tokens=judge_max_new_tokens)
+                 judge_max_new_tokens=judge_max_new_tokens, seed=seed, backend=backend)
     defaults = {"prompt_column": "prompt", "split": "test", "temperature": 0.01, "max_new_tokens": 512,
-                "judge_max_new_tokens": 512}
+                "judge_max_new_tokens": 512, "seed": 0}
     o = {**defaults, **pairwise.prefer_given_judge(eval_preset(preset, "winrate", given), given)}
     for key in ("model", "baseline", "data"):
         if o.get(key) is None:
             raise LangplayError(f"no {key} given: set --{key}")
     kind = pairwise.check_judge_choice(o.get("judge"), o.get("judge_url"), o.get("judge_model"), o.get("reward_model"))
+    check_backend(o.get("backend"))
     columns = [o["prompt_column"]] + ([o["subset_column"]] if o.get("subset_column") else [])
     rows = load_prompt_rows(o["data"], columns, o.get("subset"), o["split"], o.get("limit"))
     for key in ("model", "baseline", "judge", "reward_model"):
@@ -183,7 +188,8 @@ def eval_winrate(
     folder = eval_folder(output, "winrate")
     cache = pairwise.answer_cache(folder)
     if kind == "judge":
-        chosen = pairwise.llm_judge(o["judge"], cache, max_new_tokens=o["judge_max_new_tokens"])
+        chosen = pairwise.llm_judge(o["judge"], cache, max_new_tokens=o["judge_max_new_tokens"],
+                                    backend=o.get("backend"))
     elif kind == "judge_url":
         chosen = pairwise.http_judge(o["judge_url"], o["judge_model"], cache, max_tokens=o["judge_max_new_tokens"])
     else:
@@ -191,7 +197,8 @@ def eval_winrate(
     report, judgments = pairwise.evaluate_win_rate(
         o["model"], o["baseline"], [row[o["prompt_column"]] for row in rows], chosen,
         [row[o["subset_column"]] for row in rows] if o.get("subset_column") else None,
-        Decoding(temperature=o["temperature"], max_new_tokens=o["max_new_tokens"]), cache)
+        Decoding(temperature=o["temperature"], max_new_tokens=o["max_new_tokens"], seed=o["seed"]), cache,
+        backend=o.get("backend"))
     report["data"] = {key: o.get(key) for key in ("data", "subset", "split", "prompt_column", "subset_column", "limit")}
     paths = pairwise.save_win_rate(report, judgments, folder)
     typer.echo(pairwise.render_table(report))

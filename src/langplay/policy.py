@@ -644,9 +644,11 @@ def next_token_logprobs(model, prompt_ids: list[list[int]], tokens: list[int], p
     return torch.cat(rows)
 
 
+@torch.no_grad()
 def completion_logprob_sums(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int = 64,
                             chunk_tokens: int = 2048, temperature: float = 1.0) -> list[float]:
-    """log pi(completion | prompt), summed over the completion's tokens, for many pairs (teacher forcing)."""
+    """log pi(completion | prompt), summed over the completion's tokens, for many pairs (teacher forcing). Numbers
+    out, no autograd graph: one kept for a micro-batch of 64 real-length rows (SmolLM2, GSM8K solutions) took 24 GB."""
     device = next(model.parameters()).device
     sums: list[float] = []
     for start in range(0, len(prompt_ids), micro_batch_size):

@@ -81,8 +81,9 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
                         seed: int = 0, output=None, backend: str | None = None, batch_size: int = 32,
                         progress: bool = True, noise_keys: list[int] | None = None) -> dict:
     """The plain log-likelihood of each row's reference answer and (samples > 0) the multi-sample bound over
-    `samples` chains of thought; writes report.json, report.txt and rows.jsonl into the eval folder
-    (`output`, default runs/eval-likelihood), whose answer cache lets an interrupted run continue.
+    `samples` chains of thought; writes report.json, report.txt and rows.jsonl (per row: the answer, its
+    log-likelihoods and their token counts, EOS included when scored) into the eval folder (`output`, default
+    runs/eval-likelihood), whose answer cache lets an interrupted run continue.
     `noise_keys`: each row's sampling key, to draw the chains another evaluation drew (tinyworld's)."""
     model, data = str(model), str(data)  # a Path works too
     check_backend(backend)
@@ -100,7 +101,7 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     plain, plain_tokens = answer_logliks(policy, prompt_ids, answers, [None] * len(rows), marker, answer_eos)
     report = {"model": model, "data": data, "prompts": len(rows), "answer_eos": answer_eos,
               "plain": nll_summary(plain, plain_tokens)}
-    bound = [None] * len(rows)
+    bound, bound_tokens = [None] * len(rows), [None] * len(rows)
     if samples > 0:
         decoding = Decoding(temperature=1.0, n=samples, max_new_tokens=max_new_tokens, seed=seed)
         chains = generate_answers(policy, model, prompts, decoding, answer_cache(folder), backend,
@@ -110,8 +111,9 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
                            "marker_found": marker_rate(chains, marker)}
     write_json(folder / "report.json", report)
     (folder / "report.txt").write_text(render_likelihood(report))
-    write_rows(folder / "rows.jsonl", [{"index": i, "answer": a, "plain": p, "bound": b}
-                                       for i, (a, p, b) in enumerate(zip(answers, plain, bound))])
+    write_rows(folder / "rows.jsonl", [{"index": i, "answer": answers[i], "plain": plain[i],
+                                        "plain_tokens": plain_tokens[i], "bound": bound[i],
+                                        "bound_tokens": bound_tokens[i]} for i in range(len(rows))])
     report["folder"] = str(folder)
     return report
 

@@ -20,6 +20,9 @@ Parse failures: a reply with no readable verdict is a parse failure; a prompt wi
 left out of the win rate, its counts and the consistency (scoring it from the other order alone would let that
 order's position bias back in), and reported: `parse_failures` counts the replies, `excluded` the prompts.
 Position consistency: the share of judged prompts whose two orders give the model the same outcome.
+The judge's rates, over its 2n replies: `parse_rate` the share with a readable verdict; `decisive_rate` the share
+of readable verdicts that pick an answer (A or B, not a tie); `first_position_rate` the share of those decisive
+verdicts that pick the answer shown first (A): 0.5 for a judge without position bias, 1 for one that always says A.
 Intervals: a percentile bootstrap over prompts (seeded), per subset and overall.
 """
 
@@ -105,7 +108,10 @@ def summarize(judgments: Sequence[dict], seed: int = 0, resamples: int = 1000) -
     judged = [j for j in judgments if j["score"] is not None]
     scores = [j["score"] for j in judged]
     low, high = bootstrap_interval(scores, resamples=resamples, seed=seed)
-    failures = sum((j["verdict_model_as_a"] is None) + (j["verdict_model_as_b"] is None) for j in judgments)
+    verdicts = [j[key] for j in judgments for key in ("verdict_model_as_a", "verdict_model_as_b")]
+    readable = [v for v in verdicts if v is not None]
+    decisive = [v for v in readable if v != "tie"]
+    failures = len(verdicts) - len(readable)
     return {
         "prompts": len(judgments),
         "judged": len(judged),
@@ -118,6 +124,9 @@ def summarize(judgments: Sequence[dict], seed: int = 0, resamples: int = 1000) -
         "parse_failures": failures,
         "excluded": len(judgments) - len(judged),
         "position_consistency": sum(j["consistent"] for j in judged) / len(judged) if judged else None,
+        "parse_rate": len(readable) / len(verdicts) if verdicts else None,
+        "decisive_rate": len(decisive) / len(readable) if readable else None,
+        "first_position_rate": decisive.count("A") / len(decisive) if decisive else None,
     }
 
 
@@ -373,12 +382,14 @@ def render_table(report: dict) -> str:
     from rich.table import Table
 
     table = Table(title=f"win rate of {report['model']} against {report['baseline']} (judge {report['judge']})")
-    for column in ("subset", "prompts", "win rate", "95% CI", "wins", "ties", "losses", "consistent", "parse fail."):
+    for column in ("subset", "prompts", "win rate", "95% CI", "wins", "ties", "losses", "consistent", "parse fail.",
+                   "decisive", "says A"):
         table.add_column(column, justify="left" if column == "subset" else "right")
     for name, s in summary_rows(report):
         table.add_row(name, str(s["prompts"]), fmt(s["win_rate"]), f"{fmt(s['ci_low'])}-{fmt(s['ci_high'])}",
                       str(s["wins"]), str(s["ties"]), str(s["losses"]), fmt(s["position_consistency"], ".2f"),
-                      f"{s['parse_failures']} ({s['excluded']} excl.)")
+                      f"{s['parse_failures']} ({s['excluded']} excl.)", fmt(s.get("decisive_rate"), ".2f"),
+                      fmt(s.get("first_position_rate"), ".2f"))
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(table)
     return console.export_text()
