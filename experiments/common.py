@@ -155,6 +155,19 @@ def run_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def cpu_model() -> str:
+    """The CPU as lscpu names it ("unknown" where lscpu is missing): compare timings only within one CPU."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    found = re.search(r"Model name:\s*(.+)", out)
+    return found.group(1).strip() if found else "unknown"
+
+
 def provenance() -> dict:
     """What a results file needs to be traced: the commit (and whether the tree had changes), library
     versions, the machine and the date."""

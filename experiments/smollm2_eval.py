@@ -30,11 +30,10 @@ import json
 import math
 import re
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
-from common import ROOT, experiment_parser, measured, table
+from common import ROOT, cpu_model, experiment_parser, measured, table
 
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 MODEL = Path.home() / ".cache" / "langplay" / "models" / "SmolLM2-135M-Instruct"
@@ -62,15 +61,6 @@ def regenerate_line(options: dict) -> str:
     """The command that measures these results: the options away from their defaults."""
     away = [f"--{key.replace('_', '-')} {value}" for key, value in options.items() if DEFAULTS.get(key) != value]
     return " ".join(["python experiments/smollm2_eval.py", *away])
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    found = re.search(r"Model name:\s*(.+)", out)
-    return found.group(1).strip() if found else "unknown"
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

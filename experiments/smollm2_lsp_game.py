@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import ROOT, experiment_parser, interval_cell, measured, table
+from common import ROOT, cpu_model, experiment_parser, interval_cell, measured, table
 
 FILLINGS = {  # name -> (task, template) of Box 1; a template's {placeholders} are what the challenger fills
     "empty (paper's LSP-Zero)": ("", ""),
@@ -102,13 +102,6 @@ def shuffled(text: str, seed: int) -> str:
     words = text.split()
     random.Random(seed).shuffle(words)
     return " ".join(words)
-
-
-def cpu_model() -> str:
-    import subprocess
-
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
 
 
 def paired(report_scores: dict, other: str) -> dict:
