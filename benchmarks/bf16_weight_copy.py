@@ -36,8 +36,11 @@ def main(argv=None) -> int:
     import torch
 
     import step_cost
+    from langplay.batch import build_batch
     from langplay.config import ModelConfig
-    from langplay.policy import Policy, autocast, bf16_weight_copies, build_batch, sequence_logprobs
+    from langplay.logprobs import sequence_logprobs
+    from langplay.policy import Policy
+    from langplay.precision import autocast, bf16_weight_copies
     from langplay.testing import save_tiny_model
 
     torch.set_num_threads(args.threads)

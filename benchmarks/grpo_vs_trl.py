@@ -136,7 +136,7 @@ def build_langplay(args, model_dir: Path, data_path: Path, work: Path, backend: 
     config = load_config(overrides=[
         f"model.name_or_path={model_dir}", "model.device=cpu", "model.dtype=float32", f"train.precision={args.precision}",
         f"data.path={data_path}", "data.prompt_column=prompt",
-        "train.steps=100000", f"train.prompts_per_step={args.prompts}", f"train.micro_batch_size={args.prompts * args.group}",
+        "train.steps=100000", f"train.prompts_per_step={args.prompts}", f"train.micro_batch_size={micro_batch(args)}",
         f"train.lr={args.lr}", "train.max_grad_norm=1.0",
         f"grpo.group_size={args.group}", f"grpo.beta={args.beta}", f"grpo.loss_aggregation={args.loss}",
         f"sampling.max_new_tokens={args.tokens}", f"sampling.ignore_eos={str(not eos).lower()}",
@@ -157,6 +157,18 @@ def build_langplay(args, model_dir: Path, data_path: Path, work: Path, backend: 
 
     trainer.sampler.generate = recorded
     return trainer
+
+
+def micro_batch(args) -> int:
+    """Rows a training pass holds at once, on both sides (--micro-batch; default: the whole batch)."""
+    return getattr(args, "micro_batch", None) or args.prompts * args.group
+
+
+def accumulation(args) -> int:
+    rows = args.prompts * args.group
+    if rows % micro_batch(args):
+        raise SystemExit(f"--micro-batch {micro_batch(args)} must divide prompts x group = {rows}")
+    return rows // micro_batch(args)
 
 
 MAX_PROMPT_TOKENS = 1024  # langplay's default sampling.max_prompt_tokens; vLLM's context on both sides is this + --tokens
@@ -230,8 +242,9 @@ def build_trl(args, backend: str, model_dir: Path, dataset, steps: int, work: Pa
         disable_tqdm=True, use_cpu=True, bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=False,
         max_steps=steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
         optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0, seed=0,
-        per_device_train_batch_size=args.prompts * args.group, gradient_accumulation_steps=1,  # one step = one batch
-        num_generations=args.group, num_iterations=1, steps_per_generation=1,
+        # one optimizer step = one generation batch of prompts x group, trained in micro-batches of micro_batch rows
+        per_device_train_batch_size=micro_batch(args), gradient_accumulation_steps=accumulation(args),
+        num_generations=args.group, num_iterations=1, steps_per_generation=accumulation(args),
         max_completion_length=args.tokens, temperature=1.0, top_p=1.0, top_k=0, generation_kwargs=fixed,
         beta=args.beta, loss_type=args.loss, scale_rewards="group", epsilon=0.2,
         use_vllm=vllm, log_completions=False, dataloader_num_workers=0,
@@ -373,6 +386,10 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rows per training pass on both sides (langplay's train.micro_batch_size, TRL's "
+                             "per_device_train_batch_size with gradient accumulation up to the batch); default: the "
+                             "whole batch. The real model's 49,152-token vocabulary needs 16 or fewer in 24 GB")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens (every completion's length without --eos)")
     parser.add_argument("--prompt-tokens", type=int,
                         help="the tiny model's prompts: length after the chat template (30, the default: the bare "
@@ -409,7 +426,7 @@ def main(argv=None) -> int:
     import datasets
     import transformers
 
-    from langplay.cli import quiet_libraries
+    from langplay.console import quiet_libraries
 
     quiet_libraries()
     from langplay.testing import save_tiny_model
@@ -524,7 +541,7 @@ def main(argv=None) -> int:
                   "layers": None if args.model else args.layers, "parameters": n_params},
         "data": {"path": str(source) if source else None, "prompts": len(rows), "prompt_tokens": prompt_lengths},
         "settings": {**{k: getattr(args, k) for k in ("rounds", "steps", "prompts", "group", "tokens", "beta", "lr",
-                                                      "loss", "eos", "precision")},
+                                                      "loss", "eos", "precision", "micro_batch")},
                      "prompt_tokens": args.prompt_tokens or (None if with_data else 30),
                      "langplay_backends": args.backend, "trl_backends": args.trl_backend,
                      "completions": "end at EOS" if args.eos else "fixed length (EOS ignored / forbidden)"},
@@ -553,7 +570,7 @@ def main(argv=None) -> int:
     train_tflops = 6 * n_params * model_tokens["langplay"] / update / 1e12
     # Without bf16 units the bf16 probe is emulated and no ceiling; the peak of the precision trained in is
     # what MFU means there (and, for an fp32 run, everywhere).
-    from langplay.policy import fast_bf16
+    from langplay.precision import fast_bf16
 
     result["training_pass"] = {"median_s": update, "tflops": train_tflops, "bf16_peak_tflops": peak,
                                "fraction_of_bf16_peak": train_tflops / peak, "native_bf16": fast_bf16(torch.device("cpu")),

@@ -31,14 +31,14 @@ def padded_states(decoder, batch):
 
 
 def packed(decoder, batch):
-    from langplay.policy import packed_states
+    from langplay.logprobs import packed_states
 
     states = packed_states(decoder, batch["input_ids"], batch["attention_mask"], batch["completion_mask"].shape[1])
     return states, int(batch["attention_mask"].sum(1).max())
 
 
 def micro_batches(pairs, size, key, pad_id):
-    from langplay.policy import build_batch
+    from langplay.batch import build_batch
 
     pairs = sorted(pairs, key=key)
     return [build_batch([p for p, _ in pairs[i : i + size]], [c for _, c in pairs[i : i + size]], pad_id)

@@ -51,11 +51,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from langplay.cli import quiet_libraries
+    from langplay.console import quiet_libraries
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    from langplay.policy import fast_bf16
+    from langplay.precision import fast_bf16
 
     peak, native = step_cost.bf16_peak_tflops(), fast_bf16(torch.device("cpu"))
     # without bf16 units (no AMX, no AVX512-BF16) the probe's product is emulated like every other, so its rate is

@@ -24,8 +24,11 @@ def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from langplay.batch import build_batch
     from langplay.config import ModelConfig
-    from langplay.policy import Policy, autocast, build_batch, sequence_logprobs
+    from langplay.logprobs import sequence_logprobs
+    from langplay.policy import Policy
+    from langplay.precision import autocast
     from langplay.testing import save_tiny_model
 
     torch.set_num_threads(args.threads)

@@ -31,7 +31,8 @@ def samplers(model_dir: Path, precision: str):
     import torch
 
     from langplay.config import ModelConfig, SamplingConfig
-    from langplay.policy import Policy, autocast
+    from langplay.policy import Policy
+    from langplay.precision import autocast
     from langplay.sampling.hf import HFSampler
     from langplay.sampling.vllm import VLLMSampler
 

@@ -73,7 +73,7 @@ def run(argv, trainers: dict[str, Callable[[Path], object]], peer: str, target: 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     import torch
 
-    from langplay.cli import quiet_libraries
+    from langplay.console import quiet_libraries
 
     torch.set_num_threads(args.threads)
     quiet_libraries()

@@ -101,7 +101,7 @@ def saved_results(args, path: Path) -> dict | None:
     if args.report_only:
         return json.loads(path.read_text())
     sys.path.insert(0, str(ROOT / "src"))
-    from langplay.cli import quiet_libraries
+    from langplay.console import quiet_libraries
 
     quiet_libraries()
     args.results.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 
 from common import cells, dig, interval_cell, mean_of, paired_gain, table
-from irl_tinyworld import (ANSWER_TOKENS, K_OPEN, KINDS, METHODS, SCRATCH_LR, SCRATCH_WARMUP, SELF_BLEU_N,
-                           SMALL_METHODS, SMALL_RECIPE)
+from irl_design import (ANSWER_TOKENS, K_OPEN, KINDS, METHODS, SCRATCH_LR, SCRATCH_WARMUP, SELF_BLEU_N,
+                        SMALL_METHODS, SMALL_RECIPE)
 
 
 def label(method: str) -> str:

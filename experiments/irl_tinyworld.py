@@ -31,32 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from common import experiment_parser, finished, provenance, run_folder, run_metrics, saved_results  # noqa: E402
-CONFIG = ROOT / "src" / "langplay" / "presets" / "irl_tinyworld.yaml"
-KINDS = ("exact", "open")
-K_OPEN = 4  # valid answers per open-ended training prompt; also the size of a batching unit (see `demonstrations`)
-EVAL_SEED = 123
-PROBE_SEED = 456
-SELF_BLEU_N = 2  # Self-BLEU's max n-gram order, on characters (tinyworld's answers are a few characters long)
-ANSWER_TOKENS = 40  # sampling limit (evaluation and online samples): the longest reference here has 18 characters
-SCRATCH_LR = 1e-3  # from scratch a higher learning rate is needed (the base model was built with 1.5e-3)
-SCRATCH_WARMUP = 20
-# the small-data model from scratch: tinyworld's base recipe, smaller
-SMALL_RECIPE = {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4}
-METHODS = {  # slug: (label, overrides of presets/irl_tinyworld.yaml)
-    "mle": ("MLE", ["algorithm=sft"]),
-    "mle-entropy": ("MLE + entropy 0.05", ["algorithm=sft", "sft.entropy_bonus=0.05"]),
-    # From the base model the TD term starts large (the base's soft values V are about 11, its squared TD error
-    # about 90 against an NLL of 0.5), so the sweep reaches down to lambda 1e-3, where the two are comparable.
-    "irl-0.001": ("IRL λ 0.001", ["algorithm=irl", "irl.td_weight=0.001"]),
-    "irl-0.01": ("IRL λ 0.01", ["algorithm=irl", "irl.td_weight=0.01"]),
-    "irl-0.05": ("IRL λ 0.05", ["algorithm=irl", "irl.td_weight=0.05"]),
-    "irl-0.2": ("IRL λ 0.2", ["algorithm=irl", "irl.td_weight=0.2"]),
-    "irl-online": ("IRL online λ 0.01", ["algorithm=irl", "irl.td_weight=0.01", "irl.online_fraction=0.25"]),
-}
-SMALL_METHODS = ("mle", "irl-0.2")  # the small-data regime: MLE against the strongest TD term
+from irl_design import (ANSWER_TOKENS, CONFIG, EVAL_SEED, K_OPEN, KINDS, METHODS, PROBE_SEED, SCRATCH_LR,  # noqa: E402
+                        SCRATCH_WARMUP, SELF_BLEU_N, SMALL_METHODS, SMALL_RECIPE)
+from irl_report import plot, write_markdown  # noqa: E402
+
 TRAIN_CURVES = ("loss", "nll", "td", "value", "entropy", "value_shift", "value/sampled")
 
 
@@ -246,8 +226,6 @@ def main(argv=None) -> int:
             for method in args.small_methods:
                 results["small"].append(small_data_run(method, seed, args))
                 save(results, path)
-    from irl_report import plot, write_markdown  # here, not above: the report reads this module's design
-
     write_markdown(results, args.results)
     plot(results, args.results)
     return 0

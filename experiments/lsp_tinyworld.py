@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         plot(results, args.results)
         return 0
     sys.path.insert(0, str(ROOT / "src"))
-    from langplay.cli import quiet_libraries
+    from langplay.console import quiet_libraries
 
     quiet_libraries()
     from langplay.evaluation.tinyworld import evaluate_world, query_mix

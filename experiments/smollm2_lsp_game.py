@@ -52,7 +52,8 @@ def measure(args) -> dict:
 
     from langplay.algorithms.lsp import CHALLENGER_PROMPT, well_formed_queries
     from langplay.config import ModelConfig, SamplingConfig
-    from langplay.policy import Policy, load_model, load_tokenizer
+    from langplay.models import load_model, load_tokenizer
+    from langplay.policy import Policy
     from langplay.rewards.self_judge import DigitJudge, ReferenceJudge
     from langplay.sampling import make_sampler
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from langplay.config import load_config
+from langplay.sharding import ShardedPolicy
 from langplay.trainer import Trainer
 
 
@@ -22,10 +23,11 @@ def main(out: str, *overrides: str) -> None:
 
     trainer.sampler.generate = recording
     trainer.train()
-    reference = trainer.policy.reference or trainer.policy.sharded_reference
+    sharded = isinstance(trainer.policy, ShardedPolicy)
+    reference = trainer.policy.reference_shards if sharded else trainer.policy.reference
     if trainer.is_main:
         Path(out, "seen.json").write_text(json.dumps({
-            "precision": trainer.precision, "sharded": trainer.policy.sharded is not None, "sampling": seen,
+            "precision": trainer.precision, "sharded": sharded, "sampling": seen,
             "reference": sorted({str(p.dtype) for p in reference.parameters()})}))
 
 

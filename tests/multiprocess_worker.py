@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from langplay.config import load_config
 from langplay.distributed import whole
+from langplay.sharding import ShardedPolicy
 from langplay.trainer import Trainer
 
 
@@ -55,17 +56,17 @@ def main(plan_path: str) -> None:
         (ranks / f"rank-{acc.process_index}.json").write_text(json.dumps({
             "rank": acc.process_index, "world": acc.num_processes, "pid": os.getpid(),
             "node": os.environ.get("GROUP_RANK", "0"), "distributed": str(acc.distributed_type),
-            "sharded": trainer.policy.sharded is not None, "reference": reference_elements(trainer.policy),
+            "sharded": isinstance(trainer.policy, ShardedPolicy), "reference": reference_elements(trainer.policy),
             "widths": widths, "rows": rows}))
 
 
 def reference_elements(policy) -> dict | None:
     """How much of the sharded reference this rank holds (its local shards) of the whole; None if unsharded."""
-    if policy.sharded_reference is None:
+    if not isinstance(policy, ShardedPolicy) or policy.reference_shards is None:
         return None
     from torch.distributed.tensor import DTensor
 
-    params = list(policy.sharded_reference.parameters())
+    params = list(policy.reference_shards.parameters())
     shards = [p for p in params if isinstance(p, DTensor)]  # a plain tensor here: weights left whole after a pass
     return {"local": sum(p.to_local().numel() for p in shards), "full": sum(p.numel() for p in params),
             "whole_tensors": len(params) - len(shards), "plain_copy": policy.reference is not None,

@@ -9,7 +9,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from langplay.policy import Policy, build_batch, frozen_copy, sequence_logprobs
+from langplay.batch import build_batch
+from langplay.logprobs import sequence_logprobs
+from langplay.models import frozen_copy
+from langplay.sharding import ShardedPolicy
 
 
 def main(model_dir: str, out: str) -> None:
@@ -18,8 +21,7 @@ def main(model_dir: str, out: str) -> None:
     rank = torch.distributed.get_rank()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    policy = Policy(model, tokenizer, reference=frozen_copy(model))
-    policy.shard(torch.device("cpu"))
+    policy = ShardedPolicy(model, tokenizer, reference=frozen_copy(model))
     rows = 3 if rank == 0 else 1
     batch = build_batch([policy.encode(f"say {c}") for c in "abc"[:rows]],
                         [policy.encode("xyz"[: i + 1] * (i + 1)) for i in range(rows)], tokenizer.pad_token_id)

@@ -133,3 +133,27 @@ def test_a_reward_returning_the_wrong_shape_or_type_is_named():
         WeightedSum([short]).score(["p", "p"], ["a", "b"], {})
     with pytest.raises(LangplayError, match="'texty' returned 'good'"):
         WeightedSum([texty]).score(["p"], ["a"], {})
+
+
+def test_tinyworld_is_a_named_data_source_and_a_name_it_does_not_know_is_one_line(tmp_path):
+    """data.path: tinyworld:train (tune, test) is tinyworld's task rows, nothing exported first: instances of that
+    split only, with the columns the presets use; data.where keeps families. A name it does not know is one line
+    naming those it knows, and exit code 2 from the command line, before anything is written."""
+    from typer.testing import CliRunner
+
+    from langplay.cli import app
+    from langplay.data import TINYWORLD_ROWS
+    from langplay.tinyworld.tasks import parse, split_of
+
+    rows = load_rows("tinyworld:test", max_samples=50)
+    assert len(rows) == 50 and {"prompt", "reference", "answer", "final", "family", "level"} <= set(rows.column_names)
+    assert {split_of(task.family, task.params) for task in map(parse, rows["prompt"])} == {"test"}
+    assert len(load_rows("tinyworld:train")) == TINYWORLD_ROWS
+    assert set(load_rows("tinyworld:train", where={"family": ["spell", "multiply"]})["family"]) == {"spell", "multiply"}
+    with pytest.raises(LangplayError, match=r"unknown tinyworld data source 'tinyworld:trian': data.path takes "
+                                            r"tinyworld:train, tinyworld:tune, tinyworld:test$"):
+        load_rows("tinyworld:trian")
+    result = CliRunner().invoke(app, ["train", "grpo", "--config", "grpo_tinyworld", "data.path=tinyworld:tset",
+                                      f"run.output_dir={tmp_path / 'run'}", "run.progress=false"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "'tinyworld:tset'" in result.output and not (tmp_path / "run").exists()

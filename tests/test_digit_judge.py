@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from langplay.algorithms.lsp import self_reward_scorer
 from langplay.config import load_config
 from langplay.errors import LangplayError
-from langplay.policy import Policy, load_tokenizer, next_token_logprobs
+from langplay.logprobs import next_token_logprobs
+from langplay.models import load_tokenizer
+from langplay.policy import Policy
 from langplay.rewards.self_judge import DigitJudge, ReferenceJudge, expected_scores, judge_prompt, score_tokens
 
 LENGTH = f"{Path(__file__).parent / 'reward_functions.py'}:length"

@@ -54,7 +54,7 @@ def test_the_lab_scripts_rewrite_their_committed_markdown_and_the_bar_is_judged_
     import lab_bar
     import lab_diagnosis
 
-    results = Path(__file__).resolve().parents[1] / "results"
+    results = Path(__file__).resolve().parents[1] / "results" / "archive"  # tables of earlier bases
     for module, name in [(lab_diagnosis, "lab_diagnosis_v1"), (lab_bar, "lab_bar_tune_lr2e-4")]:
         module.write_markdown(json.loads((results / f"{name}.json").read_text()), tmp_path / f"{name}.md")
         assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
@@ -75,7 +75,8 @@ def test_a_diagnosis_on_the_tune_split_says_so_in_its_table_and_its_regenerate_l
 
     import lab_diagnosis
 
-    report = json.loads((Path(__file__).resolve().parents[1] / "results" / "lab_diagnosis_v1.json").read_text())
+    archive = Path(__file__).resolve().parents[1] / "results" / "archive"  # tables of earlier bases
+    report = json.loads((archive / "lab_diagnosis_v1.json").read_text())
     lab_diagnosis.write_markdown({**report, "split": "tune"}, tmp_path / "lab_diagnosis_x.md")
     text = (tmp_path / "lab_diagnosis_x.md").read_text()
     assert "Tune instances, " in text and "--split tune --name x`" in text and "Test instances" not in text

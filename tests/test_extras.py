@@ -34,7 +34,7 @@ def test_sequence_classification_reward_model_scores_chats(tmp_path):
 
 
 def test_dtype_auto_stores_a_frozen_scorer_in_bf16_on_cuda_only():
-    from langplay.policy import resolve_dtype
+    from langplay.precision import resolve_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert resolve_dtype("auto", cuda, frozen=True) == torch.bfloat16

@@ -15,11 +15,14 @@ from typer.testing import CliRunner
 from enumeration import assert_corrected_is_on_policy, sampler_near
 from langplay.algorithms.irl import IRL, iq_loss
 from langplay.algorithms.sft import SFT
+from langplay.batch import build_batch
 from langplay.cli import app
 from langplay.config import RewardSpec, load_config
-from langplay.policy import Policy, build_batch, completion_logprob_sums, sequence_logprobs
+from langplay.logprobs import completion_logprob_sums, sequence_logprobs
+from langplay.losses import ends_with_eos
+from langplay.policy import Policy
 from langplay.rewards import build_scorer
-from langplay.rewards.implicit import ends_with_eos, implicit_rewards
+from langplay.rewards.implicit import implicit_rewards
 from langplay.sampling import Samples
 
 ROOT = Path(__file__).parents[1]
@@ -399,8 +402,8 @@ def test_irl_reward_spec_is_a_scorer(policy, tiny_model):
 
 
 def test_extracted_rewards_bootstrap_cut_responses_and_agreement_ranks_them_by_group(policy):
-    from langplay.evaluation.metrics import spearman
-    from langplay.rewards.implicit import extracted_rewards, reward_agreement
+    from langplay.evaluation.metrics import reward_agreement, spearman
+    from langplay.rewards.implicit import extracted_rewards
 
     prompts = [policy.format_prompt(p) for p in ("say a", "say b", "say a", "say c")]
     responses, finished, groups = ["aaa", "b", "ab", "ccc"], [True, False, True, False], ["x", "y", "x", "y"]

@@ -10,10 +10,12 @@ from pydantic import ValidationError
 
 from langplay.config import LoraConfig, ModelConfig, RewardSpec, load_config
 from langplay.errors import ConfigError, LangplayError
-from langplay.policy import MODEL_FACTS, Policy, completion_logprob_sums
+from langplay.logprobs import completion_logprob_sums
+from langplay.models import MODEL_FACTS
+from langplay.policy import Policy
 from langplay.rewards import build_scorer
-from langplay.rewards.implicit import (GAMMA_FACT, ImplicitRewardScorer, extracted_rewards, implicit_rewards,
-                                       reward_agreement)
+from langplay.evaluation.metrics import reward_agreement
+from langplay.rewards.implicit import GAMMA_FACT, ImplicitRewardScorer, extracted_rewards, implicit_rewards
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from langplay.algorithms.jepo import JEPO, bound_advantages, chain_ids, leave_on
 from enumeration import assert_corrected_is_on_policy, sampler_near
 from langplay.config import load_config
 from langplay.policy import Policy
-from langplay.rewards.verifiers import boxed_answer, extract_answer, math_match
+from langplay.rewards.verifiers import boxed_answer, gold_answer, math_match
 from langplay.sampling import Samples
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
@@ -176,7 +176,7 @@ def test_gsm8k_gold_solutions_score_one_with_our_extraction():
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
     assert len(rows) >= 50
     for row in rows:
-        gold = extract_answer(row["answer"], "gsm8k")
+        gold = gold_answer(row["answer"], "gsm8k")
         assert gold and "####" not in gold and "<<" not in gold
         assert math_match(f"Some working. The final answer is {gold}", gold) == 1.0
         assert math_match("The final answer is 123456789.5", gold) == 0.0
@@ -184,7 +184,7 @@ def test_gsm8k_gold_solutions_score_one_with_our_extraction():
 
 def test_boxed_answers_with_nested_braces():
     assert boxed_answer(r"so $\boxed{1}$ then \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
-    assert extract_answer(r"x = \boxed{{a}_{b}}", "boxed") == "{a}_{b}"
+    assert gold_answer(r"x = \boxed{{a}_{b}}", "boxed") == "{a}_{b}"
     assert boxed_answer(r"\boxed{unclosed") is None
     assert math_match(r"The final answer is $\frac{1}{2}$", boxed_answer(r"\boxed{\frac{1}{2}}")) == 1.0
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from langplay.losses import aggregate, clipped_policy_loss, group_advantages, kl_penalty, masked_mean
+from langplay.losses import (aggregate, clipped_policy_loss, group_advantages, kl_penalty,
+                             leave_one_out_advantages, masked_mean)
 
 # ../shared/reference/rl-frameworks.md, values computed with TRL's own loss function.
 MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.float)
@@ -52,6 +53,13 @@ def test_advantage_scales_and_leave_one_out_by_hand():
     assert group[0].item() == pytest.approx(-2.0 / math.sqrt(7.0))  # std of [1,2,6] (n-1) is sqrt(7)
     loo = group_advantages(r, 3, scale="none", leave_one_out=True)
     assert torch.allclose(loo, torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0]))
+
+
+def test_leave_one_out_advantages_of_one_group_by_hand():
+    r = torch.tensor([1.0, 2.0, 6.0, 3.0], dtype=torch.float64)  # the others' means: 11/3, 10/3, 2, 3
+    expected = torch.tensor([1 - 11 / 3, 2 - 10 / 3, 6 - 2.0, 3 - 3.0], dtype=torch.float64)
+    assert torch.allclose(leave_one_out_advantages(r), expected)
+    assert torch.equal(leave_one_out_advantages(torch.tensor([5.0])), torch.zeros(1))  # no other member
 
 
 def test_zero_variance_group_has_zero_advantage():
@@ -130,3 +138,22 @@ def test_sampler_correction_recovers_the_on_policy_gradient_by_enumeration(mode)
     on_policy = torch.autograd.grad(-(pi * advantage * logp).sum(), theta)[0]
     assert torch.allclose(expected_gradient(mode), on_policy, atol=1e-12)
     assert not torch.allclose(expected_gradient("none"), on_policy, atol=1e-3)
+
+
+def test_implicit_rewards_telescope_when_terminal_and_bootstrap_when_truncated():
+    """r_t = log pi + V(s_t) - gamma V(s_{t+1}) by hand: at gamma 1 a terminal row sums to log pi(y|x) + V(s_0), a
+    truncated one to log pi(y|x) + V(s_0) - V(after its last token); padding gets 0; EOS decides which is which."""
+    from langplay.losses import ends_with_eos, implicit_token_rewards, next_state_values
+
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -2.0, -9.0]])
+    values = torch.tensor([[5.0, 4.0, 3.0], [5.0, 4.0, 9.0]])
+    final_values, mask = torch.tensor([7.0, 7.0]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    eos = 2
+    batch = {"input_ids": torch.tensor([[9, 9, 5, 6, eos], [9, 9, 5, eos + 1, 0]]), "completion_mask": mask}
+    terminal = ends_with_eos(batch, eos)
+    assert terminal.tolist() == [True, False]
+    assert next_state_values(values, final_values, mask, terminal).tolist() == [[4.0, 3.0, 0.0], [4.0, 7.0, 0.0]]
+    rewards = implicit_token_rewards(logp, values, final_values, mask, terminal, gamma=1.0)
+    assert rewards.sum(1).tolist() == [-6.0 + 5.0, -3.0 + 5.0 - 7.0] and rewards[1, 2] == 0
+    half = implicit_token_rewards(logp, values, final_values, mask, terminal, gamma=0.5)
+    assert half[0].tolist() == [-1.0 + 5.0 - 2.0, -2.0 + 4.0 - 1.5, -3.0 + 3.0]

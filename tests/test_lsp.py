@@ -12,8 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 from langplay.algorithms.lsp import LSP
 from enumeration import assert_corrected_is_on_policy, sampler_near
+from langplay.batch import build_batch
 from langplay.config import load_config
-from langplay.policy import Policy, build_batch
+from langplay.policy import Policy
 from langplay.rewards.self_judge import parse_score
 from langplay.sampling import Samples
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langplay.rewards.self_judge import parse_score
-from langplay.rewards.verifiers import boxed_answer, extract_answer as gold_answer, last_number, math_match
+from langplay.rewards.verifiers import boxed_answer, gold_answer, last_number, math_match
 from langplay.text import encodable, marker_end
-from langplay.tinyworld.tasks import ANSWER_MARKER, extract_answer, make_task, parse, check
+from langplay.tinyworld.tasks import ANSWER_MARKER, check, make_task, parse, stated_answer
 
 # any code point, lone surrogates (which no UTF-8 text can hold) included
 ANY_TEXT = st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
@@ -21,19 +21,19 @@ NO_MARKER = ANY_TEXT.filter(lambda t: marker_end(t + " ", ANSWER_MARKER) is None
 @given(prefix=NO_MARKER)
 def test_the_answer_after_the_last_marker_is_found_whatever_comes_before(prefix):
     """`İ` lower-cases to two characters: a cut found in the lower-cased text used to land in the wrong place."""
-    assert extract_answer(prefix + " The answer is 42.") == "42"
-    assert extract_answer(prefix + " the ANSWER is 7.\nmore") == "7"
+    assert stated_answer(prefix + " The answer is 42.") == "42"
+    assert stated_answer(prefix + " the ANSWER is 7.\nmore") == "7"
 
 
 def test_a_character_whose_lower_case_is_longer_does_not_shift_the_cut():
-    assert extract_answer("İİİ The answer is 42.") == "42"
+    assert stated_answer("İİİ The answer is 42.") == "42"
     assert marker_end("İİİ The answer is", ANSWER_MARKER) == len("İİİ The answer is")
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=ANY_TEXT)
 def test_parsers_never_raise_on_any_text(text):
-    extract_answer(text)
+    stated_answer(text)
     parse(text)
     boxed_answer(text)
     last_number(text)

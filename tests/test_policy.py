@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from langplay.batch import build_batch, micro_batches, slice_batch
 from langplay.config import ModelConfig, LoraConfig
-from langplay.policy import Policy, build_batch, micro_batches, sequence_logprobs, slice_batch
+from langplay.logprobs import sequence_logprobs
+from langplay.policy import Policy
 
 
 def unchunked(model, batch):
@@ -104,7 +106,7 @@ def test_save_round_trips_through_transformers(tiny_model, tmp_path):
 
 
 def test_groups_sharing_a_prompt_run_it_once_with_the_same_logprobs_and_gradients(tiny_model):
-    from langplay.policy import prompt_group_size
+    from langplay.batch import prompt_group_size
 
     policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model)), with_reference=False)
     prompts = [policy.encode(policy.format_prompt(p)) for p in ["hi", "a longer prompt"] for _ in range(3)]
@@ -126,7 +128,7 @@ def test_groups_sharing_a_prompt_run_it_once_with_the_same_logprobs_and_gradient
 
 
 def test_declared_groups_are_checked_and_trailing_rows_stand_alone(tiny_model):
-    from langplay.policy import prompt_group_size, prompt_groups
+    from langplay.batch import prompt_group_size, prompt_groups
 
     assert prompt_groups(7, 2, grouped_rows=4).tolist() == [0, 0, 1, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="groups of 3"):
@@ -180,7 +182,7 @@ def test_rows_with_an_empty_prompt_or_completion_keep_their_log_probs_and_no_pro
 def test_micro_batches_never_mix_grouped_rows_with_the_single_rows_after_them():
     """LSP's batch: answers in groups under short prompts, then queries under a long Box 1 prompt. A micro-batch
     holds one kind only, so the answers' rows are not widened to the queries' prompt (and sizes still hold)."""
-    from langplay.policy import build_batch, micro_batch_bounds, micro_batches
+    from langplay.batch import build_batch, micro_batch_bounds, micro_batches
 
     batch = build_batch([[1, 2]] * 6 + [[1] * 30] * 2, [[3, 4]] * 8, 0, group_size=3, grouped_rows=6)
     assert micro_batch_bounds(batch, 64) == [(0, 6), (6, 8)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from langplay.config import load_config
-from langplay.policy import resolve_precision
+from langplay.precision import resolve_precision
 from langplay.trainer import Trainer
 
 
@@ -53,8 +53,10 @@ def test_bf16_training_still_learns(tiny_model, sft_file, tmp_path):
 
 
 def test_log_probs_stay_float32_under_autocast(tiny_model):
+    from langplay.batch import build_batch
     from langplay.config import ModelConfig
-    from langplay.policy import Policy, autocast, build_batch
+    from langplay.policy import Policy
+    from langplay.precision import autocast
 
     policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model), device="cpu"), with_reference=False)
     batch = build_batch([policy.encode("say a")], [policy.encode("aaa")], 0)
@@ -64,14 +66,14 @@ def test_log_probs_stay_float32_under_autocast(tiny_model):
 
 
 def test_auto_precision_follows_the_hardware_and_the_model_size(monkeypatch):
-    import langplay.policy as policy
+    import langplay.precision as precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(policy, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
     assert resolve_precision("auto", cpu, torch.float32, hidden_size=1024) == "bf16"
     assert resolve_precision("auto", cpu, torch.float32, hidden_size=128) == "fp32"  # tiny: overheads dominate
     assert resolve_precision("auto", cpu, torch.float64, hidden_size=1024) == "fp32"  # exact comparisons
-    monkeypatch.setattr(policy, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
     assert resolve_precision("auto", cpu, torch.float32, hidden_size=1024) == "fp32"
     assert resolve_precision("bf16", cpu, torch.float32) == "bf16"
 
@@ -80,8 +82,10 @@ def test_bf16_weight_copies_give_autocasts_gradient_and_hand_back_the_float32_ma
     """Inside, every float32 weight is a bf16 copy; after, the same float32 tensors are back and the gradients are
     float32, added to those already there. They agree with autocast's within bf16 rounding, not exactly: with bf16
     weights the embeddings and the residual stream are bf16 too (as under FSDP's param_dtype=bf16)."""
+    from langplay.batch import build_batch
     from langplay.config import ModelConfig
-    from langplay.policy import Policy, autocast, bf16_weight_copies, build_batch
+    from langplay.policy import Policy
+    from langplay.precision import autocast, bf16_weight_copies
 
     policy = Policy.from_config(ModelConfig(name_or_path=str(tiny_model), device="cpu"), with_reference=False)
     model, cpu = policy.model, torch.device("cpu")

@@ -22,7 +22,8 @@ from langplay.config import ModelConfig, SamplingConfig
 from langplay.errors import LangplayError
 from langplay.evaluation.answers import GREEDY_TEMPERATURE
 from langplay.gguf import _check_contents
-from langplay.policy import Policy, load_tokenizer
+from langplay.models import load_tokenizer
+from langplay.policy import Policy
 from langplay.sampling.hf import HFSampler
 
 from real_model import real_gguf, real_model_dir

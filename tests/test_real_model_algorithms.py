@@ -29,11 +29,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from langplay.algorithms.irl import unpack_batch
 from langplay.algorithms.jepo import chain_ids
+from langplay.batch import build_batch, token_rows
 from langplay.config import ModelConfig, load_config
 from langplay.data import encode_sft
-from langplay.policy import Policy, build_batch, load_tokenizer, sequence_logprobs, token_rows
+from langplay.logprobs import sequence_logprobs
+from langplay.models import load_tokenizer
+from langplay.policy import Policy
 from langplay.trainer import Trainer
 
 from real_model import real_model_dir
@@ -222,6 +224,18 @@ def check_rows(batch: dict, rows: range, prompts: list[list[int]], completions: 
         if done:
             assert completion[-1] == eos and completion.count(eos) == 1
             assert batch["input_ids"][row, batch["input_ids"].shape[1] - width + length - 1] == eos
+
+
+def unpack_batch(batch: dict) -> tuple[list[list[int]], list[list[int]]]:
+    """The prompt and completion ids of each row of a `build_batch` batch, without padding."""
+    width = batch["completion_mask"].shape[1]
+    prompt_width = batch["input_ids"].shape[1] - width
+    prompts, completions = [], []
+    for ids, attention, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
+                                    batch["completion_mask"].tolist()):
+        prompts.append([t for t, a in zip(ids[:prompt_width], attention[:prompt_width]) if a])
+        completions.append([t for t, m in zip(ids[prompt_width:], mask) if m])
+    return prompts, completions
 
 
 def finished_count(run: Run) -> int:

@@ -4,8 +4,10 @@ import math
 
 import torch
 
+from langplay.batch import build_batch
 from langplay.config import ModelConfig, SamplingConfig
-from langplay.policy import Policy, build_batch, sequence_logprobs
+from langplay.logprobs import sequence_logprobs
+from langplay.policy import Policy
 from langplay.sampling.hf import HFSampler, pick_tokens, top_p_filter
 from langplay.sampling.keys import keyed_uniform
 

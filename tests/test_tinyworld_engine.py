@@ -172,9 +172,8 @@ def test_reference_pairs_take_an_open_tasks_valid_answers_and_an_exact_tasks_ref
 def test_checked_answers_and_the_by_kind_pool_stats_and_reward_agreement_over_them(base):
     """The per-sample evaluation of k samples a prompt: the checker's scores beside `answer`'s samples, then
     pool_stats and reward_agreement over the samples of each family kind, as if called on each kind's part."""
-    from langplay.evaluation.metrics import characters, pool_stats
+    from langplay.evaluation.metrics import characters, pool_stats, reward_agreement
     from langplay.evaluation.tinyworld import checked_answers, kinds_of, pool_stats_by_kind, pooled_reward_agreement
-    from langplay.rewards.implicit import reward_agreement
 
     tasks = held_out_tasks(per_level=1, families=["between", "letters", "max"], levels=[1, 2])
     draw = dict(temperature=1.0, seed=5, max_new_tokens=12, batch_prompts=4)
@@ -311,8 +310,9 @@ def test_the_base_build_is_deterministic_and_the_shipped_checkpoint_is_the_one_i
     here on 2026-12-06 reproduced them: the same sha256)."""
     from typer.testing import CliRunner
 
+    from langplay.build_base import build_base
     from langplay.cli import app
-    from langplay.tinyworld.base import build_base, weights_sha256
+    from langplay.tinyworld.base import weights_sha256
 
     first = build_base(tmp_path / "a", steps=3, progress=False)
     result = CliRunner().invoke(app, ["world", "build-base", "--output", str(tmp_path / "b"), "--steps", "3"])

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from langplay.evaluation.tinyworld import MAX_NEW_TOKENS
 from langplay.tinyworld import judges
 from langplay.tinyworld.tasks import (
-    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, extract_answer,
-    hasty_response, make_task, number_words, parse, reference_samples, sample_tasks, shows_work, split_of,
+    ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, challenger_example, check, draw_task, hasty_response,
+    make_task, number_words, parse, reference_samples, sample_tasks, shows_work, split_of, stated_answer,
 )
 
 ALL = [(name, level) for name, fam in FAMILIES.items() for level in range(1, fam.levels + 1)]
@@ -51,7 +51,7 @@ def test_references_score_one_and_stay_short(name, level):
         if fam.kind == "reasoning":
             assert len(task.reference) < MAX_NEW_TOKENS, task.reference  # a character a token, then EOS
             assert task.reference.endswith(f"{ANSWER_MARKER} {task.answer}.")
-            assert extract_answer(task.reference) == task.answer
+            assert stated_answer(task.reference) == task.answer
         else:
             assert len(task.reference) <= 40 and task.reference == task.answer
 
@@ -226,11 +226,11 @@ def test_shows_work_tells_worked_steps_from_a_direct_answer():
     assert shows_work("The answer is 9. No: 9+3=12. The answer is 12.")  # steps before the last marker
 
 
-def test_extract_answer():
-    assert extract_answer("2+2=4. The answer is 4.") == "4"
-    assert extract_answer("the answer is: forty-seven.\nbye") == "forty-seven"
-    assert extract_answer("The answer is 3. No wait, the answer is 5.") == "5"
-    assert extract_answer("no marker here") is None
+def test_stated_answer():
+    assert stated_answer("2+2=4. The answer is 4.") == "4"
+    assert stated_answer("the answer is: forty-seven.\nbye") == "forty-seven"
+    assert stated_answer("The answer is 3. No wait, the answer is 5.") == "5"
+    assert stated_answer("no marker here") is None
 
 
 def test_number_words():

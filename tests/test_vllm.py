@@ -16,8 +16,10 @@ import torch
 if os.environ.get("LANGPLAY_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm")
 
+from langplay.batch import build_batch, token_rows  # noqa: E402
 from langplay.config import ModelConfig, SamplingConfig, load_config  # noqa: E402
-from langplay.policy import Policy, build_batch, sequence_logprobs, token_rows  # noqa: E402
+from langplay.logprobs import sequence_logprobs  # noqa: E402
+from langplay.policy import Policy  # noqa: E402
 from langplay.sampling.vllm import VLLMSampler  # noqa: E402
 from langplay.testing import save_tiny_model  # noqa: E402
 from langplay.trainer import Trainer  # noqa: E402

@@ -13,7 +13,6 @@ listing before it is deleted: a kill at any moment leaves only whole checkpoints
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -23,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langplay.errors import LangplayError, first_line
-from langplay.files import discard
-from langplay.policy import write_model_facts
+from langplay.files import discard, replaced
+from langplay.models import write_model_facts
 
 PREFIX = "step-"
 
@@ -138,17 +137,15 @@ def save_checkpoint(directory: Path, step: int, policy, optimizer_state: dict, s
     directory.mkdir(parents=True, exist_ok=True)
     clear_leftovers(directory)
     final = directory / checkpoint_name(step)
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    save_model_weights(policy, tmp / "model")
-    opt_tensors, opt_meta = _optimizer_to_flat(optimizer_state)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    rng_tensors, rng_meta = _rng_state()
-    save_file(rng_tensors, tmp / "rng.safetensors")
-    state = {"step": step, "scheduler": scheduler.state_dict(), "optimizer": opt_meta, "rng": rng_meta, **extra}
-    (tmp / "state.json").write_text(json.dumps(state))  # last: a folder with state.json is complete
-    discard(final)  # re-saving the same step (e.g. Ctrl-C right after a periodic save)
-    os.replace(tmp, final)
+    with replaced(final) as tmp:  # re-saving the same step (e.g. Ctrl-C right after a periodic save) replaces it
+        tmp.mkdir()
+        save_model_weights(policy, tmp / "model")
+        opt_tensors, opt_meta = _optimizer_to_flat(optimizer_state)
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, tmp / "rng.safetensors")
+        state = {"step": step, "scheduler": scheduler.state_dict(), "optimizer": opt_meta, "rng": rng_meta, **extra}
+        (tmp / "state.json").write_text(json.dumps(state))  # last: a folder with state.json is complete
     for old in list_checkpoints(directory)[:-keep]:
         discard(old)
     return final

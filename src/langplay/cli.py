@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from langplay.console import quiet_libraries
 from langplay.errors import LangplayError
 
 app = typer.Typer(
@@ -31,28 +33,6 @@ def friendly(command):
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def warning_line(message, category, filename, lineno, line=None) -> str:
-    """A warning on the console as one line, like the errors: no file, line number or source line."""
-    return f"warning: {message}\n"
-
-
-def quiet_libraries() -> None:
-    import logging
-    import warnings
-
-    import datasets
-    import transformers
-
-    warnings.formatwarning = warning_line
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    datasets.utils.logging.set_verbosity_error()
-    # vLLM dumps its whole config and scheduler state (~100 KB) before an engine error that langplay reports in one line
-    logging.getLogger("vllm.logging_utils.dump_input").setLevel(logging.CRITICAL)
 
 
 @app.command()
@@ -126,7 +106,7 @@ def eval_rewards(
     quiet_libraries()
     from langplay.config import load_config
     from langplay.evaluation import evaluate_rewards_from_config
-    from langplay.evaluation.answers import write_json
+    from langplay.files import write_json
 
     extra = [f"model.name_or_path={model}"] if model else []
     cfg = load_config(config, list(overrides or []) + extra)
@@ -172,8 +152,12 @@ def eval_winrate(
                  limit=limit, subset_column=subset_column, judge=judge, judge_url=judge_url, judge_model=judge_model,
                  reward_model=reward_model, temperature=temperature, max_new_tokens=max_new_tokens,
                  judge_max_new_tokens=judge_max_new_tokens, seed=seed, backend=backend)
-    defaults = {"prompt_column": "prompt", "split": "test", "temperature": 0.01, "max_new_tokens": 512,
-                "judge_max_new_tokens": 512, "seed": 0}
+    # config.py holds training's defaults only; an evaluation's live in the library it calls. Winrate calls several
+    # (the prompt rows, the answers' Decoding, a judge), so it gathers theirs here, below a preset and the command line.
+    decoding = Decoding()
+    defaults = {"prompt_column": "prompt", "split": "test", "temperature": decoding.temperature,
+                "max_new_tokens": decoding.max_new_tokens, "seed": decoding.seed,
+                "judge_max_new_tokens": inspect.signature(pairwise.llm_judge).parameters["max_new_tokens"].default}
     o = {**defaults, **pairwise.prefer_given_judge(eval_preset(preset, "winrate", given), given)}
     for key in ("model", "baseline", "data"):
         if o.get(key) is None:
@@ -214,16 +198,21 @@ ANSWER_COLUMN = typer.Option(None, "--answer-column", help="the reference answer
 ANSWER_FORMAT = typer.Option(None, "--answer-format", help="reference answers: plain, gsm8k (#### x) or boxed "
                              "(the last \\boxed{x}); default plain")
 VERIFIER = typer.Option(None, "--verifier", help="math (math-verify), numeric_match or exact_match")
-LIMIT = typer.Option(None, "--limit", help="the first N rows only")
-SYSTEM_PROMPT = typer.Option(None, "--system-prompt", help="a system message before each prompt")
-MAX_NEW_TOKENS = typer.Option(None, "--max-new-tokens", help="longest answer (default 512)")
-SUBSET = typer.Option(None, "--subset", help="a Hub dataset's configuration")
-SPLIT = typer.Option(None, "--split", help="a Hub dataset's split (default test)")
-SEED = typer.Option(None, "--seed", help="keys the sampling noise (default 0)")
-BACKEND = typer.Option(None, "--backend", help="hf or vllm (default: vllm on CUDA when installed)")
-OUTPUT = typer.Option(None, "--output", help="eval folder: report, table, plots, answer cache "
-                      "(default runs/eval-COMMAND); the same folder again continues an interrupted run")
-PRESET = typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. eval_jepo_math")
+FILE_OPTIONS = {  # the options every evaluation of a file takes after its own: name: (type, option)
+    "limit": (Optional[int], typer.Option(None, "--limit", help="the first N rows only")),
+    "system_prompt": (Optional[str], typer.Option(None, "--system-prompt", help="a system message before each prompt")),
+    "max_new_tokens": (Optional[int], typer.Option(None, "--max-new-tokens", help="longest answer (default 512)")),
+    "subset": (Optional[str], typer.Option(None, "--subset", help="a Hub dataset's configuration")),
+    "split": (Optional[str], typer.Option(None, "--split", help="a Hub dataset's split (default test)")),
+    "seed": (Optional[int], typer.Option(None, "--seed", help="keys the sampling noise (default 0)")),
+    "backend": (Optional[str], typer.Option(None, "--backend", help="hf or vllm (default: vllm on CUDA when "
+                                            "installed)")),
+    "output": (Optional[Path], typer.Option(None, "--output", help="eval folder: report, table, plots, answer cache "
+                                            "(default runs/eval-COMMAND); the same folder again continues an "
+                                            "interrupted run")),
+    "preset": (Optional[str], typer.Option(None, "--preset", help="a packaged evaluation preset, e.g. "
+                                           "eval_jepo_math")),
+}
 
 
 def eval_options(preset: str | None, command: str, options: dict, required: list[str]) -> dict:
@@ -237,8 +226,34 @@ def eval_options(preset: str | None, command: str, options: dict, required: list
     return chosen
 
 
-@eval_app.command("accuracy")
-@friendly
+def file_evaluation(name: str, required: list[str], written: str):
+    """Registers `langplay eval NAME`. The decorated function declares the command's own options (typer reads them
+    from its signature, followed by FILE_OPTIONS) and, called without arguments when the command runs, imports and
+    returns the library's evaluation and table: (evaluate, render). The command takes its options from --preset
+    and the command line (`required` must be set by one), runs the evaluation, prints its table and where its
+    report is (`written`: the files beside report.json, e.g. "per row {folder}/rows.jsonl")."""
+
+    def register(declare):
+        own = list(inspect.signature(declare, eval_str=True).parameters.values())
+        shared = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                  for key, (kind, option) in FILE_OPTIONS.items()]
+
+        @functools.wraps(declare)
+        def command(**options):
+            preset = options.pop("preset")
+            quiet_libraries()
+            evaluate, render = declare()
+            report = evaluate(**eval_options(preset, name, options, required))
+            typer.echo(render(report))
+            typer.echo(f"report: {report['folder']}/report.json, {written.format(folder=report['folder'])}")
+
+        command.__signature__ = inspect.Signature(own + shared)
+        return eval_app.command(name)(friendly(command))
+
+    return register
+
+
+@file_evaluation("accuracy", ["model", "data", "verifier"], "per row {folder}/rows.jsonl")
 def eval_accuracy(
     model: Optional[str] = MODEL, data: Optional[str] = DATA, verifier: Optional[str] = VERIFIER,
     answer_column: Optional[str] = ANSWER_COLUMN, prompt_column: Optional[str] = PROMPT_COLUMN,
@@ -247,24 +262,14 @@ def eval_accuracy(
                                           "(default 0: near-greedy only)"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="of the k samples (default 1.0)"),
     subset_column: Optional[str] = typer.Option(None, "--subset-column", help="also report per value of this column"),
-    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
-    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
-    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):
     """Accuracy with a verifier: near-greedy (T 0.01), and pass@1 / pass@k from k samples at a temperature."""
-    options = dict(locals())
-    options.pop("preset")
-    quiet_libraries()
     from langplay.evaluation.accuracy import evaluate_accuracy, render_accuracy
 
-    report = evaluate_accuracy(**eval_options(preset, "accuracy", options, ["model", "data", "verifier"]))
-    typer.echo(render_accuracy(report))
-    typer.echo(f"report: {report['folder']}/report.json, per row {report['folder']}/rows.jsonl")
+    return evaluate_accuracy, render_accuracy
 
 
-@eval_app.command("likelihood")
-@friendly
+@file_evaluation("likelihood", ["model", "data"], "per row {folder}/rows.jsonl")
 def eval_likelihood(
     model: Optional[str] = MODEL, data: Optional[str] = DATA, prompt_column: Optional[str] = PROMPT_COLUMN,
     answer_column: Optional[str] = ANSWER_COLUMN, answer_format: Optional[str] = ANSWER_FORMAT,
@@ -274,24 +279,14 @@ def eval_likelihood(
                                          "JEPO's 'The final answer is')"),
     answer_eos: Optional[bool] = typer.Option(None, "--answer-eos/--no-answer-eos", help="score EOS after the "
                                               "answer (default no, as JEPO's S)"),
-    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
-    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
-    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):
     """Likelihood of reference answers: log pi(a*|x), and JEPO's bound log (1/n) sum_i pi(a*|x, c_i) over n chains."""
-    options = dict(locals())
-    options.pop("preset")
-    quiet_libraries()
     from langplay.evaluation.likelihood import evaluate_likelihood, render_likelihood
 
-    report = evaluate_likelihood(**eval_options(preset, "likelihood", options, ["model", "data"]))
-    typer.echo(render_likelihood(report))
-    typer.echo(f"report: {report['folder']}/report.json, per row {report['folder']}/rows.jsonl")
+    return evaluate_likelihood, render_likelihood
 
 
-@eval_app.command("diversity")
-@friendly
+@file_evaluation("diversity", ["model", "data"], "plot {folder}/frontier.png")
 def eval_diversity(
     model: Optional[str] = MODEL, data: Optional[str] = DATA, prompt_column: Optional[str] = PROMPT_COLUMN,
     temperatures: Optional[str] = typer.Option(None, "--temperatures", help="comma-separated (default 0.5,0.7,1.0)"),
@@ -301,20 +296,11 @@ def eval_diversity(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="n-grams of words or characters "
                                             "(default words)"),
     max_n: Optional[int] = typer.Option(None, "--max-n", help="Self-BLEU's largest n-gram (default 4)"),
-    limit: Optional[int] = LIMIT, system_prompt: Optional[str] = SYSTEM_PROMPT,
-    max_new_tokens: Optional[int] = MAX_NEW_TOKENS, subset: Optional[str] = SUBSET,
-    split: Optional[str] = SPLIT, seed: Optional[int] = SEED, backend: Optional[str] = BACKEND,
-    output: Optional[Path] = OUTPUT, preset: Optional[str] = PRESET,
 ):
     """IRL's diversity frontier: per temperature, the verifier's score and Self-BLEU / distinct-n per prompt."""
-    options = dict(locals())
-    options.pop("preset")
-    quiet_libraries()
     from langplay.evaluation.frontier import evaluate_diversity, render_diversity
 
-    report = evaluate_diversity(**eval_options(preset, "diversity", options, ["model", "data"]))
-    typer.echo(render_diversity(report))
-    typer.echo(f"report: {report['folder']}/report.json, plot {report['folder']}/frontier.png")
+    return evaluate_diversity, render_diversity
 
 
 @app.command()
@@ -329,12 +315,12 @@ def reward(
     completion_column: str = typer.Option("completion", "--completion-column"),
 ):
     """Score completions by the implicit reward of an IRL-trained model: sum of log pi + V(s) - gamma V(s')."""
-    import json
     import statistics
 
     quiet_libraries()
     from langplay.config import ModelConfig
     from langplay.data import load_rows, require_columns
+    from langplay.files import write_jsonl
     from langplay.policy import Policy
     from langplay.rewards.implicit import implicit_rewards, resolve_gamma
 
@@ -346,8 +332,7 @@ def reward(
     per_token, sums = implicit_rewards(policy, prompts, [row[completion_column] for row in rows], gamma)
     typer.echo(f"{len(sums)} completions: mean reward {statistics.fmean(sums):.4f}")
     if output:
-        lines = (json.dumps({"reward": total, "token_rewards": tokens}) + "\n" for total, tokens in zip(sums, per_token))
-        output.write_text("".join(lines))
+        write_jsonl(output, [{"reward": total, "token_rewards": tokens} for total, tokens in zip(sums, per_token)])
 
 
 config_app = typer.Typer(help="Configs: every key, its default, its value and what it does.", no_args_is_help=True)
@@ -389,7 +374,8 @@ def build_base_command(
     import json
 
     quiet_libraries()
-    from langplay.tinyworld.base import base_model_path, build_base, weights_sha256
+    from langplay.build_base import build_base
+    from langplay.tinyworld.base import base_model_path, weights_sha256
 
     shipped = json.loads((base_model_path() / "recipe.json").read_text()).get("weights_sha256")
     path = build_base(output or base_model_path(), steps=steps)

@@ -7,7 +7,7 @@ into `Config`. Unknown keys and bad values fail with one line naming the key and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,7 +28,6 @@ class LoraConfig(Section):
 
 
 PRESETS = Path(__file__).parent / "presets"  # the packaged configs: `--config NAME` finds presets/NAME.yaml
-TINYWORLD_BASE = Path(__file__).parent / "tinyworld" / "assets" / "base"  # `tinyworld:base` names it
 
 
 class ModelConfig(Section):
@@ -57,12 +56,15 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _tinyworld_base(self) -> ModelConfig:
         if self.name_or_path == "tinyworld:base":  # the shipped checkpoint, wherever the package is installed
-            self.name_or_path = str(TINYWORLD_BASE)
+            from langplay.tinyworld.base import BASE_PATH
+
+            self.name_or_path = str(BASE_PATH)
         return self
 
 
 class DataConfig(Section):
-    path: str = Field("", description="Hub dataset name, or a local .json/.jsonl/.parquet file")
+    path: str = Field("", description=(
+        "Hub dataset name, a local .json/.jsonl/.parquet/.csv file, or tinyworld:train|tune|test (tinyworld's tasks)"))
     subset: str | list[str] | None = Field(None, description=(
         "a list: those subsets, concatenated (e.g. every MATH subject)"))
     split: str = Field("train", description="the dataset split to train on")
@@ -338,11 +340,12 @@ class IRLConfig(Section):
         return self
 
 
-ALGORITHMS = ("sft", "grpo", "lsp", "jepo", "irl")
+AlgorithmName = Literal["sft", "grpo", "lsp", "jepo", "irl"]  # each is class NAME in langplay/algorithms/name.py
+ALGORITHMS: tuple[str, ...] = get_args(AlgorithmName)
 
 
 class Config(Section):
-    algorithm: Literal["sft", "grpo", "lsp", "jepo", "irl"] = Field("grpo", description=(
+    algorithm: AlgorithmName = Field("grpo", description=(
         "what to train; `langplay train A` sets it, and a file that names another is an error"))
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -447,15 +450,26 @@ def resolve_config_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    preset = PRESETS / f"{path.name.removesuffix('.yaml')}.yaml"
-    if preset.is_file() and len(path.parts) == 1:
+    preset = packaged_preset(str(path))
+    if preset is not None:
         command = evaluation_command(preset)
         if command is not None:
             raise ConfigError(f"preset {preset.stem!r} is an evaluation: "
                               f"`langplay eval {command} --preset {preset.stem}`")
         return preset
-    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml") if evaluation_command(p) is None))
-    raise ConfigError(f"config file not found: {path} (or name a preset: {names})")
+    raise ConfigError(f"config file not found: {path} (or name a preset: {', '.join(preset_names(evaluations=False))})")
+
+
+def packaged_preset(name: str) -> Path | None:
+    """presets/NAME.yaml for a bare NAME (with or without .yaml); None where no packaged preset has that name.
+    The one lookup of presets: training configs (`--config NAME`) and evaluations (`--preset NAME`) alike."""
+    preset = PRESETS / f"{name.removesuffix('.yaml')}.yaml"
+    return preset if len(Path(name).parts) == 1 and preset.is_file() else None
+
+
+def preset_names(evaluations: bool) -> list[str]:
+    """The packaged presets of one kind, sorted: evaluations (a `command:` key) or training configs."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml") if (evaluation_command(p) is not None) == evaluations)
 
 
 def evaluation_command(preset: Path) -> str | None:

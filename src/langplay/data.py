@@ -10,13 +10,15 @@ from langplay.config import DataConfig
 from langplay.errors import LangplayError, first_line
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+TINYWORLD = "tinyworld:"  # data.path: tinyworld:train (tune, test) names tinyworld's tasks: nothing to export first
+TINYWORLD_ROWS = 4000  # rows of such a source (data.max_samples takes fewer, data.where some families)
 
 
 def load_rows(path: str, subset: str | list[str] | None = None, split: str = "train", max_samples: int | None = None,
               where: dict | None = None):
-    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file or a Hub dataset name. A list of subsets
-    is loaded and concatenated (e.g. every MATH subject); `where` keeps the rows whose column equals a value
-    (or is one of a list of values), e.g. {"question_type": "proof"}."""
+    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file, a Hub dataset name or a tinyworld source
+    (`tinyworld_rows`). A list of subsets is loaded and concatenated (e.g. every MATH subject); `where` keeps the
+    rows whose column equals a value (or is one of a list of values), e.g. {"question_type": "proof"}."""
     import datasets
 
     if isinstance(subset, list):
@@ -28,7 +30,9 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
         raise LangplayError("no dataset given: set data.path to a Hub dataset name or a local .jsonl/.parquet file")
     local = Path(path)
     try:
-        if local.suffix in LOCAL_FORMATS:
+        if path.startswith(TINYWORLD):
+            rows = tinyworld_rows(path)
+        elif local.suffix in LOCAL_FORMATS:
             if not local.is_file():
                 raise LangplayError(f"dataset file not found: {path}")
             if local.stat().st_size == 0 or not local.read_bytes().strip():
@@ -56,6 +60,21 @@ def load_rows(path: str, subset: str | list[str] | None = None, split: str = "tr
     if len(rows) == 0:
         raise LangplayError(f"dataset {path!r} ({split}) is empty")
     return with_alpaca_prompts(rows)
+
+
+def tinyworld_rows(path: str):
+    """`tinyworld:SPLIT`: TINYWORLD_ROWS task instances of that split (seed 0), family and level uniform, with the
+    columns prompt, reference (a worked solution), answer, final (JEPO's a*), family, level and seed."""
+    import datasets
+
+    from langplay.tinyworld.datasets import task_rows
+    from langplay.tinyworld.tasks import SPLITS
+
+    split = path[len(TINYWORLD):]
+    if split not in SPLITS:
+        raise LangplayError(f"unknown tinyworld data source {path!r}: data.path takes "
+                            + ", ".join(TINYWORLD + name for name in SPLITS))
+    return datasets.Dataset.from_list(task_rows(split, TINYWORLD_ROWS))
 
 
 ALPACA = ("instruction", "input")  # Alpaca's columns (and its many copies'): the task, and the text it is about

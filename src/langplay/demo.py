@@ -16,6 +16,7 @@ from rich.console import Console
 
 from langplay.config import load_config
 from langplay.evaluation.tinyworld import evaluate_world, family_comparison, plot_report, query_mix, render_table
+from langplay.files import save_figure, write_json
 from langplay.tinyworld.base import base_model_path
 
 PRESET = Path(__file__).resolve().parent / "presets" / "lsp_demo.yaml"
@@ -49,7 +50,7 @@ def run_demo(output_dir: str | Path = "runs/demo", steps: int | None = None, per
     report["queries"] = {"first": query_mix(samples, range(1, min(FIRST_STEPS, last) + 1)),
                          "last": query_mix(samples, range(max(1, last - FIRST_STEPS + 1), last + 1))}
     console.print(describe_queries(report["queries"]))
-    (output_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    write_json(output_dir / "eval.json", report)
     plot_report(report, output_dir / "eval.png")
     plot_training(output_dir / "metrics.jsonl", report["queries"], output_dir / "training.png")
     console.print(f"run folder: {output_dir} (metrics.jsonl, samples.jsonl, eval.json, eval.png, training.png, final/)")
@@ -96,5 +97,5 @@ def plot_training(metrics_path: Path, queries: dict, path: Path) -> None:
     right.set_title("where the challenger's queries went")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)

@@ -15,12 +15,10 @@ the `gguf` package missing.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from pathlib import Path
 
 from langplay.errors import LangplayError, first_line
-from langplay.files import discard
+from langplay.files import replaced
 
 MAGIC = b"GGUF"  # a GGUF file's first four bytes
 INSTALL = "pip install 'gguf>=0.19'"
@@ -181,16 +179,11 @@ def import_gguf(file: str | Path, output: str | Path, dtype: str = "float32", ov
     check_gguf(path)
     tokenizer = load_gguf_tokenizer(path)
     model = load_gguf_model(path, getattr(torch, dtype))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        discard(out)
-        os.replace(tmp, out)
+        with replaced(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
     except OSError as exc:
         raise LangplayError(f"cannot write {out}: {first_line(exc)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return model

@@ -1,4 +1,5 @@
-"""Pure tensor functions shared by every algorithm: masked means, advantages, policy-gradient losses, KL.
+"""Pure tensor functions shared by every algorithm: masked means, advantages, policy-gradient losses, KL, and the
+implicit (soft-Q) rewards and TD targets of inverse soft-Q learning.
 
 Shapes: per-token tensors are (sequences, tokens) with a 0/1 `mask` of the same shape; rewards and advantages
 are (sequences,). Nothing here touches a model, an optimizer or a process group.
@@ -62,6 +63,13 @@ def group_advantages(
     elif scale != "none":
         raise ValueError(f"unknown advantage scale {scale!r}: use group, batch or none")
     return advantages.reshape(-1)
+
+
+def leave_one_out_advantages(values: torch.Tensor) -> torch.Tensor:
+    """One group's values (1-D) minus the mean of the other members (the RLOO baseline), unscaled; zeros for a
+    group of one, which has no other member to compare with."""
+    n = values.numel()
+    return group_advantages(values, n, scale="none", leave_one_out=True) if n > 1 else torch.zeros_like(values)
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KLEstimator = "k3") -> torch.Tensor:
@@ -196,3 +204,34 @@ def aggregate(
         max_completion_length = per_token.shape[1] if max_completion_length is None else max_completion_length
         return token_sum / (num_sequences * max_completion_length)
     raise ValueError(f"unknown loss aggregation {how!r}: use grpo, bnpo, dr_grpo or dapo")
+
+
+# -- inverse soft-Q learning: the model's logits read as soft Q-values (rewards.implicit, algorithms.irl) ---------
+# Token MDP: Q(s_t, a) = logits, V(s_t) = logsumexp_a Q(s_t, a), and the implicit reward
+# r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}); after EOS the state is terminal (V = 0), a completion cut at
+# the length limit is truncated (the value after it is bootstrapped).
+def ends_with_eos(batch: dict, eos_id: int) -> torch.Tensor:
+    """(sequences,) bool: the last completion token is EOS, i.e. the episode ended (terminal, V after it = 0)."""
+    mask = batch["completion_mask"]
+    width = mask.shape[1]
+    last = ((mask > 0) * torch.arange(1, width + 1, device=mask.device)).amax(1) - 1  # -1: empty completion
+    completion = batch["input_ids"][:, -width:]
+    last_token = completion.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return (last >= 0) & (last_token == eos_id)
+
+
+def next_state_values(values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
+                      terminal: torch.Tensor) -> torch.Tensor:
+    """V(s_{t+1}) at each completion position: the next position's value inside the completion; after the last
+    token 0 when the row is terminal (EOS) and the bootstrapped value of the state after it when truncated."""
+    inside = torch.cat([values[:, 1:] * mask[:, 1:], torch.zeros_like(values[:, :1])], 1)
+    is_last = mask * torch.cat([1 - mask[:, 1:], torch.ones_like(mask[:, :1])], 1)  # prefix masks: one per row
+    bootstrap = final_values * (1 - terminal.to(values.dtype))
+    return inside + is_last * bootstrap.unsqueeze(1)
+
+
+def implicit_token_rewards(logp: torch.Tensor, values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
+                           terminal: torch.Tensor, gamma: float) -> torch.Tensor:
+    """r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}) at completion positions, 0 elsewhere."""
+    target = gamma * next_state_values(values, final_values, mask, terminal)
+    return (logp + values - target) * mask

@@ -8,7 +8,7 @@
         all-reduce gradients; skip the step if non-finite; clip; AdamW; schedule
         log metrics; checkpoint every K steps (and on Ctrl-C); evaluate every E steps
 
-Processes are launched by `accelerate launch`; each holds whole prompt groups, and gradients are summed across
+Processes are launched by torchrun (`accelerate launch` works too); each holds whole prompt groups, and gradients are summed across
 processes explicitly (no DDP wrapper: the log-prob code calls the decoder and output layer directly, chunked).
 """
 
@@ -29,16 +29,18 @@ import torch
 from accelerate import Accelerator
 
 from langplay.algorithms import Algorithm, algorithm_class, make_algorithm
+from langplay.batch import micro_batches
 from langplay.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from langplay.config import Config, dump_config
-from langplay.data import PromptStream, load_dataset_for, require_text
-from langplay.distributed import gradient_norm, local_slice, most, sum_gradients, total as distributed_total
+from langplay.data import PromptStream, load_dataset_for, require_columns, require_text
+from langplay.distributed import gradient_norm, local_slice, total as distributed_total
 from langplay.errors import LangplayError
 from langplay.files import atomic_write_text, discard
-from langplay.policy import (Policy, autocast, bf16_parameters, bf16_weight_copies, frozen_copy, micro_batches,
-                             resolve_device, resolve_precision)
+from langplay.policy import Policy
+from langplay.precision import autocast, bf16_parameters, bf16_weight_copies, resolve_device, resolve_precision
 from langplay.sampling import make_sampler
 from langplay.sampling.keys import key_of
+from langplay.sharding import ShardedPolicy
 
 
 def make_scheduler(optimizer, config) -> torch.optim.lr_scheduler.LambdaLR:
@@ -126,19 +128,17 @@ class Trainer:
         columns = algorithm_class(config.algorithm).data_columns(config)  # None: no dataset (self-play)
         self.dataset = dataset if dataset is not None else (
             load_dataset_for(config.data, columns.required) if columns else [{}])
-        if columns:
-            missing = [c for c in columns.required if c not in self.dataset.column_names]
-            if missing:
-                raise LangplayError(f"dataset has no column {missing[0]!r}; it has {', '.join(self.dataset.column_names)}")
+        if columns:  # a dataset handed in is checked as a loaded one is
+            require_columns(self.dataset, columns.required)
             require_text(self.dataset, columns.text, "dataset")
         self.policy = policy or Policy.from_config(config.model, with_reference=False, device=acc.device)
+        if config.train.sharding == "fsdp2":  # before anything holds the policy: they all get the sharded one
+            self.policy = ShardedPolicy.of(self.policy)
         self.sampler = make_sampler(config.sampling, self.policy)
         self.algorithm: Algorithm = make_algorithm(config, self.policy, self.sampler, acc, rewards)
         check_context(config, self.policy, self.algorithm.generates)
-        if self.algorithm.needs_reference and self.policy.reference is None and not self.policy.uses_lora:
-            self.policy.reference = frozen_copy(self.policy.model)
-        if config.train.sharding == "fsdp2":
-            self.policy.shard(acc.device)
+        if self.algorithm.needs_reference:
+            self.policy.add_reference()
         if evaluate is None and config.run.eval_every:  # the config's own: rewards (or NLL) on held-out data
             from langplay.evaluation import periodic_evaluation
 
@@ -147,9 +147,9 @@ class Trainer:
         weights = next(self.policy.model.parameters()).dtype
         hidden = getattr(self.policy.model.config, "hidden_size", None)
         self.precision = resolve_precision(config.train.precision, acc.device, weights, hidden)
-        # bf16 unsharded: passes run on one bf16 copy of the weights (bf16_weight_copies) rather than autocast's cast
-        # at every use; FSDP2's shards run autocast over float32 (the sampler's full copy then stays float32 too).
-        self.bf16_copies = self.precision == "bf16" and self.policy.sharded is None
+        # bf16: passes run on one bf16 copy of the weights (bf16_weight_copies) rather than autocast's cast at every
+        # use, where the policy allows it (not FSDP2's shards: ShardedPolicy.bf16_copies).
+        self.bf16_copies = self.precision == "bf16" and self.policy.bf16_copies
         if self.bf16_copies and self.policy.reference is not None:
             # Frozen, so no float32 master is needed: half the memory, no cast at every use, and its passes run on
             # the same bf16 weights as the policy's, so at step 0 the KL is exactly 0.
@@ -221,10 +221,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, parts = 0.0, {}
         micros = list(micro_batches(experience.batch, cfg.train.micro_batch_size))
-        sharded = self.policy.sharded is not None
-        # Under sharding every forward is a collective: all processes run as many micro-batches as the busiest
-        # one, the extra ones a repeat of the last with weight 0.
-        rounds = most(acc, len(micros)) if sharded else len(micros)
+        # A sharded policy's forward is a collective: rounds past this process's micro-batches (the busiest
+        # process's count) repeat the last with weight 0.
+        rounds = self.policy.micro_batch_rounds(acc, len(micros))
         for index in range(rounds):  # a bf16 copy of the weights per micro-batch
             with bf16_weight_copies(self.policy.trained_module, self.bf16_copies):
                 with autocast(self.precision, acc.device):
@@ -237,8 +236,7 @@ class Trainer:
                 parts[key] = parts.get(key, 0.0) + value
         backward_done = time.perf_counter()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if not sharded:  # FSDP2 reduces (sums) the gradients into the shards itself
-            sum_gradients(acc, params)
+        self.policy.reduce_gradients(acc, params)  # summed over the processes
         loss_total = distributed_total(acc, loss_total)
         parts = {key: distributed_total(acc, value) for key, value in parts.items()}
         grad_norm = gradient_norm(params, cfg.train.max_grad_norm or float("inf"))

@@ -10,10 +10,13 @@ normalised the same way: the trainer adds them up over micro-batches and process
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from langplay.config import ALGORITHMS
 
 
 @dataclass
@@ -48,22 +51,11 @@ class Algorithm(Protocol):
     def loss(self, batch: dict[str, torch.Tensor], counts: dict[str, float]) -> tuple[torch.Tensor, dict]: ...
 
 
-REGISTRY = {  # name -> module and class; imported on demand
-    "sft": ("langplay.algorithms.sft", "SFT"),
-    "grpo": ("langplay.algorithms.grpo", "GRPO"),
-    "lsp": ("langplay.algorithms.lsp", "LSP"),
-    "jepo": ("langplay.algorithms.jepo", "JEPO"),
-    "irl": ("langplay.algorithms.irl", "IRL"),
-}
-
-
 def algorithm_class(name: str) -> type:
-    import importlib
-
-    if name not in REGISTRY:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(REGISTRY)}")
-    module, cls = REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)
+    """The class NAME of langplay/algorithms/name.py (config.ALGORITHMS lists them), imported on demand."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    return getattr(importlib.import_module(f"langplay.algorithms.{name}"), name.upper())
 
 
 def make_algorithm(config, policy, sampler, accelerator, rewards=None) -> Algorithm:

@@ -21,7 +21,7 @@ from langplay.losses import (
     masked_sum,
     sampler_mismatch,
 )
-from langplay.policy import build_batch, token_rows
+from langplay.batch import build_batch, token_rows
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
 
 

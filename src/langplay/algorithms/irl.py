@@ -42,11 +42,12 @@ import torch
 
 from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards, sampler_correction
 from langplay.algorithms.sft import SFT
+from langplay.batch import build_batch, token_rows
 from langplay.data import sft_pair
 from langplay.distributed import total
-from langplay.losses import correction_weights, drawn_logprobs, masked_sum, sampler_mismatch
-from langplay.policy import build_batch, token_rows
-from langplay.rewards.implicit import GAMMA_FACT, ends_with_eos, next_state_values
+from langplay.losses import (correction_weights, drawn_logprobs, ends_with_eos, masked_sum, next_state_values,
+                             sampler_mismatch)
+from langplay.rewards.implicit import GAMMA_FACT
 
 
 def iq_loss(logp, values, final_values, mask, terminal, is_expert, counts, gamma=1.0, td_weight=0.5,
@@ -102,13 +103,16 @@ class IRL:
         return demonstration_columns(config)
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
-        experience = self.demonstrations.collect(rows, seeds)
-        batch, samples = experience.batch, []
-        is_expert = [1.0] * len(rows)
-        if self.args.online_fraction > 0:
-            batch, samples = self.add_model_samples(batch, rows, seeds)
-            is_expert += [0.0] * len(samples)
+        prompt_ids, completion_ids = self.demonstrations.encode(rows)
+        experts, samples, sampler_logp = len(prompt_ids), [], []
+        if self.args.online_fraction > 0:  # the model's own rows after the experts'
+            sampled_prompts, sampled, sampler_logp, samples = self.model_samples(rows, seeds)
+            prompt_ids, completion_ids = prompt_ids + sampled_prompts, completion_ids + sampled
+        batch = build_batch(prompt_ids, completion_ids, self.policy.tokenizer.pad_token_id, self.policy.device)
+        if samples:
+            batch["sampler_logp"] = token_rows([[]] * experts + sampler_logp, batch["completion_mask"])
         eos = self.policy.tokenizer.eos_token_id
+        is_expert = [1.0] * experts + [0.0] * len(samples)
         batch["is_expert"] = torch.tensor(is_expert, device=batch["input_ids"].device)
         batch["terminal"] = ends_with_eos(batch, eos).float()  # EOS: terminal; cut at the length limit: bootstrap
         mask = batch["completion_mask"]
@@ -129,22 +133,17 @@ class IRL:
         return max(1, round(fraction * rows / (1 - fraction)))
 
     @torch.no_grad()
-    def add_model_samples(self, batch: dict, rows: list[dict], seeds: list[int]) -> tuple[dict, list[dict]]:
-        """The batch with the model's own completions of the same prompts appended (rows after the experts')."""
+    def model_samples(self, rows: list[dict], seeds: list[int]) -> tuple[list, list, list, list[dict]]:
+        """The model's own completions of the same prompts (online_sample_count of them): their prompt ids,
+        completion ids and sampler log-probs, and how samples.jsonl shows them."""
         data, count = self.config.data, self.online_sample_count(len(rows))
         per_prompt = math.ceil(count / len(rows))
         used = math.ceil(count / per_prompt)
         prompts = [self.policy.format_prompt(sft_pair(row, data)[0], data.system_prompt) for row in rows[:used]]
         drawn = self.sampler.generate(prompts, per_prompt, seeds[:used])
-        prompt_ids, completion_ids = unpack_batch(batch)
-        prompt_ids += drawn.prompt_ids[:count]
-        completion_ids += drawn.completion_ids[:count]
-        merged = build_batch(prompt_ids, completion_ids, self.policy.tokenizer.pad_token_id, batch["input_ids"].device)
-        experts = len(prompt_ids) - count
-        merged["sampler_logp"] = token_rows([[]] * experts + drawn.logprobs[:count], merged["completion_mask"])
         shown = [{"prompt": prompts[i // per_prompt], "completion": drawn.texts[i], "source": "model"}
                  for i in range(count)]
-        return merged, shown
+        return drawn.prompt_ids[:count], drawn.completion_ids[:count], drawn.logprobs[:count], shown
 
     def loss(self, batch, counts):
         # Temperature 1: the logits themselves are the Q-values (sampling.temperature only shapes online samples).
@@ -162,14 +161,3 @@ class IRL:
         # V is a free shift of the logits that leaves pi unchanged: td and value are logged apart.
         return loss, {**{key: value.item() for key, value in parts.items()}, **metrics}
 
-
-def unpack_batch(batch: dict) -> tuple[list[list[int]], list[list[int]]]:
-    """The prompt and completion ids of each row of a `build_batch` batch, without padding."""
-    width = batch["completion_mask"].shape[1]
-    prompt_width = batch["input_ids"].shape[1] - width
-    prompts, completions = [], []
-    for ids, attention, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
-                                    batch["completion_mask"].tolist()):
-        prompts.append([t for t, a in zip(ids[:prompt_width], attention[:prompt_width]) if a])
-        completions.append([t for t, m in zip(ids[prompt_width:], mask) if m])
-    return prompts, completions

@@ -54,10 +54,11 @@ import torch
 from langplay.algorithms import DataColumns, Experience, sampler_correction
 from langplay.distributed import gather, total
 from langplay.losses import (corrected_policy_loss, correction_weights, drawn_logprobs, kl_penalty, kl_reward_to_go,
-                             masked_sum, sampler_mismatch)
-from langplay.policy import build_batch, completion_logprob_sums, token_rows
+                             leave_one_out_advantages, masked_sum, sampler_mismatch)
+from langplay.batch import build_batch, token_rows
+from langplay.logprobs import completion_logprob_sums
 from langplay.rewards import answer_columns, build_scorer, repeated_columns
-from langplay.rewards.verifiers import extract_answer
+from langplay.rewards.verifiers import gold_answer
 from langplay.text import after_marker, marker_end
 
 
@@ -77,20 +78,12 @@ def bound_advantages(scores: torch.Tensor, estimator: str) -> tuple[torch.Tensor
     """
     n = scores.numel()
     if estimator == "single":
-        weights = torch.full_like(scores, 1.0 / n)
-        if n < 2:
-            return torch.zeros_like(scores), weights
-        return scores - (scores.sum() - scores) / (n - 1), weights
+        return leave_one_out_advantages(scores), torch.full_like(scores, 1.0 / n)
     weights = torch.softmax(scores, dim=0)
     if n < 2:
         return torch.zeros_like(scores), weights
     bound = torch.logsumexp(scores, dim=0) - math.log(n)
     return n * (bound - leave_one_out_log_mean_exp(scores)), weights
-
-
-def leave_one_out(values: torch.Tensor) -> torch.Tensor:
-    n = values.numel()
-    return values - (values.sum() - values) / (n - 1) if n > 1 else torch.zeros_like(values)
 
 
 def group_terms(scores: list[float | None], estimator: str, format_penalty: float) -> dict:
@@ -101,8 +94,8 @@ def group_terms(scores: list[float | None], estimator: str, format_penalty: floa
     formatted = [i for i, s in enumerate(scores) if s is not None]
     out = {"advantage": torch.zeros(n, dtype=torch.float64), "in_bound": torch.zeros(n, dtype=torch.bool),
            "sup_weight": torch.zeros(n, dtype=torch.float64), "bound": None,
-           "format": leave_one_out(torch.tensor([0.0 if s is not None else -format_penalty for s in scores],
-                                                dtype=torch.float64))}
+           "format": leave_one_out_advantages(
+               torch.tensor([0.0 if s is not None else -format_penalty for s in scores], dtype=torch.float64))}
     if formatted:
         values = torch.tensor([scores[i] for i in formatted], dtype=torch.float64)
         out["advantage"][formatted], out["sup_weight"][formatted] = bound_advantages(values, estimator)
@@ -114,7 +107,7 @@ def group_terms(scores: list[float | None], estimator: str, format_penalty: floa
 def rl_terms(rewards: torch.Tensor, threshold: float) -> dict:
     """A prompt on the RL loss (a sample passed the verifier): a 0/1 reward (pass: >= threshold; NaN fails) with a
     leave-one-out baseline, float64; no bound."""
-    return {"rl": leave_one_out((rewards >= threshold).double()), "bound": None}
+    return {"rl": leave_one_out_advantages((rewards >= threshold).double()), "bound": None}
 
 
 STEP_COLUMNS = {"advantage": torch.float64, "in_bound": torch.bool, "format": torch.float64, "rl": torch.float64,
@@ -204,7 +197,7 @@ class JEPO:
         return DataColumns(list(dict.fromkeys(required)), [prompt])
 
     def answer_ids(self, answer: str) -> list[int]:
-        text = after_marker(extract_answer(str(answer), self.args.answer_format))
+        text = after_marker(gold_answer(str(answer), self.args.answer_format))
         eos = [self.policy.tokenizer.eos_token_id] if self.args.answer_suffix_eos else []
         return self.policy.encode(text) + eos
 
@@ -221,9 +214,9 @@ class JEPO:
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
         cfg, args, n = self.config, self.args, self.args.group_size
         prompts = [self.policy.format_prompt(row[cfg.data.prompt_column], cfg.data.system_prompt) for row in rows]
-        clock = [time.perf_counter()]
+        started = time.perf_counter()
         samples = self.sampler.generate(prompts, n, seeds)
-        clock.append(time.perf_counter())
+        generated = time.perf_counter()
         use_rl, rewards = self.verified(rows, prompts, samples)
 
         # The chains c_i (None: no marker) and S_i = log pi(a*|x, c_i) for the prompts that take the JEPO loss.
@@ -231,7 +224,7 @@ class JEPO:
         answers = [self.answer_ids(row[args.answer_column]) for row in rows]
         scored = [i for i, c in enumerate(chains) if c is not None and not use_rl[i // n]]
         score_of = dict(zip(scored, self.answer_logliks(samples.prompt_ids, chains, answers, scored)))
-        clock.append(time.perf_counter())
+        bounded = time.perf_counter()
 
         # Per prompt: the JEPO terms (group_terms), or the RL advantage where a sample passed the verifier.
         terms = [rl_terms(rewards[p], args.pass_threshold) if use_rl[p] else
@@ -247,8 +240,9 @@ class JEPO:
         # reference answer a* under the supervised term (sup_mask); see `training_rows`.
         layout = self.training_rows(samples, chains, set(scored), answers, pg_coef, sup_coef)
         batch = self.training_batch(layout, generation_rows=len(chains))
-        clock.append(time.perf_counter())
-        counts, metrics = self.step_metrics(samples, chains, terms, score_of, use_rl, rewards, clock)
+        timings = {"time/generate": generated - started, "time/bound": bounded - generated,
+                   "time/reference": time.perf_counter() - bounded}
+        counts, metrics = self.step_metrics(samples, chains, terms, score_of, use_rl, rewards, timings)
         counts["drawn_tokens"] = total(self.accelerator, (batch["pg_mask"] * batch["sampler_known"]).sum())
         shown = [
             {"prompt": prompts[i // n], "completion": samples.texts[i], "answer": str(rows[i // n][args.answer_column]),
@@ -287,9 +281,9 @@ class JEPO:
             batch["ref_logp"] = torch.cat([ref, padding])
         return batch
 
-    def step_metrics(self, samples, chains, terms, score_of, use_rl, rewards, clock) -> tuple[dict, dict]:
-        """(counts, metrics) of a step, summed over processes (in the same order on every process); `clock`: the
-        times at the start, after generating, after scoring S_i and at the end."""
+    def step_metrics(self, samples, chains, terms, score_of, use_rl, rewards, timings: dict) -> tuple[dict, dict]:
+        """(counts, metrics) of a step, summed over processes (in the same order on every process); `timings`: the
+        seconds of each phase (time/generate, time/bound, time/reference), logged as they are."""
         acc, n = self.accelerator, self.args.group_size
         counts = {"num_prompts": float(total(acc, len(terms)))}
         generations = counts["num_prompts"] * n
@@ -301,9 +295,7 @@ class JEPO:
             "rl_prompts": total(acc, sum(use_rl)) / counts["num_prompts"],
             "completion_length": total(acc, sum(map(len, samples.completion_ids))) / generations,
             "truncated": total(acc, sum(not f for f in samples.finished)) / generations,
-            "time/generate": clock[1] - clock[0],
-            "time/bound": clock[2] - clock[1],
-            "time/reference": clock[3] - clock[2],
+            **timings,
         }
         if rewards is not None:
             metrics["reward"] = total(acc, torch.nansum(rewards).item()) / generations

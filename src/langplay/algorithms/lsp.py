@@ -56,7 +56,7 @@ from langplay.algorithms import Experience, sampler_correction
 from langplay.distributed import gather, local_slice, total
 from langplay.losses import (corrected_policy_loss, correction_weights, kl_reward_to_go, masked_sum,
                              sampler_mismatch)
-from langplay.policy import build_batch, token_rows
+from langplay.batch import build_batch, token_rows
 from langplay.rewards import FunctionScorer, build_scorer, import_function
 from langplay.rewards.http_judge import http_self_reward
 from langplay.rewards.self_judge import DigitJudge, ReferenceJudge
@@ -263,8 +263,8 @@ class LSP:
         prefix = self.args.query_prefix
         prompts = [self.challenger_text + prefix] * len(seeds)
         samples = self.sampler.generate(prompts, 1, seeds, self.args.max_query_tokens)
-        return [Query(prefix + text, *fields) for text, *fields in zip(
-            samples.texts, samples.completion_ids, samples.prompt_ids, samples.finished, samples.logprobs)]
+        return [Query(text=prefix + samples.texts[i], ids=samples.completion_ids[i], prompt_ids=samples.prompt_ids[i],
+                      finished=samples.finished[i], logprobs=samples.logprobs[i]) for i in range(len(samples))]
 
     # -- Algorithm 1, step 5: eq. 4 + alpha_Ch eq. 5 -----------------------------------------------------------
     def loss(self, batch, counts):

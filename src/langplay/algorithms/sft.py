@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from langplay.algorithms import DataColumns, Experience, demonstration_columns, refuse_rewards
+from langplay.batch import build_batch
 from langplay.data import encode_sft, sft_pair
 from langplay.distributed import total
-from langplay.policy import build_batch
 
 
 class SFT:
@@ -22,6 +22,13 @@ class SFT:
         return demonstration_columns(config)
 
     def collect(self, rows: list[dict], seeds: list[int]) -> Experience:
+        prompts, completions = self.encode(rows)
+        batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
+        tokens = total(self.accelerator, batch["completion_mask"].sum())
+        return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})
+
+    def encode(self, rows: list[dict]) -> tuple[list[list[int]], list[list[int]]]:
+        """The prompt and completion ids of the rows' demonstrations, sorted by length (IRL's expert rows too)."""
         data, sft = self.config.data, self.config.sft
         prompts, completions = [], []
         for row in rows:
@@ -34,10 +41,7 @@ class SFT:
         # Sorted by length (prompt + completion: rows run packed), micro-batches hold rows of similar length and
         # carry little padding (the loss is a sum normalised by the step's token count: the order changes nothing else).
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]) + len(completions[i]), len(prompts[i])))
-        prompts, completions = [prompts[i] for i in order], [completions[i] for i in order]
-        batch = build_batch(prompts, completions, self.policy.tokenizer.pad_token_id, self.policy.device)
-        tokens = total(self.accelerator, batch["completion_mask"].sum())
-        return Experience(batch, counts={"num_tokens": tokens}, metrics={"tokens": tokens})
+        return [prompts[i] for i in order], [completions[i] for i in order]
 
     def loss(self, batch, counts):
         bonus = self.config.sft.entropy_bonus

@@ -59,7 +59,7 @@ def periodic_evaluation(config, rewards=None):
     prompts, one sample each at the sampling temperature; for algorithms that learn from demonstrations (no
     rewards), the held-out NLL per token of the eval demonstrations."""
     from langplay.data import encode_sft, require_columns, sft_pair
-    from langplay.policy import completion_logprob_sums
+    from langplay.logprobs import completion_logprob_sums
     from langplay.rewards import build_scorer
 
     rows = eval_rows(config)

@@ -16,10 +16,9 @@ import statistics
 from typing import Callable
 
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (GREEDY_TEMPERATURE, answer_cache, Decoding, check_backend, eval_folder,
-                                         generate_answers, load_eval_policy, load_prompt_rows, require_model_source,
-                                         table_text, write_json, write_rows)
-from langplay.rewards.verifiers import CHECKS, extract_answer
+from langplay.evaluation.answers import GREEDY_TEMPERATURE, Decoding
+from langplay.evaluation.report import FileEvaluation, table_text
+from langplay.rewards.verifiers import CHECKS, gold_answer
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
     """The unbiased pass@k of a prompt with `correct` of its `n` samples right (exact, in integers)."""
@@ -83,44 +82,29 @@ def evaluate_accuracy(model: str, data: str, verifier: str, answer_column: str =
     """Near-greedy accuracy and (samples > 0) pass@1 .. pass@samples at `temperature`, overall and per subset;
     writes report.json, report.txt and rows.jsonl into the eval folder (`output`, default runs/eval-accuracy),
     whose answer cache lets an interrupted run continue."""
-    model, data = str(model), str(data)  # a Path works too
-    check_backend(backend)
-    require_model_source(model, "model")
+    run = FileEvaluation("accuracy", model, data, output, backend, system_prompt, batch_size, progress)
     check = checker(verifier)
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: near-greedy only), got {samples}")
     greedy_decoding = Decoding(GREEDY_TEMPERATURE, 1, max_new_tokens, seed=seed)
     sampled_decoding = Decoding(temperature, samples, max_new_tokens, seed=seed) if samples else None
     columns = [prompt_column, answer_column] + ([subset_column] if subset_column else [])
-    rows = load_prompt_rows(data, columns, subset, split, limit)
-    golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows]
-    policy = load_eval_policy(model)
-    folder = eval_folder(output, "accuracy")
-    cache = answer_cache(folder)
-    prompts = [row[prompt_column] for row in rows]
-
-    def answer(decoding: Decoding, label: str) -> list[list[str]]:
-        return generate_answers(policy, model, prompts, decoding, cache, backend, system_prompt, batch_size, progress,
-                                label)
-
-    greedy_answers = answer(greedy_decoding, "greedy answers")
+    rows = run.load_rows(columns, prompt_column, subset, split, limit)
+    golds = [gold_answer(str(row[answer_column]), answer_format) for row in rows]
+    greedy_answers = run.answers(greedy_decoding, "greedy answers")
     greedy = [row[0] for row in verify(greedy_answers, golds, check)]
-    sampled = verify(answer(sampled_decoding, f"{samples} samples a prompt"), golds, check) if samples else None
-    report = {"model": model, "data": data, "verifier": verifier, "answer_format": answer_format,
+    sampled = verify(run.answers(sampled_decoding, f"{samples} samples a prompt"), golds, check) if samples else None
+    report = {"model": run.model, "data": run.data, "verifier": verifier, "answer_format": answer_format,
               "samples": samples, "temperature": temperature if samples else None, "max_new_tokens": max_new_tokens,
               "overall": accuracy_metrics(greedy, sampled)}
     if subset_column:
         report["subset_column"] = subset_column
         report["subsets"] = per_subset([row[subset_column] for row in rows], greedy, sampled)
-    write_json(folder / "report.json", report)
-    (folder / "report.txt").write_text(render_accuracy(report))
-    write_rows(folder / "rows.jsonl", [
+    return run.finish(report, render_accuracy, [
         {"index": i, "gold": golds[i], "greedy_answer": greedy_answers[i][0], "greedy_score": greedy[i],
          **({"sampled_scores": sampled[i]} if sampled else {}),
          **({"subset": rows[i][subset_column]} if subset_column else {})}
         for i in range(len(rows))])
-    report["folder"] = str(folder)
-    return report
 
 
 def render_accuracy(report: dict) -> str:

@@ -16,7 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from langplay.config import ModelConfig, SamplingConfig
+from langplay.config import ModelConfig, SamplingConfig, evaluation_command, packaged_preset, preset_names
 from langplay.errors import LangplayError
 from langplay.gguf import names_gguf
 
@@ -96,11 +96,13 @@ def answer_key(model: str, prompt: str, decoding: Decoding, noise_key: int | Non
 
 
 class AnswerCache:
-    """Answers on disk, appended one prompt per line; `get` finds what an earlier (interrupted) run wrote."""
+    """Answers on disk, appended one prompt per line; `get` finds what an earlier (interrupted) run wrote, and
+    `finished` whether each of those answers ended with EOS (None for a line written without the flags)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.entries: dict[str, list[str]] = {}
+        self.ended: dict[str, list[bool]] = {}
         if self.path.exists():
             text = self.path.read_text()
             if text and not text.endswith("\n"):  # cut a torn last line, so the next append starts a line
@@ -112,18 +114,26 @@ class AnswerCache:
                 except json.JSONDecodeError:  # a torn last line: that prompt is answered again
                     continue
                 self.entries[entry["key"]] = entry["answers"]
+                if "finished" in entry:
+                    self.ended[entry["key"]] = entry["finished"]
 
     def get(self, key: str) -> list[str] | None:
         return self.entries.get(key)
 
-    def put_many(self, items: dict[str, list[str]]) -> None:
+    def finished(self, key: str) -> list[bool] | None:
+        return self.ended.get(key)
+
+    def put_many(self, items: dict[str, list[str]], finished: dict[str, list[bool]] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        finished = finished or {}
         with open(self.path, "a") as file:
             for key, answers in items.items():
-                file.write(json.dumps({"key": key, "answers": answers}) + "\n")
+                flags = {"finished": finished[key]} if key in finished else {}
+                file.write(json.dumps({"key": key, "answers": answers, **flags}) + "\n")
             file.flush()
             os.fsync(file.fileno())
         self.entries.update(items)
+        self.ended.update(finished)
 
 
 def default_backend() -> str:
@@ -146,28 +156,36 @@ def check_backend(backend: str | None) -> str | None:
     return backend
 
 
-def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding, cache: AnswerCache | None = None,
-                     backend: str | None = None, system_prompt: str | None = None, batch_size: int = 32,
-                     progress: bool = True, label: str = "answering", max_prompt_tokens: int = 1024,
-                     noise_keys: list[int] | None = None) -> list[list[str]]:
+def generate_answers(policy, model_name: str | None, prompts: list, decoding: Decoding,
+                     cache: AnswerCache | None = None, backend: str | None = None, system_prompt: str | None = None,
+                     batch_size: int = 32, progress: bool = True, label: str = "answering",
+                     max_prompt_tokens: int = 1024, noise_keys: list[int] | None = None,
+                     with_finished: bool = False) -> list[list[str]] | tuple[list[list[str]], list[list[bool]]]:
     """`decoding.n` answers to each prompt (raw prompts: the chat template is applied here), from the cache
-    where an earlier run wrote them, else sampled and cached batch by batch. Prompts longer than
-    `max_prompt_tokens` are cut from the left (a judge's prompts, holding two answers, want more room). Prompt i
-    draws its noise from key_of(decoding.seed, i), or from noise_keys[i] when given (to reproduce another
-    evaluation's draws, e.g. tinyworld's, which are keyed by task)."""
+    where an earlier run wrote them, else sampled in batches of `batch_size` prompts, in order, and cached batch by
+    batch. Prompts longer than `max_prompt_tokens` are cut from the left (a judge's prompts, holding two answers,
+    want more room). Prompt i draws its noise from key_of(decoding.seed, i), or from noise_keys[i] when given (to
+    reproduce another evaluation's draws, e.g. tinyworld's, which are keyed by task): the noise, not the batching,
+    decides the answers. `model_name` names the model in the cache's keys (None: no cache). `with_finished`:
+    (answers, finished), finished[i][j] telling whether answer j to prompt i ended with EOS (False: cut at the
+    limit); a cached line without these flags is answered again."""
     from tqdm.auto import tqdm
 
     from langplay.sampling import make_sampler
     from langplay.sampling.keys import key_of
 
-    identity = f"{model_identity(model_name)}|prompts cut at {max_prompt_tokens} tokens"  # a cut changes answers
     texts = [policy.format_prompt(p, system_prompt) for p in prompts]
     explicit = noise_keys is not None
     noise = noise_keys if explicit else [key_of(decoding.seed, i) for i in range(len(prompts))]
-    keys = [answer_key(identity, t, decoding, k if explicit else None) for t, k in zip(texts, noise)]
-    cached = cache.entries if cache is not None else {}
-    todo = [i for i, key in enumerate(keys) if key not in cached]
-    found: dict[str, list[str]] = {}
+    answers: list = [None] * len(prompts)
+    finished: list = [None] * len(prompts)
+    if cache is not None:
+        identity = f"{model_identity(model_name)}|prompts cut at {max_prompt_tokens} tokens"  # a cut changes answers
+        keys = [answer_key(identity, t, decoding, k if explicit else None) for t, k in zip(texts, noise)]
+        for i, key in enumerate(keys):
+            if not with_finished or cache.finished(key) is not None:
+                answers[i], finished[i] = cache.get(key), cache.finished(key)
+    todo = [i for i, found in enumerate(answers) if found is None]
     if todo:
         sampling = SamplingConfig(backend=backend or default_backend(), temperature=decoding.temperature,
                                   top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens,
@@ -175,16 +193,18 @@ def generate_answers(policy, model_name: str, prompts: list, decoding: Decoding,
         sampler = make_sampler(sampling, policy)
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=label, disable=not progress,
                    leave=False)
+        n = decoding.n
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            samples = sampler.generate([texts[i] for i in batch], decoding.n, [noise[i] for i in batch])
-            done = {keys[i]: samples.texts[j * decoding.n : (j + 1) * decoding.n] for j, i in enumerate(batch)}
+            samples = sampler.generate([texts[i] for i in batch], n, [noise[i] for i in batch])
+            for j, i in enumerate(batch):
+                answers[i] = samples.texts[j * n : (j + 1) * n]
+                finished[i] = list(samples.finished[j * n : (j + 1) * n])
             if cache is not None:
-                cache.put_many(done)
-            found.update(done)
+                cache.put_many({keys[i]: answers[i] for i in batch}, {keys[i]: finished[i] for i in batch})
             bar.update(len(batch))
         bar.close()
-    return [cached.get(key) or found[key] for key in keys]
+    return (answers, finished) if with_finished else answers
 
 
 def eval_folder(output: str | Path | None, kind: str) -> Path:
@@ -200,39 +220,19 @@ def answer_cache(folder: str | Path) -> AnswerCache:
     return AnswerCache(Path(folder) / "answers.jsonl")
 
 
-def write_json(path: str | Path, report: dict) -> Path:
-    """Written beside and renamed over, so a crash never leaves half a report."""
-    path = Path(path)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(report, indent=2))
-    partial.replace(path)
-    return path
-
-
-def write_rows(path: str | Path, rows: list[dict]) -> Path:
-    """One JSON object a line: an evaluation's per-row results, beside its report."""
-    path = Path(path)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    partial.replace(path)
-    return path
-
-
 def eval_preset(name: str | None, command: str, options: dict) -> dict:
     """The options of an evaluation: a packaged preset's (presets/NAME.yaml, holding `command:` and option
     values named as on the command line, dashes as underscores), then those given on the command line (not
     None), which win."""
     import yaml
 
-    from langplay.config import PRESETS
-
     given = {key: value for key, value in options.items() if value is not None}
     if name is None:
         return given
-    path = PRESETS / f"{name.removesuffix('.yaml')}.yaml"
-    known = sorted(p.stem for p in PRESETS.glob("*.yaml") if "command:" in p.read_text())
-    if not path.is_file() or "command:" not in path.read_text():
-        raise LangplayError(f"unknown evaluation preset {name!r}: choose one of {', '.join(known) or 'none'}")
+    path = packaged_preset(name)
+    if path is None or evaluation_command(path) is None:
+        known = ", ".join(preset_names(evaluations=True))
+        raise LangplayError(f"unknown evaluation preset {name!r}: choose one of {known or 'none'}")
     preset = yaml.safe_load(path.read_text())
     if preset.get("command") != command:
         raise LangplayError(f"preset {name!r} is for `langplay eval {preset.get('command')}`, not `langplay eval {command}`")
@@ -241,23 +241,3 @@ def eval_preset(name: str | None, command: str, options: dict) -> dict:
     if unknown:
         raise LangplayError(f"preset {name!r} sets unknown options {unknown}: known are {sorted(options)}")
     return {**preset, **given}
-
-
-def table_text(title: str, header: list[str], rows: list[list[str]], notes: list[str] = ()) -> str:
-    """A console table (rich) as plain text: the evaluation commands print it and save it beside report.json.
-    The first column is left-aligned (names), the others right-aligned (numbers)."""
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for index, column in enumerate(header):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console = Console(record=True, width=120, file=io.StringIO())
-    console.print(table)
-    for note in notes:
-        console.print(note)
-    return console.export_text()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from langplay.errors import LangplayError
 from langplay.evaluation.accuracy import checker, verify
-from langplay.evaluation.answers import (answer_cache, Decoding, check_backend, eval_folder, generate_answers,
-                                         load_eval_policy, load_prompt_rows, require_model_source, table_text,
-                                         write_json)
+from langplay.evaluation.answers import Decoding
 from langplay.evaluation.metrics import characters, distinct_n, self_bleu_per_prompt
-from langplay.rewards.verifiers import extract_answer
+from langplay.evaluation.report import FileEvaluation, table_text
+from langplay.files import save_figure
+from langplay.rewards.verifiers import gold_answer
 
 TOKENIZERS = {"words": str.split, "characters": characters}
 
@@ -59,34 +59,24 @@ def evaluate_diversity(model: str, data: str, temperatures="0.5,0.7,1.0", sample
     """The frontier: at each temperature, `samples` answers per prompt, their diversity and (verifier) their
     mean score; writes report.json, report.txt and frontier.png into the eval folder (`output`, default
     runs/eval-diversity), whose answer cache lets an interrupted run continue."""
-    model, data = str(model), str(data)  # a Path works too
-    check_backend(backend)
-    require_model_source(model, "model")
+    run = FileEvaluation("diversity", model, data, output, backend, system_prompt, batch_size, progress)
     temperatures = parse_temperatures(temperatures)
     check = checker(verifier) if verifier is not None else None
     if samples < 2:
         raise LangplayError(f"--samples must be >= 2: Self-BLEU compares each sample with the others, got {samples}")
     if tokenizer not in TOKENIZERS:
         raise LangplayError(f"unknown tokenizer {tokenizer!r}: choose one of {', '.join(TOKENIZERS)}")
-    rows = load_prompt_rows(data, [prompt_column] + ([answer_column] if check else []), subset, split, limit)
-    golds = [extract_answer(str(row[answer_column]), answer_format) for row in rows] if check else None
-    policy = load_eval_policy(model)
-    folder = eval_folder(output, "diversity")
-    cache = answer_cache(folder)
-    prompts = [row[prompt_column] for row in rows]
+    rows = run.load_rows([prompt_column] + ([answer_column] if check else []), prompt_column, subset, split, limit)
+    golds = [gold_answer(str(row[answer_column]), answer_format) for row in rows] if check else None
     points = []
     for temperature in temperatures:
-        decoding = Decoding(temperature, samples, max_new_tokens, seed=seed)
-        pools = generate_answers(policy, model, prompts, decoding, cache, backend, system_prompt, batch_size,
-                                 progress, f"T = {temperature}")
+        pools = run.answers(Decoding(temperature, samples, max_new_tokens, seed=seed), f"T = {temperature}")
         scores = verify(pools, golds, check) if check else None
         points.append({"temperature": temperature, **frontier_point(pools, scores, max_n, TOKENIZERS[tokenizer])})
-    report = {"model": model, "data": data, "prompts": len(rows), "samples": samples, "verifier": verifier,
+    report = {"model": run.model, "data": run.data, "prompts": len(rows), "samples": samples, "verifier": verifier,
               "tokenizer": tokenizer, "max_n": max_n, "max_new_tokens": max_new_tokens, "points": points}
-    write_json(folder / "report.json", report)
-    (folder / "report.txt").write_text(render_diversity(report))
-    plot_frontier(report, folder / "frontier.png")
-    report["folder"] = str(folder)
+    run.finish(report, render_diversity)
+    plot_frontier(report, run.folder / "frontier.png")
     return report
 
 
@@ -122,7 +112,6 @@ def plot_frontier(report: dict, path: str | Path) -> Path:
     ax.margins(0.15)  # room for the temperature labels
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
-    return path
+    return Path(path)

@@ -16,12 +16,11 @@ import statistics
 
 from langplay.config import JEPOConfig
 from langplay.errors import LangplayError
-from langplay.evaluation.answers import (answer_cache, Decoding, check_backend, eval_folder, generate_answers,
-                                         load_eval_policy, load_prompt_rows, require_model_source, table_text,
-                                         write_json, write_rows)
+from langplay.evaluation.answers import Decoding
 from langplay.evaluation.metrics import log_mean_exp
-from langplay.policy import completion_logprob_sums
-from langplay.rewards.verifiers import extract_answer
+from langplay.evaluation.report import FileEvaluation, table_text
+from langplay.logprobs import completion_logprob_sums
+from langplay.rewards.verifiers import gold_answer
 from langplay.text import after_marker, chain_through_marker, marker_end
 
 DEFAULT_MARKER = JEPOConfig().answer_marker
@@ -85,37 +84,28 @@ def evaluate_likelihood(model: str, data: str, prompt_column: str = "prompt", an
     log-likelihoods and their token counts, EOS included when scored) into the eval folder (`output`, default
     runs/eval-likelihood), whose answer cache lets an interrupted run continue.
     `noise_keys`: each row's sampling key, to draw the chains another evaluation drew (tinyworld's)."""
-    model, data = str(model), str(data)  # a Path works too
-    check_backend(backend)
-    require_model_source(model, "model")
+    run = FileEvaluation("likelihood", model, data, output, backend, system_prompt, batch_size, progress)
     if samples < 0:
         raise LangplayError(f"--samples must be >= 0 (0: the plain likelihood only), got {samples}")
-    rows = load_prompt_rows(data, [prompt_column, answer_column], subset, split, limit)
-    answers = [extract_answer(str(row[answer_column]), answer_format) for row in rows]
-    policy = load_eval_policy(model)
+    rows = run.load_rows([prompt_column, answer_column], prompt_column, subset, split, limit)
+    answers = [gold_answer(str(row[answer_column]), answer_format) for row in rows]
+    policy = run.policy
     policy.model.eval()
-    folder = eval_folder(output, "likelihood")
-    prompts = [row[prompt_column] for row in rows]
-    prompt_ids = [policy.encode(policy.format_prompt(p, system_prompt)) for p in prompts]
+    prompt_ids = [policy.encode(policy.format_prompt(p, system_prompt)) for p in run.prompts]
 
     plain, plain_tokens = answer_logliks(policy, prompt_ids, answers, [None] * len(rows), marker, answer_eos)
-    report = {"model": model, "data": data, "prompts": len(rows), "answer_eos": answer_eos,
+    report = {"model": run.model, "data": run.data, "prompts": len(rows), "answer_eos": answer_eos,
               "plain": nll_summary(plain, plain_tokens)}
     bound, bound_tokens = [None] * len(rows), [None] * len(rows)
     if samples > 0:
         decoding = Decoding(temperature=1.0, n=samples, max_new_tokens=max_new_tokens, seed=seed)
-        chains = generate_answers(policy, model, prompts, decoding, answer_cache(folder), backend,
-                                  system_prompt, batch_size, progress, "chains of thought", noise_keys=noise_keys)
+        chains = run.answers(decoding, "chains of thought", noise_keys=noise_keys)
         bound, bound_tokens = answer_logliks(policy, prompt_ids, answers, chains, marker, answer_eos)
         report["bound"] = {"samples": samples, "marker": marker, **nll_summary(bound, bound_tokens),
                            "marker_found": marker_rate(chains, marker)}
-    write_json(folder / "report.json", report)
-    (folder / "report.txt").write_text(render_likelihood(report))
-    write_rows(folder / "rows.jsonl", [{"index": i, "answer": answers[i], "plain": plain[i],
-                                        "plain_tokens": plain_tokens[i], "bound": bound[i],
-                                        "bound_tokens": bound_tokens[i]} for i in range(len(rows))])
-    report["folder"] = str(folder)
-    return report
+    return run.finish(report, render_likelihood, [
+        {"index": i, "answer": answers[i], "plain": plain[i], "plain_tokens": plain_tokens[i], "bound": bound[i],
+         "bound_tokens": bound_tokens[i]} for i in range(len(rows))])
 
 
 def render_likelihood(report: dict) -> str:

@@ -1,5 +1,6 @@
 """Metrics on texts and scores: win rate, diversity (distinct-n, Self-BLEU, n-gram entropy, token entropy),
-the statistics of k samples per prompt, Spearman's rank correlation, likelihood bounds.
+the statistics of k samples per prompt, Spearman's rank correlation, how an IRL model's extracted reward ranks
+responses (`reward_agreement`), likelihood bounds.
 
 Self-BLEU, as fixed here (the papers that report it rarely say):
 - per text, BLEU of the text against all the *other* texts of its pool as references: nltk `sentence_bleu` with
@@ -71,7 +72,7 @@ def self_bleu_per_prompt(groups: Sequence[Sequence[str]], max_n: int = 4, tokeni
     the groups' Self-BLEU, every prompt weighing the same."""
     if not groups:
         raise ValueError("per-prompt Self-BLEU needs at least one group of samples")
-    return sum(self_bleu(group, max_n, tokenize) for group in groups) / len(groups)
+    return statistics.mean(self_bleu(group, max_n, tokenize) for group in groups)
 
 
 def pool_stats(pools: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], finished: Sequence[Sequence[bool]],
@@ -126,7 +127,8 @@ def mean_token_entropy(model, prompt_ids: list[list[int]], completion_ids: list[
     the given completions, typically the model's own samples; at `temperature`)."""
     import torch
 
-    from langplay.policy import build_batch, sequence_logprobs
+    from langplay.batch import build_batch
+    from langplay.logprobs import sequence_logprobs
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0.0
@@ -138,6 +140,34 @@ def mean_token_entropy(model, prompt_ids: list[list[int]], completion_ids: list[
             total += float((entropy * batch["completion_mask"]).sum())
             tokens += float(batch["completion_mask"].sum())
     return total / tokens if tokens else 0.0
+
+
+def reward_agreement(policy, prompts: list[str], responses: list[str], finished: list[bool],
+                     scores: list[float], groups: list[str], gamma: float) -> dict[str, dict[str, float]]:
+    """How the extracted reward (rewards.implicit.extracted_rewards) of an IRL model's responses agrees with their
+    `scores` (a checker's), over all responses ("all") and the responses of each group (groups[i]: response i's):
+    Spearman of reward and score, and of log pi(y|x) and score for comparison; the mean extracted reward; the
+    model's mean next-token entropy on the responses. Sets eval mode."""
+    from langplay.logprobs import completion_logprob_sums
+    from langplay.rewards.implicit import extracted_rewards
+
+    policy.model.eval()
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    extracted = extracted_rewards(policy, prompts, responses, finished, gamma)
+    prompt_ids = [policy.encode(p) for p in prompts]
+    response_ids = [policy.encode(r) + ([eos] if f else []) for r, f in zip(responses, finished)]
+    loglik = completion_logprob_sums(policy.model, prompt_ids, response_ids, pad)
+    out = {}
+    for group in ("all", *sorted(set(groups))):
+        index = [i for i, g in enumerate(groups) if group in ("all", g)]
+        pick = lambda values: [values[i] for i in index]  # noqa: E731
+        out[group] = {
+            "spearman_reward": spearman(pick(extracted), pick(scores)),
+            "spearman_loglik": spearman(pick(loglik), pick(scores)),
+            "mean_reward": statistics.mean(pick(extracted)),
+            "token_entropy": mean_token_entropy(policy.model, pick(prompt_ids), pick(response_ids), pad),
+        }
+    return out
 
 
 def win_rate(scores: Sequence[float], baseline_scores: Sequence[float], tie_margin: float = 1e-9) -> dict:

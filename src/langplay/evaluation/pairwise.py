@@ -38,6 +38,8 @@ from langplay.errors import LangplayError
 from langplay.evaluation.answers import (GREEDY_TEMPERATURE, AnswerCache, Decoding, answer_cache, answer_key,  # noqa: F401
                                          generate_answers, load_eval_policy)
 from langplay.evaluation.metrics import bootstrap_interval
+from langplay.evaluation.report import table_text
+from langplay.files import save_figure, write_json, write_jsonl
 
 PairJudge = Callable[[list[str], list[str], list[str]], list[str]]  # (instructions, answers A, answers B) -> replies
 Complete = Callable[[list[str]], list[str]]  # judge prompts -> replies
@@ -376,23 +378,14 @@ def fmt(value, spec: str = ".3f") -> str:
 
 
 def render_table(report: dict) -> str:
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"win rate of {report['model']} against {report['baseline']} (judge {report['judge']})")
-    for column in ("subset", "prompts", "win rate", "95% CI", "wins", "ties", "losses", "consistent", "parse fail.",
-                   "decisive", "says A"):
-        table.add_column(column, justify="left" if column == "subset" else "right")
-    for name, s in summary_rows(report):
-        table.add_row(name, str(s["prompts"]), fmt(s["win_rate"]), f"{fmt(s['ci_low'])}-{fmt(s['ci_high'])}",
-                      str(s["wins"]), str(s["ties"]), str(s["losses"]), fmt(s["position_consistency"], ".2f"),
-                      f"{s['parse_failures']} ({s['excluded']} excl.)", fmt(s.get("decisive_rate"), ".2f"),
-                      fmt(s.get("first_position_rate"), ".2f"))
-    console = Console(record=True, width=120, file=io.StringIO())
-    console.print(table)
-    return console.export_text()
+    header = ["subset", "prompts", "win rate", "95% CI", "wins", "ties", "losses", "consistent", "parse fail.",
+              "decisive", "says A"]
+    rows = [[name, str(s["prompts"]), fmt(s["win_rate"]), f"{fmt(s['ci_low'])}-{fmt(s['ci_high'])}", str(s["wins"]),
+             str(s["ties"]), str(s["losses"]), fmt(s["position_consistency"], ".2f"),
+             f"{s['parse_failures']} ({s['excluded']} excl.)", fmt(s.get("decisive_rate"), ".2f"),
+             fmt(s.get("first_position_rate"), ".2f")] for name, s in summary_rows(report)]
+    return table_text(f"win rate of {report['model']} against {report['baseline']} (judge {report['judge']})",
+                      header, rows)
 
 
 def plot_win_rates(report: dict, path: str | Path) -> Path:
@@ -416,21 +409,15 @@ def plot_win_rates(report: dict, path: str | Path) -> Path:
     ax.set_xlabel("win rate against the baseline (ties half), 95% bootstrap CI")
     ax.set_title(f"{Path(report['model']).name} vs {Path(report['baseline']).name}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    path = save_figure(fig, path)
     plt.close(fig)
     return path
 
 
 def save_win_rate(report: dict, judgments: Sequence[dict], folder: str | Path) -> dict[str, Path]:
     """report.json, judgments.jsonl (every prompt's answers, raw replies and verdicts) and winrate.png."""
-    from langplay.evaluation.answers import write_json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(j) + "\n" for j in judgments)
-    partial = folder / "judgments.jsonl.partial"
-    partial.write_text(lines)
-    partial.replace(folder / "judgments.jsonl")
-    return {"report": write_json(folder / "report.json", report), "judgments": folder / "judgments.jsonl",
+    judged = write_jsonl(folder / "judgments.jsonl", judgments)
+    return {"report": write_json(folder / "report.json", report), "judgments": judged,
             "plot": plot_win_rates(report, folder / "winrate.png")}

@@ -11,18 +11,18 @@ For k checked samples per prompt (`checked_answers`): their quality and diversit
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import zlib
 from collections import defaultdict
 from pathlib import Path
 
-from langplay.config import ModelConfig, SamplingConfig
+from langplay.evaluation.answers import Decoding, generate_answers, load_eval_policy
 from langplay.evaluation.likelihood import answer_logliks, target_logliks
-from langplay.evaluation.metrics import bootstrap_interval, characters, distinct_n, pool_stats, self_bleu, win_rate
+from langplay.evaluation.metrics import bootstrap_interval, characters, pool_stats, reward_agreement, win_rate
+from langplay.evaluation.report import table_text
+from langplay.files import atomic_write_text, save_figure, write_json
 from langplay.policy import Policy
-from langplay.rewards.implicit import reward_agreement
 from langplay.sampling.hf import HFSampler
 from langplay.sampling.keys import key_of
 from langplay.tinyworld.datasets import valid_answers
@@ -31,6 +31,8 @@ from langplay.tinyworld.tasks import ANSWER_MARKER, FAMILIES, Task, check, sampl
 
 EVAL_TEMPERATURE = 0.01  # near-greedy, as in the LSP paper's evaluation
 MAX_NEW_TOKENS = 96
+DEVICE = "cpu"  # tinyworld's models are evaluated on CPU on any machine (the demo trains there too): the recorded
+# numbers (README, results/) reproduce to the last digit only on the device they were measured on
 
 
 def stable_id(name: str) -> int:
@@ -50,27 +52,25 @@ def held_out_tasks(per_level: int = 12, seed: int = 0, families: list[str] | Non
     return tasks
 
 
-def load_policy(model: str | Path | Policy) -> Policy:
-    if isinstance(model, Policy):
-        return model
-    return Policy.from_config(ModelConfig(name_or_path=str(model), device="cpu"), with_reference=False)
+def load_policy(model: str | Path | Policy, device: str = DEVICE) -> Policy:
+    """A model to evaluate (answers.load_eval_policy), on `device`; a Policy is used as it is."""
+    return model if isinstance(model, Policy) else load_eval_policy(str(model), device=device)
+
+
+def noise_keys(tasks: list[Task], seed: int) -> list[int]:
+    """Each task's sampling key: it depends on (seed, task) alone, not on the other tasks or the batching."""
+    return [key_of(seed, t.seed, stable_id(t.family)) for t in tasks]
 
 
 def answer(policy: Policy, tasks: list[Task], n: int = 1, temperature: float = EVAL_TEMPERATURE, seed: int = 0,
            batch_prompts: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
            with_finished: bool = False) -> list[list[str]] | tuple[list[list[str]], list[list[bool]]]:
-    """n responses per task, at most `max_new_tokens` tokens each; a task's keyed noise depends on (seed, task)
-    alone, not on the batching. `with_finished`: (responses, finished), finished[i][j] telling whether response j
+    """n responses per task, at most `max_new_tokens` tokens each (answers.generate_answers with the HF sampler and
+    each task's `noise_keys`). `with_finished`: (responses, finished), finished[i][j] telling whether response j
     of task i ended with EOS (False: it was cut at the limit)."""
-    sampler = HFSampler(SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens), policy)
-    responses, finished = [], []
-    for start in range(0, len(tasks), batch_prompts):
-        chunk = tasks[start : start + batch_prompts]
-        samples = sampler.generate([policy.format_prompt(t.prompt) for t in chunk], n,
-                                   [key_of(seed, t.seed, stable_id(t.family)) for t in chunk])
-        responses += [samples.texts[i * n : (i + 1) * n] for i in range(len(chunk))]
-        finished += [samples.finished[i * n : (i + 1) * n] for i in range(len(chunk))]
-    return (responses, finished) if with_finished else responses
+    decoding = Decoding(temperature, n, max_new_tokens, seed=seed)
+    return generate_answers(policy, None, [t.prompt for t in tasks], decoding, backend="hf", batch_size=batch_prompts,
+                            progress=False, noise_keys=noise_keys(tasks, seed), with_finished=with_finished)
 
 
 def checked_answers(policy: Policy, tasks: list[Task], n: int, temperature: float, seed: int = 0,
@@ -102,7 +102,7 @@ def pool_stats_by_kind(tasks: list[Task], pools: list[list[str]], scores: list[l
 
 def pooled_reward_agreement(policy: Policy, tasks: list[Task], pools: list[list[str]], finished: list[list[bool]],
                             scores: list[list[float]], gamma: float) -> dict[str, dict[str, float]]:
-    """rewards.implicit.reward_agreement over every sample of every task (pools[i]: task i's samples), grouped by
+    """metrics.reward_agreement over every sample of every task (pools[i]: task i's samples), grouped by
     the task's family kind: how the extracted reward at `gamma` ranks the samples as the checker does."""
     owners = [t for t, pool in zip(tasks, pools) for _ in pool]
     flat = lambda per_task: [x for row in per_task for x in row]  # noqa: E731
@@ -168,19 +168,24 @@ def reference_loglik(policy: Policy, tasks: list[Task], n: int = 4, seed: int = 
     return logliks
 
 
+DIVERSITY = {"distinct_answers": "distinct_answers", "valid": "accuracy", "distinct_2": "distinct_2",
+             "self_bleu": "self_bleu"}  # the report's name: metrics.pool_stats' name
+
+
 def diversity(policy: Policy, tasks: list[Task], k: int = 8, seed: int = 0) -> dict:
+    """Per open family, k samples per prompt at temperature 1: metrics.pool_stats on characters (Self-BLEU of
+    order 2), its distinct answers, share valid (its accuracy), distinct-2 and Self-BLEU."""
     open_tasks = [t for t in tasks if FAMILIES[t.family].kind == "open"]
     if not open_tasks:
         return {}
-    pools = answer(policy, open_tasks, n=k, temperature=1.0, seed=seed + 2)
-    by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for task, pool in zip(open_tasks, pools):
-        stats = by_family[task.family]
-        stats["distinct_answers"].append(len(set(p.strip() for p in pool)) / k)
-        stats["valid"].append(statistics.mean(check(task, p) == 1.0 for p in pool))
-        stats["distinct_2"].append(distinct_n(pool, 2, characters))
-        stats["self_bleu"].append(self_bleu(pool, max_n=2, tokenize=characters))
-    return {family: {key: statistics.mean(values) for key, values in stats.items()} for family, stats in by_family.items()}
+    pools, finished, scores = checked_answers(policy, open_tasks, n=k, temperature=1.0, seed=seed + 2)
+    out = {}
+    for family in dict.fromkeys(t.family for t in open_tasks):
+        index = [i for i, t in enumerate(open_tasks) if t.family == family]
+        stats = pool_stats(*([part[i] for i in index] for part in (pools, scores, finished)), max_n=2,
+                           tokenize=characters)
+        out[family] = {key: stats[name] for key, name in DIVERSITY.items()}
+    return out
 
 
 def evaluate_world(model, baseline=None, per_level: int = 12, k: int = 8, n_bound: int = 4, seed: int = 0) -> dict:
@@ -226,29 +231,22 @@ def evaluate_world(model, baseline=None, per_level: int = 12, k: int = 8, n_boun
 
 
 def render_table(report: dict) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
     has_base = "versus_baseline" in report
-    table = Table(title=f"tinyworld held-out evaluation ({report['per_level']} prompts per cell)")
-    for column in ["family", "lvl", "score", "acc", "NLL"] + (["base score", "win rate"] if has_base else []):
-        table.add_column(column, justify="left" if column == "family" else "right")
+    header = ["family", "lvl", "score", "acc", "NLL"] + (["base score", "win rate"] if has_base else [])
+    rows = []
     for row in report["table"]:
         family = row["family"] + ("" if row["verifiable"] else " (unverif.)")
         cells = [family, str(row["level"]), f"{row['score']:.3f}", f"{row['accuracy']:.2f}", f"{row['nll']:.2f}"]
-        if has_base:
-            cells += [f"{row['baseline_score']:.3f}", f"{row['win_rate']:.2f}"]
-        table.add_row(*cells)
-    console = Console(record=True, width=110, file=io.StringIO())
-    console.print(table)
-    console.print(f"overall: score {report['score']:.3f}, accuracy {report['accuracy']:.3f}, NLL {report['nll']:.3f}")
+        rows.append(cells + ([f"{row['baseline_score']:.3f}", f"{row['win_rate']:.2f}"] if has_base else []))
+    notes = [f"overall: score {report['score']:.3f}, accuracy {report['accuracy']:.3f}, NLL {report['nll']:.3f}"]
     if has_base:
         v = report["versus_baseline"]
-        console.print(f"versus baseline (score {report['baseline_score']:.3f}): win rate {v['win_rate']:.3f} "
-                      f"({v['wins']} wins, {v['ties']} ties, {v['losses']} losses)")
-    for family, stats in report["diversity"].items():
-        console.print(f"diversity {family}: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
-    return console.export_text()
+        notes.append(f"versus baseline (score {report['baseline_score']:.3f}): win rate {v['win_rate']:.3f} "
+                     f"({v['wins']} wins, {v['ties']} ties, {v['losses']} losses)")
+    notes += [f"diversity {family}: " + ", ".join(f"{k} {v:.3f}" for k, v in stats.items())
+              for family, stats in report["diversity"].items()]
+    return table_text(f"tinyworld held-out evaluation ({report['per_level']} prompts per cell)", header, rows, notes,
+                      width=110)
 
 
 def plot_report(report: dict, path: str | Path, before: dict | None = None) -> Path:
@@ -272,17 +270,16 @@ def plot_report(report: dict, path: str | Path, before: dict | None = None) -> P
     ax.set_ylim(0, 1.05)
     ax.set_title("tinyworld held-out score by family and level")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def save_report(report: dict, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "eval.json").write_text(json.dumps(report, indent=2))
-    (folder / "eval.txt").write_text(render_table(report))
+    write_json(folder / "eval.json", report)
+    atomic_write_text(folder / "eval.txt", render_table(report))
     plot_report(report, folder / "eval.png")
     return folder
 

@@ -9,9 +9,10 @@ After EOS the state is terminal (V = 0). A response cut without EOS is truncated
 state after its last token is bootstrapped from the model. With gamma = 1 and a terminal response the sum of r
 telescopes to log pi(y|x) + V(s_0).
 
-The IRL algorithm trains with these quantities; `ImplicitRewardScorer` (RewardSpec kind "irl") scores responses
-with an IRL-trained model for RL, by the sum of r over the response (the paper's extracted reward);
-`reward_agreement` measures how well that reward ranks responses as a checker does.
+The per-token quantities are pure tensor functions in `langplay.losses` (the IRL algorithm trains with them);
+here, a model's implicit rewards of given responses: `ImplicitRewardScorer` (RewardSpec kind "irl") scores
+responses with an IRL-trained model for RL, by the sum of r over the response (the paper's extracted reward);
+`evaluation.metrics.reward_agreement` measures how well that reward ranks responses as a checker does.
 
 gamma is always given: none of these functions defaults to 1, where the summed reward is log pi(y|x) + V(s_0) and,
 V(s_0) being the same for every response to a prompt, ranks a group's responses by their log-likelihood alone. A
@@ -21,14 +22,15 @@ reads it back, and the irl reward kind uses it unless the spec sets gamma.
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 
+from langplay.batch import build_batch
 from langplay.config import ModelConfig
-from langplay.evaluation.metrics import mean_token_entropy, spearman
 from langplay.errors import LangplayError
-from langplay.policy import Policy, build_batch, completion_logprob_sums, model_facts, sequence_logprobs
+from langplay.logprobs import sequence_logprobs
+from langplay.losses import ends_with_eos, implicit_token_rewards
+from langplay.models import model_facts
+from langplay.policy import Policy
 
 GAMMA_FACT = "irl_gamma"  # the key of an IRL run's irl.gamma in the facts saved with its models (Policy.facts)
 
@@ -50,33 +52,6 @@ def resolve_gamma(name_or_path: str, gamma: float | None) -> float:
             "their irl.gamma beside the weights), so give the gamma it was trained with, e.g. "
             f"{{kind: irl, model: {name_or_path}, gamma: 0.99}}")
     return float(gamma)
-
-
-def ends_with_eos(batch: dict, eos_id: int) -> torch.Tensor:
-    """(sequences,) bool: the last completion token is EOS, i.e. the episode ended (terminal, V after it = 0)."""
-    mask = batch["completion_mask"]
-    width = mask.shape[1]
-    last = ((mask > 0) * torch.arange(1, width + 1, device=mask.device)).amax(1) - 1  # -1: empty completion
-    completion = batch["input_ids"][:, -width:]
-    last_token = completion.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1)
-    return (last >= 0) & (last_token == eos_id)
-
-
-def next_state_values(values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
-                      terminal: torch.Tensor) -> torch.Tensor:
-    """V(s_{t+1}) at each completion position: the next position's value inside the completion; after the last
-    token 0 when the row is terminal (EOS) and the bootstrapped value of the state after it when truncated."""
-    inside = torch.cat([values[:, 1:] * mask[:, 1:], torch.zeros_like(values[:, :1])], 1)
-    is_last = mask * torch.cat([1 - mask[:, 1:], torch.ones_like(mask[:, :1])], 1)  # prefix masks: one per row
-    bootstrap = final_values * (1 - terminal.to(values.dtype))
-    return inside + is_last * bootstrap.unsqueeze(1)
-
-
-def implicit_token_rewards(logp: torch.Tensor, values: torch.Tensor, final_values: torch.Tensor, mask: torch.Tensor,
-                           terminal: torch.Tensor, gamma: float) -> torch.Tensor:
-    """r_t = log pi(a_t|s_t) + V(s_t) - gamma V(s_{t+1}) at completion positions, 0 elsewhere."""
-    target = gamma * next_state_values(values, final_values, mask, terminal)
-    return (logp + values - target) * mask
 
 
 @torch.no_grad()
@@ -115,31 +90,6 @@ def extracted_rewards(policy: Policy, prompts: list[str], responses: list[str], 
                                        gamma=gamma, terminal=terminal, micro_batch_size=micro_batch_size)
             for i, value in zip(index, sums):
                 out[i] = value
-    return out
-
-
-def reward_agreement(policy: Policy, prompts: list[str], responses: list[str], finished: list[bool],
-                     scores: list[float], groups: list[str], gamma: float) -> dict[str, dict[str, float]]:
-    """How the extracted reward (`extracted_rewards`) of the model's responses agrees with their `scores` (a
-    checker's), over all responses ("all") and the responses of each group (groups[i]: response i's): Spearman of
-    reward and score, and of log pi(y|x) and score for comparison; the mean extracted reward; the model's mean
-    next-token entropy on the responses. Sets eval mode."""
-    policy.model.eval()
-    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
-    extracted = extracted_rewards(policy, prompts, responses, finished, gamma)
-    prompt_ids = [policy.encode(p) for p in prompts]
-    response_ids = [policy.encode(r) + ([eos] if f else []) for r, f in zip(responses, finished)]
-    loglik = completion_logprob_sums(policy.model, prompt_ids, response_ids, pad)
-    out = {}
-    for group in ("all", *sorted(set(groups))):
-        index = [i for i, g in enumerate(groups) if group in ("all", g)]
-        pick = lambda values: [values[i] for i in index]  # noqa: E731
-        out[group] = {
-            "spearman_reward": spearman(pick(extracted), pick(scores)),
-            "spearman_loglik": spearman(pick(loglik), pick(scores)),
-            "mean_reward": statistics.mean(pick(extracted)),
-            "token_entropy": mean_token_entropy(policy.model, pick(prompt_ids), pick(response_ids), pad),
-        }
     return out
 
 

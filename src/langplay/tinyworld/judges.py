@@ -17,7 +17,7 @@ from .tasks import FAMILIES, PRINTABLE, check, final_answer, parse
 
 SURFACE_MAX = 0.8       # the most a response to an unparseable query can score
 SHORT_CHARS = 40        # a response this short counts as concise
-MAX_QUERY_CHARS = 80    # a longer query is not "clear" (quality criterion 2)
+CLEAR_QUERY_CHARS = 80  # a longer query is not "clear" (quality criterion 2)
 
 
 def _repetitive(text: str) -> bool:
@@ -57,7 +57,7 @@ def score(query: str, response: str) -> float:
 def quality(query: str, response: str) -> int:
     """LSP's self-reward, 0..7, +1 per criterion (Kuba et al. 2025, Box 3):
     1 the task is identifiable (the query parses);
-    2 the query is clear: it parses, is at most MAX_QUERY_CHARS long, and its level is one the family has;
+    2 the query is clear: it parses, is at most CLEAR_QUERY_CHARS long, and its level is one the family has;
     3 the response is non-empty and well formed (plain characters, ends cleanly, not degenerate);
     4 it addresses the question: its final answer has the right form (a number, letters, words, a list ...);
     5 it is at least partly correct (checker >= 0.5);
@@ -74,7 +74,7 @@ def quality(query: str, response: str) -> int:
     answer, placed = final_answer(task, response)
     correct = check(task, response)
     points += 1                                                                      # 1
-    points += len(query.strip()) <= MAX_QUERY_CHARS and 1 <= task.level <= family.levels  # 2
+    points += len(query.strip()) <= CLEAR_QUERY_CHARS and 1 <= task.level <= family.levels  # 2
     points += family.well_typed(answer)                                              # 4
     points += correct >= 0.5                                                         # 5
     points += correct == 1.0                                                         # 6

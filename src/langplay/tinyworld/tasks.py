@@ -25,6 +25,7 @@ hyper-parameters are chosen on "tune"; tables report "test".
 from __future__ import annotations
 
 import hashlib
+import operator
 import random
 import re
 import string
@@ -72,7 +73,7 @@ class Family:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def extract_answer(response: str) -> str | None:
+def stated_answer(response: str) -> str | None:
     """The text after the last ANSWER_MARKER (case-insensitive), up to the end of its line; None if absent."""
     end = marker_end(response, ANSWER_MARKER)
     if end is None:
@@ -123,6 +124,15 @@ def _grade_number(answer: str, want: int) -> float:
 
 def _is_int(answer: str) -> bool:
     return _canon_int(answer) is not None
+
+
+def _two_numbers(name: str, verifiable: bool, phrasings: tuple[str, ...], value: Callable[[int, int], int],
+                 **rest: Callable) -> Family:
+    """A reasoning family on two integers {a} and {b} (add, multiply): its answer is value(a, b), graded by
+    digit agreement; `rest` gives the family's own generate, solve and level_of."""
+    return Family(name=name, kind="reasoning", levels=4, verifiable=verifiable, long_answer=False,
+                  phrasings=phrasings, to_params=lambda f: (("a", int(f["a"])), ("b", int(f["b"]))),
+                  grade=lambda p, ans: _grade_number(ans, value(p["a"], p["b"])), well_typed=_is_int, **rest)
 
 
 def _positional(got: str, want: str) -> float:
@@ -180,15 +190,11 @@ def _add_solve(p: dict) -> tuple[str, str]:
     return " ".join(lines + [f"{ANSWER_MARKER} {total}."]), str(total)
 
 
-ADD = Family(
-    name="add", kind="reasoning", levels=4, verifiable=True, long_answer=False,
+ADD = _two_numbers(
+    "add", verifiable=True,
     phrasings=("What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} plus {b}.", "Find the sum of {a} and {b}."),
-    generate=_add_generate,
-    to_params=lambda f: (("a", int(f["a"])), ("b", int(f["b"]))),
-    solve=_add_solve,
+    value=operator.add, generate=_add_generate, solve=_add_solve,
     level_of=lambda p: min(max(len(str(p["a"])), len(str(p["b"]))), 5),
-    grade=lambda p, ans: _grade_number(ans, p["a"] + p["b"]),
-    well_typed=_is_int,
 )
 
 REVERSE_LENGTHS = (3, 5, 7, 9)
@@ -522,15 +528,10 @@ def _multiply_level(p: dict) -> int:
     return next((i + 1 for i, (m, f) in enumerate(MULTIPLY_DIGITS) if more <= m and fewer <= f), 5)
 
 
-MULTIPLY = Family(
-    name="multiply", kind="reasoning", levels=4, verifiable=False, long_answer=False,
+MULTIPLY = _two_numbers(
+    "multiply", verifiable=False,
     phrasings=("What is {a} * {b}?", "Multiply {a} by {b}.", "Compute {a} times {b}.", "What is {a} times {b}?"),
-    generate=_multiply_generate,
-    to_params=lambda f: (("a", int(f["a"])), ("b", int(f["b"]))),
-    solve=_multiply_solve,
-    level_of=_multiply_level,
-    grade=lambda p, ans: _grade_number(ans, p["a"] * p["b"]),
-    well_typed=_is_int,
+    value=operator.mul, generate=_multiply_generate, solve=_multiply_solve, level_of=_multiply_level,
 )
 
 ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -681,7 +682,7 @@ def shows_work(response: str) -> bool:
 def final_answer(task: Task, response: str) -> tuple[str, bool]:
     """(the answer a response gives, whether it is well placed): the text after ANSWER_MARKER if present, else
     the whole response. A reasoning family's answer without the marker is not well placed."""
-    marked = extract_answer(response)
+    marked = stated_answer(response)
     if marked is not None:
         return marked, True
     return _clean(response), FAMILIES[task.family].kind != "reasoning"
@@ -715,14 +716,16 @@ def _template_regex(template: str) -> re.Pattern:
 
 
 PATTERNS = [(fam, _template_regex(t)) for fam in FAMILIES.values() for t in fam.phrasings]
-MAX_QUERY_CHARS = 200
+# parse gives up on longer text before matching: no phrasing comes near (the generator's longest are ~65 characters).
+# Not the judges' CLEAR_QUERY_CHARS, a quality criterion: a query between the two parses but is not "clear".
+PARSE_MAX_CHARS = 200
 
 
 def parse(text: str) -> Task | None:
     """The task a free-text query asks for, or None. Accepts every phrasing the generator produces, in any case,
     with extra spaces and with or without trailing punctuation. A parsed task has seed -1 and its level is
     inferred (family.levels + 1 when it is harder than the hardest level)."""
-    if not isinstance(text, str) or len(text) > MAX_QUERY_CHARS:
+    if not isinstance(text, str) or len(text) > PARSE_MAX_CHARS:
         return None
     normal = _normalize(text)
     for fam, pattern in PATTERNS:
