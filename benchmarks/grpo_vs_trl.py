@@ -31,20 +31,19 @@ calls each layer's `weight_loader`, which the CPU build's repacked layers no lon
 instead (as langplay's sampler does), gives the engine the run's dtype and builds it once for all rounds
 (trl_vllm_on_cpu below); TRL's importance-sampling correction is set to langplay's (token_truncate at 3).
 
-The commands of the issue-38 runs, 2 threads, the machine otherwise idle (estimated from smoke runs: about 60,
-55 and 40 minutes; the process peaked at 13.6 GB with 2 x 4 x 128 and all four sides, so expect 18-20 GB at
-8 x 8 x 128: where that does not fit, run `--backend hf --trl-backend hf` and `--backend vllm --trl-backend vllm`
-apart):
+The commands of the issue-38 runs (BENCHMARKS.md), each alone on core 0 with one thread: about 25 minutes each and
+16.8 GB at the peak with one langplay and one TRL side in the process; with every row of the batch in one pass
+(no --micro-batch) the process ran out of 24 GB, so each side trains in micro-batches of 16 rows:
 
-    python benchmarks/grpo_vs_trl.py --model real --precision bf16 --threads 2 --tokens 128 --rounds 4 --steps 3 \
-        --backend hf vllm --trl-backend hf vllm --json results/benchmarks/grpo_vs_trl_smollm2_bf16_fixed.json
-    python benchmarks/grpo_vs_trl.py --model real --precision bf16 --threads 2 --tokens 128 --rounds 4 --steps 3 \
-        --backend hf vllm --trl-backend hf vllm --eos --json results/benchmarks/grpo_vs_trl_smollm2_bf16_eos.json
-    python benchmarks/grpo_vs_trl.py --model real --precision fp32 --threads 2 --tokens 128 --rounds 2 --steps 3 \
-        --backend vllm --trl-backend hf vllm --json results/benchmarks/grpo_vs_trl_smollm2_fp32_fixed.json
+    taskset -c 0 python benchmarks/grpo_vs_trl.py --model real --precision bf16 --threads 1 --tokens 128 \
+        --micro-batch 16 --rounds 2 --steps 2 --backend vllm --trl-backend hf \
+        --json results/benchmarks/grpo_vs_trl_smollm2_bf16_fixed.json
+    (the same with --eos: grpo_vs_trl_smollm2_bf16_eos.json; with --trl-backend vllm: ..._fixed_trl_vllm.json)
+    python benchmarks/grpo_vs_trl.py --model real --precision fp32 --threads 2 --tokens 128 --micro-batch 16 \
+        --rounds 2 --steps 3 --backend vllm --trl-backend hf vllm --json results/benchmarks/grpo_vs_trl_smollm2_fp32_fixed.json
 
-The last asks whether fp32 is TRL's best setting on this CPU (AVX512-BF16: bf16 should be): its TRL medians
-against the first run's. A smoke run of a mode: `--rounds 1 --steps 2 --prompts 2 --group 2 --tokens 8`.
+The last (not run yet) asks whether fp32 is TRL's best setting on this CPU (AVX512-BF16: bf16 should be): its TRL
+medians against the first run's. A smoke run of a mode: `--rounds 1 --steps 2 --prompts 2 --group 2 --tokens 8`.
 """
 
 from __future__ import annotations

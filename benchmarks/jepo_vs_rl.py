@@ -8,10 +8,11 @@ multi-sample bound, the default rows [x | c_i, a*] (one no-grad pass for S_i, th
 the paper's update written literally, rows [x | y_i] plus rows [x, c_i | a*] (twice the training tokens).
 They alternate in blocks (benchmarks/step_cost.py). Prints median step times, lengths and timing parts.
 
-On the real model (issue 38; `--model real`: SmolLM2-135M-Instruct, real_gsm8k.py), 2 threads, the machine
-otherwise idle (about 25 minutes, estimated from smoke runs):
+On the real model (issue 38; `--model real`: SmolLM2-135M-Instruct, real_gsm8k.py): the run in BENCHMARKS.md took
+9 minutes on one core:
 
-    python benchmarks/jepo_vs_rl.py --model real --rounds 3 --steps 3 --json results/benchmarks/jepo_vs_rl_smollm2.json
+    taskset -c 0 python benchmarks/jepo_vs_rl.py --model real --threads 1 --rounds 2 --steps 2 \
+        --json results/benchmarks/jepo_vs_rl_smollm2.json
 
 The same three methods on GSM8K's questions (--prompts 8 x --group 4, the chat template and a system prompt that
 asks for "The answer is" and the number), chains at most --tokens 128 ending at EOS (--fixed-length: all 128):

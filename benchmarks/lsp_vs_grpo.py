@@ -6,11 +6,10 @@ Both start from tinyworld's shipped base model: GRPO on 16 training prompts x 4 
 (tinyworld's quality judge as R_Q) on 16 challenger queries x 4 answers; same reward (the judge), same lengths.
 They alternate in blocks (benchmarks/step_cost.py). Prints median step times, lengths and timing parts, and the ratios.
 
-On the real model (issue 38; `--model real`: SmolLM2-135M-Instruct, real_gsm8k.py), 2 threads, the machine
-otherwise idle (about 40 minutes, estimated from smoke runs; 8.6 GB peak memory at 2 x 2 x 8 tokens, more with
---backend vllm, where each trainer holds an engine):
+On the real model (issue 38; `--model real`: SmolLM2-135M-Instruct, real_gsm8k.py): the run in BENCHMARKS.md took
+11 minutes on one core (more memory with --backend vllm, where each trainer holds an engine):
 
-    python benchmarks/lsp_vs_grpo.py --model real --rounds 3 --steps 3 \
+    taskset -c 0 python benchmarks/lsp_vs_grpo.py --model real --threads 1 --rounds 2 --steps 2 \
         --json results/benchmarks/lsp_vs_grpo_smollm2.json
 
 GRPO on GSM8K's questions (--prompts 8 x --group 4, the chat template applied), LSP-Zero and LSP on 8
