@@ -112,3 +112,19 @@ def test_explicit_noise_keys_reproduce_another_evaluations_draws(tiny_model, tmp
     assert len(cache.entries) == 2
     generate_answers(policy, str(tiny_model), prompts[::-1], DECODING, cache, progress=False)
     assert len(AnswerCache(tmp_path / "a.jsonl").entries) == 4  # positional keys are other draws: not served
+
+
+def test_a_prompt_asked_twice_gets_one_set_of_answers(tiny_model):
+    """As the cache keys answers: by prompt and decoding (a judge's A-vs-A prompt, in both orders, gets one reply);
+    with explicit noise keys, by key too."""
+    from langplay.sampling.keys import key_of
+
+    policy = load_eval_policy(str(tiny_model), device="cpu")
+    prompts = ["say a", "say b", "say a"]
+    answers, finished = generate_answers(policy, None, prompts, DECODING, progress=False, with_finished=True)
+    assert answers[0] == answers[2] and finished[0] == finished[2]
+    alone = generate_answers(policy, None, prompts[:2], DECODING, progress=False)
+    assert alone[1] == answers[1]  # the other prompts keep their own draws
+    keyed = generate_answers(policy, None, prompts, DECODING, progress=False,
+                             noise_keys=[key_of(3, 0), key_of(3, 1), key_of(3, 2)])
+    assert keyed[0] != keyed[2]  # distinct keys: distinct draws

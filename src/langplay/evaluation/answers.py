@@ -204,6 +204,12 @@ def generate_answers(policy, model_name: str | None, prompts: list, decoding: De
                 cache.put_many({keys[i]: answers[i] for i in batch}, {keys[i]: finished[i] for i in batch})
             bar.update(len(batch))
         bar.close()
+        # A prompt's answers are a function of (prompt, decoding, its explicit noise key if any), as the cache keys
+        # them: a prompt asked twice gets one set of answers (the last drawn), e.g. a judge's A-vs-A prompt in both orders.
+        same = {(texts[i], noise[i] if explicit else None): i for i in todo}
+        for i in todo:
+            last = same[(texts[i], noise[i] if explicit else None)]
+            answers[i], finished[i] = answers[last], finished[last]
     return (answers, finished) if with_finished else answers
 
 
